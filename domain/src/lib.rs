@@ -1,1 +1,22 @@
 #![doc = include_str!("../README.md")]
+
+pub mod actor;
+pub mod pagination;
+pub mod ports;
+pub mod release;
+pub mod release_service;
+pub mod template;
+pub mod validation;
+
+pub use actor::Actor;
+pub use pagination::{Cursor, Page, PageLimit};
+pub use release::{
+    AttributeName, Attributes, ImageRef, NewRelease, Release, ReleaseContent, ReleaseId,
+    ReleaseQuery, ReleaseSummary, ServiceName, UnvalidatedRelease, Version,
+};
+pub use release_service::{
+    CreateReleaseError, CreatedRelease, DeleteReleaseError, GetReleaseError, ListReleasesError,
+    ReleaseService,
+};
+pub use template::{ManifestTemplate, RenderError, RenderedManifest, TemplateVariables};
+pub use validation::{FieldError, ValidationErrors};

@@ -1,0 +1,133 @@
+//! Keyset pagination: newest first, resumable from an opaque cursor.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// The position after which the next page starts: the `(created_at, id)` of the last
+/// item of the previous page. Opaque to clients, who only pass it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// A cursor string that is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("is not a cursor returned by this server")]
+pub struct InvalidCursor;
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        let raw = format!(
+            "{}.{}",
+            self.created_at.timestamp_micros(),
+            self.id.simple()
+        );
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// # Errors
+    /// [`InvalidCursor`] when `text` was not made by [`Cursor::encode`].
+    pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| InvalidCursor)?;
+        let raw = String::from_utf8(bytes).map_err(|_| InvalidCursor)?;
+        let (micros, id) = raw.split_once('.').ok_or(InvalidCursor)?;
+        let micros: i64 = micros.parse().map_err(|_| InvalidCursor)?;
+        let created_at = DateTime::from_timestamp_micros(micros).ok_or(InvalidCursor)?;
+        let id = Uuid::try_parse(id).map_err(|_| InvalidCursor)?;
+        Ok(Self { created_at, id })
+    }
+}
+
+/// How many items a page holds: 1 to [`PageLimit::MAX`], [`PageLimit::DEFAULT`] unless asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit(u16);
+
+/// A page limit outside 1..=500.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be between 1 and {max}", max = PageLimit::MAX)]
+pub struct InvalidPageLimit;
+
+impl PageLimit {
+    pub const DEFAULT: u16 = 50;
+    pub const MAX: u16 = 500;
+
+    /// # Errors
+    /// [`InvalidPageLimit`] outside 1..=500.
+    pub fn new(limit: i64) -> Result<Self, InvalidPageLimit> {
+        match u16::try_from(limit) {
+            Ok(limit) if (1..=Self::MAX).contains(&limit) => Ok(Self(limit)),
+            _ => Err(InvalidPageLimit),
+        }
+    }
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl Default for PageLimit {
+    fn default() -> Self {
+        Self(Self::DEFAULT)
+    }
+}
+
+impl fmt::Display for PageLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One page of a newest-first listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    #[serde(serialize_with = "serialize_cursor")]
+    pub next_cursor: Option<Cursor>,
+}
+
+fn serialize_cursor<S: serde::Serializer>(
+    cursor: &Option<Cursor>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match cursor {
+        Some(cursor) => serializer.serialize_some(&cursor.encode()),
+        None => serializer.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_survives_its_round_trip() {
+        let cursor = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("time"),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
+    }
+
+    #[test]
+    fn a_cursor_that_is_not_ours_is_refused() {
+        for text in ["", "abc", "!!!", &URL_SAFE_NO_PAD.encode("12.not-a-uuid")] {
+            assert_eq!(Cursor::decode(text), Err(InvalidCursor), "{text}");
+        }
+    }
+
+    #[test]
+    fn page_limits_outside_one_to_five_hundred_are_refused() {
+        assert!(PageLimit::new(0).is_err());
+        assert!(PageLimit::new(501).is_err());
+        assert!(PageLimit::new(-1).is_err());
+        assert_eq!(PageLimit::new(500).map(PageLimit::get), Ok(500));
+        assert_eq!(PageLimit::default().get(), 50);
+    }
+}

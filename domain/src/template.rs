@@ -1,0 +1,493 @@
+//! Manifest templates: Jinja (minijinja) templates that render to Kubernetes YAML.
+//!
+//! Rendering is strict (an undefined variable is an error, never an empty string),
+//! does no HTML escaping (the output is YAML), cannot read files or the environment
+//! (no loader, no such functions), and runs on a fuel budget so a hostile template
+//! cannot spin. Templates written for the original kubernaut (`{{image}}`,
+//! `{{service}}`, `{{replicas}}`) render unchanged.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde_json::Value;
+
+use crate::release::{Attributes, ImageRef, ServiceName, Version};
+
+const TEMPLATE_NAME: &str = "manifest";
+/// The variables every deploy supplies.
+pub const DEPLOY_VARIABLES: [&str; 2] = ["cluster", "namespace"];
+/// Instructions one render may execute; far above what any real manifest needs.
+const FUEL: u64 = 1_000_000;
+/// The most text one render may produce.
+const MAX_OUTPUT_BYTES: usize = 8 * 1024 * 1024;
+
+/// A template that compiles and renders into Kubernetes objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestTemplate {
+    source: String,
+    required_variables: BTreeSet<String>,
+}
+
+/// Why a template was refused at release time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidTemplate {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {max} bytes, not {0}", max = ManifestTemplate::MAX_BYTES)]
+    TooLarge(usize),
+    #[error("does not compile: {0}")]
+    Syntax(String),
+    #[error("does not render: {0}")]
+    Render(String),
+    #[error("does not render to Kubernetes YAML: {0}")]
+    NotKubernetes(String),
+}
+
+/// Why a template could not be rendered for a deploy or a preview.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("the template needs variables that were not supplied: {}", .0.join(", "))]
+    MissingVariables(Vec<String>),
+    #[error("the template failed to render: {0}")]
+    Template(String),
+    #[error("the rendered manifest is not Kubernetes YAML: {0}")]
+    NotKubernetes(String),
+}
+
+/// The variables a template is rendered with; all values are strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemplateVariables(BTreeMap<String, String>);
+
+impl TemplateVariables {
+    /// The variables a release supplies: `service`, `version`, `image` and every attribute.
+    pub fn for_release(
+        service: &ServiceName,
+        version: &Version,
+        image: &ImageRef,
+        attributes: &Attributes,
+    ) -> Self {
+        let mut variables = Self::default();
+        for (name, value) in attributes.iter() {
+            variables.set(name.as_str(), value);
+        }
+        variables.set("service", service.as_str());
+        variables.set("version", version.as_str());
+        variables.set("image", image.as_str());
+        variables
+    }
+
+    /// Sets `name`, replacing an earlier value: later sources win.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.0.insert(name.to_owned(), value.to_owned());
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// The render context: every variable at the top level, and all of them again under
+    /// `attributes`, so names that are not Jinja identifiers (`team.name`) stay reachable
+    /// as `attributes["team.name"]`.
+    fn context(&self) -> BTreeMap<&str, minijinja::Value> {
+        let mut context: BTreeMap<&str, minijinja::Value> = self
+            .0
+            .iter()
+            .map(|(name, value)| (name.as_str(), minijinja::Value::from(value.as_str())))
+            .collect();
+        context.insert(
+            "attributes",
+            minijinja::Value::from_pairs(self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        );
+        context
+    }
+}
+
+/// A rendered manifest: its text and the Kubernetes objects it holds, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedManifest {
+    pub text: String,
+    pub objects: Vec<Value>,
+}
+
+impl ManifestTemplate {
+    pub const MAX_BYTES: usize = 1024 * 1024;
+
+    /// Checks what can be checked without the release's variables: size and syntax.
+    ///
+    /// # Errors
+    /// [`InvalidTemplate`] when the template is empty, too large or does not compile.
+    pub fn check_source(source: &str) -> Result<(), InvalidTemplate> {
+        check_size(source)?;
+        let env = environment();
+        env.template_from_named_str(TEMPLATE_NAME, source)
+            .map(|_| ())
+            .map_err(|e| InvalidTemplate::Syntax(describe(&e)))
+    }
+
+    /// Accepts `source` as a release's template when it compiles and renders, with the
+    /// release's variables and a placeholder for each variable only a deploy can supply
+    /// (`cluster`, `namespace`, their attributes), into one or more YAML documents each
+    /// with `apiVersion`, `kind` and `metadata.name`. Those deploy-time variables are
+    /// recorded as [`ManifestTemplate::required_variables`].
+    ///
+    /// # Errors
+    /// [`InvalidTemplate`] naming the first problem found.
+    pub fn parse(
+        source: &str,
+        service: &ServiceName,
+        version: &Version,
+        image: &ImageRef,
+        attributes: &Attributes,
+    ) -> Result<Self, InvalidTemplate> {
+        check_size(source)?;
+        let env = environment();
+        let template = env
+            .template_from_named_str(TEMPLATE_NAME, source)
+            .map_err(|e| InvalidTemplate::Syntax(describe(&e)))?;
+        let mut variables = TemplateVariables::for_release(service, version, image, attributes);
+        let required_variables: BTreeSet<String> = template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|name| !variables.contains(name) && name != "attributes")
+            // Built-in functions (`range`, `dict`) are not variables, but `namespace`,
+            // a Jinja built-in too, is always the deploy's namespace here.
+            .filter(|name| {
+                DEPLOY_VARIABLES.contains(&name.as_str())
+                    || !env.globals().any(|(global, _)| global == name)
+            })
+            .collect();
+        for name in &required_variables {
+            variables.set(name, name);
+        }
+        let text = render_text(&template, &variables).map_err(InvalidTemplate::Render)?;
+        parse_objects(&text).map_err(InvalidTemplate::NotKubernetes)?;
+        Ok(Self {
+            source: source.to_owned(),
+            required_variables,
+        })
+    }
+
+    /// Rebuilds a template that was accepted before (read back from storage).
+    pub fn from_trusted(source: String, required_variables: BTreeSet<String>) -> Self {
+        Self {
+            source,
+            required_variables,
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The variables the release does not supply and a deploy must.
+    pub fn required_variables(&self) -> &BTreeSet<String> {
+        &self.required_variables
+    }
+
+    /// Renders the template with `variables`.
+    ///
+    /// # Errors
+    /// [`RenderError::MissingVariables`] naming every required variable not supplied,
+    /// or the render or YAML failure.
+    pub fn render(&self, variables: &TemplateVariables) -> Result<RenderedManifest, RenderError> {
+        let missing: Vec<String> = self
+            .required_variables
+            .iter()
+            .filter(|name| !variables.contains(name))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(RenderError::MissingVariables(missing));
+        }
+        let env = environment();
+        let template = env
+            .template_from_named_str(TEMPLATE_NAME, &self.source)
+            .map_err(|e| RenderError::Template(describe(&e)))?;
+        let text = render_text(&template, variables).map_err(RenderError::Template)?;
+        let objects = parse_objects(&text).map_err(RenderError::NotKubernetes)?;
+        Ok(RenderedManifest { text, objects })
+    }
+}
+
+fn check_size(source: &str) -> Result<(), InvalidTemplate> {
+    if source.trim().is_empty() {
+        return Err(InvalidTemplate::Empty);
+    }
+    if source.len() > ManifestTemplate::MAX_BYTES {
+        return Err(InvalidTemplate::TooLarge(source.len()));
+    }
+    Ok(())
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(64);
+    // YAML is whitespace-sensitive: block tags on their own lines leave no blank line
+    // or stray indentation behind (as Ansible and Salt render YAML), and the final
+    // newline is kept as written.
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()
+            .expect("the default delimiters are a valid syntax"),
+    );
+    env
+}
+
+fn render_text(
+    template: &minijinja::Template<'_, '_>,
+    variables: &TemplateVariables,
+) -> Result<String, String> {
+    let text = template
+        .render(variables.context())
+        .map_err(|e| describe(&e))?;
+    if text.len() > MAX_OUTPUT_BYTES {
+        return Err(format!(
+            "the output is {} bytes, more than the {MAX_OUTPUT_BYTES} allowed",
+            text.len()
+        ));
+    }
+    Ok(text)
+}
+
+fn describe(error: &minijinja::Error) -> String {
+    match error.line() {
+        Some(line) => format!(
+            "line {line}: {}",
+            error.detail().unwrap_or(&error.to_string())
+        ),
+        None => error.to_string(),
+    }
+}
+
+/// Parses rendered YAML into its objects, checking each is a Kubernetes object.
+fn parse_objects(text: &str) -> Result<Vec<Value>, String> {
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| format!("invalid YAML: {e}"))?;
+    let objects: Vec<Value> = documents.into_iter().filter(|d| !d.is_null()).collect();
+    if objects.is_empty() {
+        return Err("it holds no YAML document".to_owned());
+    }
+    for (index, object) in objects.iter().enumerate() {
+        let number = index + 1;
+        if !object.is_object() {
+            return Err(format!("document {number} is not a mapping"));
+        }
+        for (path, pointer) in [
+            ("apiVersion", "/apiVersion"),
+            ("kind", "/kind"),
+            ("metadata.name", "/metadata/name"),
+        ] {
+            let present = object
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.trim().is_empty());
+            if !present {
+                return Err(format!(
+                    "document {number} has no {path} (a non-empty string is required)"
+                ));
+            }
+        }
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release_variables() -> (ServiceName, Version, ImageRef, Attributes) {
+        let attributes = Attributes::parse(
+            "attributes",
+            &BTreeMap::from([("replicas".to_owned(), "3".to_owned())]),
+        )
+        .expect("attributes");
+        (
+            ServiceName::parse("hello-world").expect("service"),
+            Version::parse("1.2.3").expect("version"),
+            ImageRef::parse("registry.local/hello-world:1.2.3").expect("image"),
+            attributes,
+        )
+    }
+
+    fn parse(source: &str) -> Result<ManifestTemplate, InvalidTemplate> {
+        let (service, version, image, attributes) = release_variables();
+        ManifestTemplate::parse(source, &service, &version, &image, &attributes)
+    }
+
+    const ORIGINAL_STYLE: &str = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: \"{{service}}\"\n  labels:\n    version: \"{{version}}\"\nspec:\n  replicas: {{replicas}}\n  template:\n    spec:\n      containers:\n      - name: {{service}}\n        image: {{image}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {{service}}\n";
+
+    #[test]
+    fn an_original_kubernaut_template_renders_unchanged() {
+        let template = parse(ORIGINAL_STYLE).expect("accepted");
+        assert!(template.required_variables().is_empty());
+        let (service, version, image, attributes) = release_variables();
+        let rendered = template
+            .render(&TemplateVariables::for_release(
+                &service,
+                &version,
+                &image,
+                &attributes,
+            ))
+            .expect("renders");
+        assert_eq!(rendered.objects.len(), 2);
+        assert_eq!(
+            rendered.objects[0].pointer("/spec/template/spec/containers/0/image"),
+            Some(&Value::from("registry.local/hello-world:1.2.3"))
+        );
+        assert_eq!(
+            rendered.objects[0].pointer("/spec/replicas"),
+            Some(&Value::from(3))
+        );
+        assert_eq!(
+            rendered.objects[1].pointer("/kind"),
+            Some(&Value::from("Service"))
+        );
+    }
+
+    #[test]
+    fn conditionals_loops_and_filters_work() {
+        let source = "{% for port in [80, 443] %}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {{ service | upper | lower }}-{{ port }}\n{% if replicas | int > 1 %}  labels:\n    ha: \"yes\"\n{% endif %}{% endfor %}";
+        let template = parse(source).expect("accepted");
+        let (service, version, image, attributes) = release_variables();
+        let rendered = template
+            .render(&TemplateVariables::for_release(
+                &service,
+                &version,
+                &image,
+                &attributes,
+            ))
+            .expect("renders");
+        let names: Vec<_> = rendered
+            .objects
+            .iter()
+            .filter_map(|o| o.pointer("/metadata/name"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                &Value::from("hello-world-80"),
+                &Value::from("hello-world-443")
+            ]
+        );
+        assert_eq!(
+            rendered.objects[0].pointer("/metadata/labels/ha"),
+            Some(&Value::from("yes"))
+        );
+    }
+
+    #[test]
+    fn deploy_time_variables_are_recorded_and_demanded_by_name() {
+        let source = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{service}}-{{ cluster }}\ndata:\n  ns: {{namespace}}\n  region: \"{{ region }}\"\n";
+        let template = parse(source).expect("accepted with placeholders");
+        let required: Vec<_> = template
+            .required_variables()
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(required, ["cluster", "namespace", "region"]);
+
+        let (service, version, image, attributes) = release_variables();
+        let mut variables = TemplateVariables::for_release(&service, &version, &image, &attributes);
+        variables.set("cluster", "eu-1");
+        assert_eq!(
+            template.render(&variables),
+            Err(RenderError::MissingVariables(vec![
+                "namespace".into(),
+                "region".into()
+            ]))
+        );
+        variables.set("namespace", "shop");
+        variables.set("region", "eu-west");
+        let rendered = template.render(&variables).expect("renders");
+        assert_eq!(
+            rendered.objects[0].pointer("/metadata/name"),
+            Some(&Value::from("hello-world-eu-1"))
+        );
+    }
+
+    #[test]
+    fn templates_that_are_not_kubernetes_yaml_are_refused_with_a_reason() {
+        let cases = [
+            ("", "must not be empty"),
+            ("{% if %}", "does not compile"),
+            (
+                "{{ image | no_such_filter }}",
+                "filter no_such_filter is unknown",
+            ),
+            ("key: [unclosed", "invalid YAML"),
+            ("just a string", "not a mapping"),
+            ("apiVersion: v1\nkind: Service\n", "metadata.name"),
+            ("apiVersion: v1\nmetadata:\n  name: x\n", "kind"),
+            ("# only a comment\n", "no YAML document"),
+        ];
+        for (source, expected) in cases {
+            let error = parse(source).expect_err(source).to_string();
+            assert!(error.contains(expected), "{source:?} gave {error:?}");
+        }
+    }
+
+    #[test]
+    fn a_template_over_one_mebibyte_is_refused() {
+        let big = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n#{}",
+            "x".repeat(ManifestTemplate::MAX_BYTES)
+        );
+        assert!(matches!(parse(&big), Err(InvalidTemplate::TooLarge(_))));
+    }
+
+    #[test]
+    fn a_template_that_spins_runs_out_of_fuel() {
+        let source = "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}apiVersion: v1\nkind: Service\nmetadata:\n  name: x\n";
+        let error = parse(source).expect_err("must stop").to_string();
+        assert!(error.contains("fuel"), "{error}");
+    }
+
+    #[test]
+    fn a_template_cannot_blow_up_its_output() {
+        let source = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: {{ 'x' * 100000000 }}\n";
+        assert!(parse(source).is_err());
+    }
+
+    #[test]
+    fn a_template_cannot_include_files() {
+        let source = "{% include '/etc/passwd' %}";
+        assert!(parse(source).is_err());
+    }
+
+    #[test]
+    fn attributes_with_dotted_names_are_reachable_through_the_attributes_map() {
+        let attributes = Attributes::parse(
+            "attributes",
+            &BTreeMap::from([("team.name".to_owned(), "payments".to_owned())]),
+        )
+        .expect("attributes");
+        let (service, version, image, _) = release_variables();
+        let source =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ attributes['team.name'] }}\n";
+        let template = ManifestTemplate::parse(source, &service, &version, &image, &attributes)
+            .expect("accepted");
+        let rendered = template
+            .render(&TemplateVariables::for_release(
+                &service,
+                &version,
+                &image,
+                &attributes,
+            ))
+            .expect("renders");
+        assert_eq!(
+            rendered.objects[0].pointer("/metadata/name"),
+            Some(&Value::from("payments"))
+        );
+    }
+}
