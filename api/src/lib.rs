@@ -1,1 +1,73 @@
 #![doc = include_str!("../README.md")]
+
+pub mod body;
+pub mod health;
+pub mod problem;
+pub mod releases;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::web::{self, Data, ServiceConfig};
+use actix_web::{HttpRequest, HttpResponse};
+use kubernaut_domain::{ReleaseService, ValidationErrors};
+
+use crate::problem::ApiError;
+
+/// The domain services the HTTP edge serves.
+#[derive(Debug, Clone)]
+pub struct ApiServices {
+    pub releases: ReleaseService,
+}
+
+/// Registers every route, the services and the error handlers that turn extractor
+/// failures into problem+json. Use inside `App::new().configure(..)`.
+pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
+    move |config: &mut ServiceConfig| {
+        config
+            .app_data(Data::new(services.releases))
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .app_data(web::JsonConfig::default().error_handler(json_error))
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz))
+            .service(
+                web::resource("/api/releases")
+                    .route(web::get().to(releases::list))
+                    .route(web::post().to(releases::create))
+                    .default_service(web::to(|| async {
+                        Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
+                    })),
+            )
+            .service(
+                web::resource("/api/releases/{id}")
+                    .route(web::get().to(releases::get))
+                    .route(web::delete().to(releases::delete))
+                    .default_service(web::to(|| async {
+                        Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, DELETE"))
+                    })),
+            )
+            .default_service(web::to(not_found));
+    }
+}
+
+async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!(
+        "nothing is served at {}",
+        request.path()
+    )))
+}
+
+fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let reason = match &error {
+        QueryPayloadError::Deserialize(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    ApiError::malformed(ValidationErrors::single("query", reason)).into()
+}
+
+fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::not_found(error.to_string()).into()
+}
+
+fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::malformed(ValidationErrors::single("body", error.to_string())).into()
+}
