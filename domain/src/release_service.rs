@@ -177,3 +177,186 @@ impl ReleaseService {
         self.repository.ping().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Duration;
+    use mockall::predicate::eq;
+
+    use super::*;
+    use crate::pagination::PageLimit;
+    use crate::ports::MockReleaseRepository;
+    use crate::release::UnvalidatedRelease;
+
+    const TEMPLATE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ service }}\n";
+
+    fn new_release(image: &str) -> NewRelease {
+        NewRelease::parse(&UnvalidatedRelease {
+            service: "hello-world".into(),
+            version: "1.0.0".into(),
+            image: image.into(),
+            template: TEMPLATE.into(),
+            attributes: BTreeMap::from([("replicas".into(), "2".into())]),
+            comment: Some("first".into()),
+        })
+        .expect("valid release")
+    }
+
+    fn service(repository: MockReleaseRepository) -> ReleaseService {
+        ReleaseService::new(Arc::new(repository))
+    }
+
+    #[tokio::test]
+    async fn creating_a_release_stores_it_once() {
+        let mut repository = MockReleaseRepository::new();
+        repository
+            .expect_insert()
+            .withf(|release| release.service.as_str() == "hello-world" && !release.is_deleted())
+            .times(1)
+            .returning(|_| Ok(()));
+        let outcome = service(repository)
+            .create(new_release("hello:1"), Actor::named("jenkins"))
+            .await
+            .expect("created");
+        let CreatedRelease::Created(release) = outcome else {
+            panic!("expected a new release, got {outcome:?}");
+        };
+        assert_eq!(release.created_by, Actor::named("jenkins"));
+        assert_eq!(release.image().as_str(), "hello:1");
+    }
+
+    #[tokio::test]
+    async fn creating_a_release_again_with_the_same_content_returns_the_existing_one() {
+        let existing = Release::register(new_release("hello:1"), Actor::named("first-run"));
+        let stored = existing.clone();
+        let mut repository = MockReleaseRepository::new();
+        repository
+            .expect_insert()
+            .returning(|_| Err(InsertReleaseError::Duplicate));
+        repository
+            .expect_find_active_by_version()
+            .times(1)
+            .returning(move |_, _| Ok(Some(stored.clone())));
+        let outcome = service(repository)
+            .create(new_release("hello:1"), Actor::named("retry"))
+            .await
+            .expect("idempotent");
+        assert_eq!(outcome, CreatedRelease::AlreadyExists(existing));
+    }
+
+    #[tokio::test]
+    async fn creating_a_release_twice_with_other_content_is_a_conflict() {
+        let existing = Release::register(new_release("hello:1"), Actor::anonymous());
+        let existing_id = existing.id;
+        let mut repository = MockReleaseRepository::new();
+        repository
+            .expect_insert()
+            .returning(|_| Err(InsertReleaseError::Duplicate));
+        repository
+            .expect_find_active_by_version()
+            .returning(move |_, _| Ok(Some(existing.clone())));
+        let error = service(repository)
+            .create(new_release("hello:2"), Actor::anonymous())
+            .await
+            .expect_err("conflict");
+        assert!(
+            matches!(error, CreateReleaseError::Conflict { existing } if existing == existing_id),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_storage_failure_on_create_is_reported_as_such() {
+        let mut repository = MockReleaseRepository::new();
+        repository
+            .expect_insert()
+            .returning(|_| Err(RepositoryError::new("down").into()));
+        let error = service(repository)
+            .create(new_release("hello:1"), Actor::anonymous())
+            .await
+            .expect_err("failure");
+        assert!(matches!(error, CreateReleaseError::Repository(_)));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_or_deleted_release_is_not_found() {
+        let id = ReleaseId::generate();
+        let mut repository = MockReleaseRepository::new();
+        repository
+            .expect_find_active()
+            .with(eq(id))
+            .returning(|_| Ok(None));
+        let error = service(repository).get(id).await.expect_err("not found");
+        assert!(matches!(error, GetReleaseError::NotFound));
+    }
+
+    fn summaries(count: usize) -> Vec<ReleaseSummary> {
+        let base = Release::register(new_release("hello:1"), Actor::anonymous());
+        (0..count)
+            .map(|i| {
+                let mut release = base.clone();
+                release.id = ReleaseId::generate();
+                release.created_at -= Duration::seconds(i64::try_from(i).unwrap_or(0));
+                ReleaseSummary::from(release)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_page_points_at_the_next_one_from_its_last_item() {
+        let rows = summaries(3);
+        let last_on_page = rows[1].cursor();
+        let mut repository = MockReleaseRepository::new();
+        repository
+            .expect_list_active()
+            .withf(|_, limit| *limit == 3)
+            .returning(move |_, _| Ok(rows.clone()));
+        let query = ReleaseQuery {
+            limit: PageLimit::new(2).expect("limit"),
+            ..ReleaseQuery::default()
+        };
+        let page = service(repository).list(&query).await.expect("page");
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.next_cursor, Some(last_on_page));
+    }
+
+    #[tokio::test]
+    async fn the_last_page_has_no_next_cursor() {
+        let rows = summaries(2);
+        let mut repository = MockReleaseRepository::new();
+        repository
+            .expect_list_active()
+            .returning(move |_, _| Ok(rows.clone()));
+        let page = service(repository)
+            .list(&ReleaseQuery::default())
+            .await
+            .expect("page");
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.next_cursor, None);
+    }
+
+    #[tokio::test]
+    async fn deleting_is_idempotent_but_unknown_ids_are_not_found() {
+        let mut repository = MockReleaseRepository::new();
+        let mut outcomes = vec![
+            SoftDeleteOutcome::NotFound,
+            SoftDeleteOutcome::AlreadyDeleted,
+            SoftDeleteOutcome::Deleted,
+        ];
+        repository
+            .expect_soft_delete()
+            .times(3)
+            .returning(move |_, _, _| Ok(outcomes.pop().unwrap_or(SoftDeleteOutcome::NotFound)));
+        let service = service(repository);
+        let id = ReleaseId::generate();
+        let actor = Actor::anonymous();
+        assert!(service.delete(id, &actor).await.is_ok());
+        assert!(service.delete(id, &actor).await.is_ok());
+        assert!(matches!(
+            service.delete(id, &actor).await,
+            Err(DeleteReleaseError::NotFound)
+        ));
+    }
+}
