@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 
 pub mod actor;
+pub mod cluster;
+pub mod deployment;
+pub mod deployment_service;
 pub mod pagination;
 pub mod ports;
 pub mod release;

@@ -6,8 +6,17 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::actor::Actor;
+use crate::cluster::{
+    AppliedResource, ClusterStatus, RolloutOutcome, RolloutProgress, RolloutRequest,
+};
+use crate::deployment::{
+    Deployment, DeploymentId, DeploymentQuery, Namespace, ResourceRef, Target, TimelineEntry,
+    Transition,
+};
 use crate::release::{Release, ReleaseId, ReleaseQuery, ReleaseSummary, ServiceName, Version};
 
 /// A failure of the storage behind a port that the caller cannot correct: the
@@ -115,4 +124,143 @@ pub trait ReleaseRepository: Send + Sync + 'static {
     /// # Errors
     /// [`RepositoryError`] when it does not.
     async fn ping(&self) -> Result<(), RepositoryError>;
+}
+
+/// Why [`DeploymentRepository::insert`] stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertDeploymentError {
+    /// Another deployment of this service to this cluster and namespace is active
+    /// (queued, applying or rolling out).
+    #[error("deployment {active} of this service to this target is still active")]
+    ActiveExists { active: DeploymentId },
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// Where deployments, their timelines and verdicts are kept.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait DeploymentRepository: Send + Sync + 'static {
+    /// Stores a new deployment (its timeline included).
+    ///
+    /// # Errors
+    /// MUST return [`InsertDeploymentError::ActiveExists`] naming the active one, storing
+    /// nothing, when a deployment of the same service to the same cluster and namespace
+    /// is active. The storage itself MUST enforce this (a unique constraint), so that
+    /// concurrent requests cannot both pass.
+    async fn insert(&self, deployment: &Deployment) -> Result<(), InsertDeploymentError>;
+
+    /// The deployment with its timeline, diagnostics and objects.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn find(&self, id: DeploymentId) -> Result<Option<Deployment>, RepositoryError>;
+
+    /// Deployments matching `query`, newest first, after `query.after`, at most `limit`.
+    /// Listed deployments MAY leave `objects`, `manifest` and `timeline` empty.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn list(
+        &self,
+        query: &DeploymentQuery,
+        limit: usize,
+    ) -> Result<Vec<Deployment>, RepositoryError>;
+
+    /// Every active deployment, oldest first: what a restarted Kubernaut resumes.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn list_active(&self) -> Result<Vec<Deployment>, RepositoryError>;
+
+    /// Moves the deployment to `transition.to` if, and only if, its status is one of
+    /// `transition.from`; returns whether it moved. Entering `applying` sets
+    /// `started_at` (once); entering a verdict sets `finished_at` and stores the
+    /// diagnostics.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn transition(
+        &self,
+        id: DeploymentId,
+        transition: &Transition,
+    ) -> Result<bool, RepositoryError>;
+
+    /// Appends an entry to the deployment's timeline.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn append_timeline(
+        &self,
+        id: DeploymentId,
+        entry: &TimelineEntry,
+    ) -> Result<(), RepositoryError>;
+
+    /// The newest deployment of `service` to `target` that succeeded, leaving out
+    /// deployments of release `excluding` (to find what to roll back to).
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn last_succeeded(
+        &self,
+        service: &ServiceName,
+        target: &Target,
+        excluding: Option<ReleaseId>,
+    ) -> Result<Option<Deployment>, RepositoryError>;
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// The API server refused an object (invalid, forbidden, unknown kind): retrying
+    /// will not help. The message says which object and why.
+    #[error("the cluster refused {resource}: {message}")]
+    Rejected { resource: String, message: String },
+    /// The API server could not be reached or kept failing after retries.
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One Kubernetes cluster. Implementations retry transient failures (5xx, 429,
+/// dropped connections) with backoff themselves and never turn one into a verdict.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    /// Server-side applies `objects` (already labelled and namespaced) with field
+    /// manager `kubernaut`, forcing ownership. Idempotent: applying the same objects
+    /// again changes nothing. Any kind the API server knows is accepted.
+    ///
+    /// # Errors
+    /// [`ClusterError::Rejected`] when the server refuses an object;
+    /// [`ClusterError::Unavailable`] when it cannot be reached.
+    async fn apply(&self, objects: &[Value]) -> Result<Vec<AppliedResource>, ClusterError>;
+
+    /// Watches the applied resources until every one has rolled out (success), one has
+    /// failed (failure, as soon as the rules of `shared/ROLLOUT.md` doom it) or the
+    /// deadline passes (timeout). Progress worth telling is sent on `progress`.
+    /// Survives dropped watches and `410 Gone` by resuming or relisting.
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] only when the cluster stays unreachable until the
+    /// deadline.
+    async fn watch_rollout(
+        &self,
+        request: &RolloutRequest,
+        progress: UnboundedSender<RolloutProgress>,
+    ) -> Result<RolloutOutcome, ClusterError>;
+
+    /// Deletes the objects labelled as Kubernaut's for `service` in `namespace` that
+    /// are not in `keep`, returning what it deleted.
+    ///
+    /// # Errors
+    /// [`ClusterError`] when listing or deleting fails.
+    async fn prune(
+        &self,
+        namespace: &Namespace,
+        service: &ServiceName,
+        keep: &[ResourceRef],
+    ) -> Result<Vec<ResourceRef>, ClusterError>;
+
+    /// Whether the cluster answers, and its version.
+    async fn status(&self) -> ClusterStatus;
 }
