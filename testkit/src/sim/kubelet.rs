@@ -1,0 +1,915 @@
+//! The simulated scheduler and kubelet: pods move from Pending through image pulls to
+//! Running and Ready (or into one of the failure modes), with the events and container
+//! statuses a real kubelet reports, and log lines served by `pods/{name}/log`.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::controllers::{EventSource, record_event};
+use super::error::{ApiError, ApiResult};
+use super::resources;
+use super::store::now_rfc3339;
+use super::{SimConfig, World};
+
+/// How the containers of an image behave.
+///
+/// Chosen per image with [`super::Simulator::set_image_behaviour`], or by a naming
+/// convention in the image reference (case-insensitive): `notfound`, `does-not-exist`
+/// or `nonexistent` -> [`Behaviour::ImageNotFound`]; `crashloop` or `fail` ->
+/// [`Behaviour::CrashLoop`]; `neverready` or `never-ready` -> [`Behaviour::NeverReady`];
+/// `unschedulable` -> [`Behaviour::Unschedulable`]; `slow` -> [`Behaviour::SlowStart`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Behaviour {
+    /// Pulls, starts and becomes ready; under `restartPolicy: Never/OnFailure` (Jobs) it
+    /// runs briefly and exits 0.
+    Healthy,
+    /// The registry does not know the image: `ErrImagePull`, then `ImagePullBackOff`.
+    ImageNotFound,
+    /// Starts, prints `logs`, exits with `exit_code`; restarted with back-off
+    /// (`CrashLoopBackOff`) or, under `restartPolicy: Never`, the pod fails.
+    CrashLoop {
+        /// The exit code of every run.
+        exit_code: i32,
+        /// The lines each run prints before exiting.
+        logs: Vec<String>,
+    },
+    /// Runs but its readiness probe always fails (`Unhealthy` events).
+    NeverReady,
+    /// No node fits: `PodScheduled=False`, reason `Unschedulable`, a `FailedScheduling` event.
+    Unschedulable,
+    /// Healthy, but the image pull takes this many extra simulated seconds.
+    SlowStart {
+        /// Extra simulated seconds before the container starts.
+        seconds: u64,
+    },
+}
+
+impl Behaviour {
+    fn crash_default(image: &str) -> Self {
+        Self::CrashLoop {
+            exit_code: 1,
+            logs: vec![
+                format!("starting {image}"),
+                "loading configuration from /etc/app/config.yaml".to_owned(),
+                "Error: dial tcp 10.96.0.42:5432: connect: connection refused".to_owned(),
+                "fatal: could not connect to the database, exiting".to_owned(),
+            ],
+        }
+    }
+
+    pub(crate) fn for_image(image: &str, overrides: &HashMap<String, Behaviour>) -> Self {
+        if let Some(b) = overrides.get(image) {
+            return b.clone();
+        }
+        let lower = image.to_ascii_lowercase();
+        if ["notfound", "not-found", "does-not-exist", "nonexistent"]
+            .iter()
+            .any(|k| lower.contains(k))
+        {
+            Self::ImageNotFound
+        } else if lower.contains("crashloop") || lower.contains("fail") {
+            Self::crash_default(image)
+        } else if lower.contains("neverready") || lower.contains("never-ready") {
+            Self::NeverReady
+        } else if lower.contains("unschedulable") {
+            Self::Unschedulable
+        } else if lower.contains("slow") {
+            Self::SlowStart { seconds: 30 }
+        } else {
+            Self::Healthy
+        }
+    }
+}
+
+// Simulated seconds for each step of a pod's life.
+const SCHEDULE_DELAY: f64 = 0.2;
+const PULL_DURATION: f64 = 1.0;
+const CREATE_DURATION: f64 = 0.3;
+const RUN_BEFORE_EXIT: f64 = 1.0;
+const ERR_IMAGE_PULL_SHOWN: f64 = 1.0;
+const BACKOFF_BASE: f64 = 10.0;
+const BACKOFF_CAP: f64 = 300.0;
+const PROBE_PERIOD: f64 = 10.0;
+
+#[derive(Debug, Clone)]
+enum CState {
+    /// Waiting for the pod to be scheduled.
+    Unscheduled,
+    Pulling {
+        until: Instant,
+    },
+    ErrImagePull {
+        until: Instant,
+    },
+    ImagePullBackOff {
+        until: Instant,
+    },
+    Creating {
+        until: Instant,
+    },
+    Running {
+        started: String,
+        ready_at: Option<Instant>,
+        exit_at: Option<Instant>,
+    },
+    CrashLoopBackOff {
+        until: Instant,
+    },
+    Terminated {
+        exit_code: i32,
+        started: String,
+        finished: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct ContainerSim {
+    name: String,
+    image: String,
+    behaviour: Behaviour,
+    state: CState,
+    restarts: u32,
+    pull_attempts: u32,
+    ready: bool,
+    last_terminated: Option<Value>,
+    next_probe_event: Option<Instant>,
+    container_id: String,
+}
+
+#[derive(Debug, Clone)]
+struct PodSim {
+    created: Instant,
+    scheduled: bool,
+    unschedulable_reported: bool,
+    node: Option<String>,
+    ip: Option<String>,
+    start_time: Option<String>,
+    scheduled_time: Option<String>,
+    ready_time: Option<String>,
+    containers: Vec<ContainerSim>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ContainerLog {
+    current: Vec<String>,
+    previous: Option<Vec<String>>,
+}
+
+/// The kubelet's memory of every pod it runs.
+#[derive(Debug, Default)]
+pub(crate) struct KubeletState {
+    pods: HashMap<String, PodSim>,
+    logs: HashMap<(String, String), ContainerLog>,
+    next_node: usize,
+    next_ip: u32,
+}
+
+impl KubeletState {
+    pub fn forget(&mut self, uid: &str) {
+        self.pods.remove(uid);
+        self.logs.retain(|(pod_uid, _), _| pod_uid != uid);
+    }
+}
+
+/// The fully qualified reference a container runtime resolves an image name to.
+fn qualified_image(image: &str) -> String {
+    let (name, tag) = match image.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n.to_owned(), format!(":{t}")),
+        _ => (image.to_owned(), ":latest".to_owned()),
+    };
+    let tag = if image.contains('@') {
+        String::new()
+    } else {
+        tag
+    };
+    let first = name.split('/').next().unwrap_or_default();
+    let full = if !name.contains('/') {
+        format!("docker.io/library/{name}")
+    } else if first.contains('.') || first.contains(':') || first == "localhost" {
+        name
+    } else {
+        format!("docker.io/{name}")
+    };
+    format!("{full}{tag}")
+}
+
+fn not_found_message(image: &str) -> String {
+    let q = qualified_image(image);
+    format!(
+        "rpc error: code = NotFound desc = failed to pull and unpack image \"{q}\": failed to resolve reference \"{q}\": {q}: not found"
+    )
+}
+
+fn backoff(cfg_attempt: u32) -> f64 {
+    (BACKOFF_BASE * 2_f64.powi(i32::try_from(cfg_attempt.min(10)).unwrap_or(10))).min(BACKOFF_CAP)
+}
+
+fn field_path(c: &ContainerSim) -> String {
+    format!("spec.containers{{{}}}", c.name)
+}
+
+fn readiness_delay(container_spec: &Value) -> Option<f64> {
+    container_spec.get("readinessProbe").map(|p| {
+        p.get("initialDelaySeconds")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+            + 1.0
+    })
+}
+
+/// One pass of the scheduler and kubelet over all pods.
+pub(crate) fn tick(
+    world: &mut World,
+    cfg: &SimConfig,
+    behaviours: &HashMap<String, Behaviour>,
+    now: Instant,
+) {
+    let Some(pod_res) = resources::by_kind("Pod") else {
+        return;
+    };
+    let pods = world.store.list_owned(pod_res, None);
+    for pod in pods {
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
+        let uid = pod["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut sim = match world.kubelet.pods.remove(&uid) {
+            Some(s) => s,
+            None => new_pod_sim(&pod, behaviours, now),
+        };
+        step_pod(world, cfg, &pod, &uid, &mut sim, now);
+        let status = render_status(&pod, &sim);
+        if pod.get("status") != Some(&status)
+            || (sim.node.is_some() && pod.pointer("/spec/nodeName").is_none())
+        {
+            let mut updated = pod.clone();
+            updated["status"] = status;
+            if let Some(node) = &sim.node {
+                updated["spec"]["nodeName"] = json!(node);
+            }
+            world.store.replace(pod_res, updated);
+        }
+        world.kubelet.pods.insert(uid, sim);
+    }
+}
+
+fn new_pod_sim(pod: &Value, behaviours: &HashMap<String, Behaviour>, now: Instant) -> PodSim {
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let image = c["image"].as_str().unwrap_or_default().to_owned();
+            ContainerSim {
+                name: c["name"].as_str().unwrap_or_default().to_owned(),
+                behaviour: Behaviour::for_image(&image, behaviours),
+                image,
+                state: CState::Unscheduled,
+                restarts: 0,
+                pull_attempts: 0,
+                ready: false,
+                last_terminated: None,
+                next_probe_event: None,
+                container_id: String::new(),
+            }
+        })
+        .collect();
+    PodSim {
+        created: now,
+        scheduled: false,
+        unschedulable_reported: false,
+        node: pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        ip: None,
+        start_time: None,
+        scheduled_time: None,
+        ready_time: None,
+        containers,
+    }
+}
+
+fn node_fits(pod: &Value, node: &str) -> bool {
+    // Simulated nodes carry only the well-known hostname and OS labels.
+    pod.pointer("/spec/nodeSelector")
+        .and_then(Value::as_object)
+        .is_none_or(|sel| {
+            sel.iter().all(|(k, v)| match k.as_str() {
+                "kubernetes.io/hostname" => v.as_str() == Some(node),
+                "kubernetes.io/os" => v.as_str() == Some("linux"),
+                "kubernetes.io/arch" => v.as_str() == Some("amd64"),
+                _ => false,
+            })
+        })
+}
+
+fn step_pod(
+    world: &mut World,
+    cfg: &SimConfig,
+    pod: &Value,
+    uid: &str,
+    sim: &mut PodSim,
+    now: Instant,
+) {
+    let ns = pod["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let name = pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let restart_policy = pod
+        .pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always")
+        .to_owned();
+    if !sim.scheduled {
+        if now < sim.created + cfg.real(SCHEDULE_DELAY) {
+            return;
+        }
+        let n = cfg.nodes.len();
+        let wants_unschedulable = sim
+            .containers
+            .iter()
+            .any(|c| c.behaviour == Behaviour::Unschedulable);
+        let chosen = match &sim.node {
+            Some(node) => Some(node.clone()),
+            None if wants_unschedulable => None,
+            None => (0..n)
+                .map(|i| cfg.nodes[(world.kubelet.next_node + i) % n].clone())
+                .find(|node| node_fits(pod, node)),
+        };
+        let Some(node) = chosen else {
+            if !sim.unschedulable_reported {
+                sim.unschedulable_reported = true;
+                let msg = format!(
+                    "0/{n} nodes are available: {n} Insufficient cpu, {n} node(s) didn't match Pod's node affinity/selector. preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
+                );
+                record_event(
+                    world,
+                    pod,
+                    None,
+                    "Warning",
+                    "FailedScheduling",
+                    &msg,
+                    &EventSource::scheduler(),
+                );
+            }
+            return;
+        };
+        world.kubelet.next_node += 1;
+        world.kubelet.next_ip += 1;
+        let ip_n = world.kubelet.next_ip;
+        sim.scheduled = true;
+        sim.ip = Some(format!("10.244.{}.{}", (ip_n / 250) % 250, ip_n % 250 + 1));
+        sim.start_time = Some(now_rfc3339());
+        sim.scheduled_time = Some(now_rfc3339());
+        record_event(
+            world,
+            pod,
+            None,
+            "Normal",
+            "Scheduled",
+            &format!("Successfully assigned {ns}/{name} to {node}"),
+            &EventSource::scheduler(),
+        );
+        sim.node = Some(node);
+        for c in &mut sim.containers {
+            c.state = CState::Pulling { until: now };
+            c.pull_attempts = 0;
+        }
+        // The pull starts on the next pass, so the first status shows ContainerCreating.
+        for c in &mut sim.containers {
+            start_pull(world, cfg, pod, sim.node.as_deref(), c, now);
+        }
+        return;
+    }
+    let node = sim.node.clone().unwrap_or_default();
+    let source = EventSource::kubelet(&node);
+    let pod_ref = format!("{name}_{ns}({uid})");
+    for c in &mut sim.containers {
+        step_container(world, cfg, pod, &source, &pod_ref, &restart_policy, c, now);
+    }
+    let all_ready = sim.containers.iter().all(|c| c.ready);
+    if all_ready && sim.ready_time.is_none() {
+        sim.ready_time = Some(now_rfc3339());
+    } else if !all_ready {
+        sim.ready_time = None;
+    }
+}
+
+fn start_pull(
+    world: &mut World,
+    cfg: &SimConfig,
+    pod: &Value,
+    node: Option<&str>,
+    c: &mut ContainerSim,
+    now: Instant,
+) {
+    let extra = match c.behaviour {
+        Behaviour::SlowStart { seconds } => seconds as f64,
+        _ => 0.0,
+    };
+    c.state = CState::Pulling {
+        until: now + cfg.real(PULL_DURATION + extra),
+    };
+    c.pull_attempts += 1;
+    let source = EventSource::kubelet(node.unwrap_or_default());
+    record_event(
+        world,
+        pod,
+        Some(field_path(c)),
+        "Normal",
+        "Pulling",
+        &format!("Pulling image \"{}\"", c.image),
+        &source,
+    );
+}
+
+fn container_spec<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the kubelet's per-container context"
+)]
+fn step_container(
+    world: &mut World,
+    cfg: &SimConfig,
+    pod: &Value,
+    source: &EventSource,
+    pod_ref: &str,
+    restart_policy: &str,
+    c: &mut ContainerSim,
+    now: Instant,
+) {
+    let uid = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let fp = Some(field_path(c));
+    match c.state.clone() {
+        CState::Unscheduled | CState::Terminated { .. } => {}
+        CState::Pulling { until } if now >= until => {
+            if c.behaviour == Behaviour::ImageNotFound {
+                let msg = not_found_message(&c.image);
+                record_event(
+                    world,
+                    pod,
+                    fp.clone(),
+                    "Warning",
+                    "Failed",
+                    &format!("Failed to pull image \"{}\": {msg}", c.image),
+                    source,
+                );
+                record_event(
+                    world,
+                    pod,
+                    fp,
+                    "Warning",
+                    "Failed",
+                    "Error: ErrImagePull",
+                    source,
+                );
+                c.state = CState::ErrImagePull {
+                    until: now + cfg.real(ERR_IMAGE_PULL_SHOWN),
+                };
+            } else {
+                let took = PULL_DURATION
+                    + match c.behaviour {
+                        Behaviour::SlowStart { seconds } => seconds as f64,
+                        _ => 0.0,
+                    };
+                record_event(
+                    world,
+                    pod,
+                    fp,
+                    "Normal",
+                    "Pulled",
+                    &format!(
+                        "Successfully pulled image \"{}\" in {took:.3}s ({took:.3}s including waiting). Image size: 52428800 bytes.",
+                        c.image
+                    ),
+                    source,
+                );
+                c.state = CState::Creating {
+                    until: now + cfg.real(CREATE_DURATION),
+                };
+            }
+        }
+        CState::ErrImagePull { until } if now >= until => {
+            record_event(
+                world,
+                pod,
+                fp.clone(),
+                "Normal",
+                "BackOff",
+                &format!("Back-off pulling image \"{}\"", c.image),
+                source,
+            );
+            record_event(
+                world,
+                pod,
+                fp,
+                "Warning",
+                "Failed",
+                "Error: ImagePullBackOff",
+                source,
+            );
+            c.state = CState::ImagePullBackOff {
+                until: now + cfg.real(backoff(c.pull_attempts.saturating_sub(1))),
+            };
+        }
+        CState::ImagePullBackOff { until } if now >= until => {
+            start_pull(world, cfg, pod, None, c, now);
+        }
+        CState::Creating { until } | CState::CrashLoopBackOff { until } if now >= until => {
+            if matches!(c.state, CState::CrashLoopBackOff { .. }) {
+                c.restarts += 1;
+            }
+            start_container(world, cfg, pod, source, &uid, c, now);
+        }
+        CState::Running {
+            started,
+            ready_at,
+            exit_at,
+        } => {
+            if let Some(at) = ready_at
+                && now >= at
+                && !c.ready
+            {
+                c.ready = true;
+            }
+            if c.behaviour == Behaviour::NeverReady && c.next_probe_event.is_none_or(|t| now >= t) {
+                c.next_probe_event = Some(now + cfg.real(PROBE_PERIOD));
+                record_event(
+                    world,
+                    pod,
+                    fp.clone(),
+                    "Warning",
+                    "Unhealthy",
+                    "Readiness probe failed: HTTP probe failed with statuscode: 503",
+                    source,
+                );
+            }
+            if let Some(at) = exit_at
+                && now >= at
+            {
+                let exit_code = match &c.behaviour {
+                    Behaviour::CrashLoop { exit_code, .. } => *exit_code,
+                    _ => 0,
+                };
+                c.ready = false;
+                let finished = now_rfc3339();
+                let terminated = json!({"terminated": {
+                    "exitCode": exit_code, "reason": if exit_code == 0 { "Completed" } else { "Error" },
+                    "startedAt": started, "finishedAt": finished, "containerID": c.container_id
+                }});
+                let restart = match restart_policy {
+                    "Never" => false,
+                    "OnFailure" => exit_code != 0,
+                    _ => true,
+                };
+                if restart {
+                    c.last_terminated = Some(terminated);
+                    let delay = backoff(c.restarts);
+                    c.state = CState::CrashLoopBackOff {
+                        until: now + cfg.real(delay),
+                    };
+                    record_event(
+                        world,
+                        pod,
+                        fp,
+                        "Warning",
+                        "BackOff",
+                        &format!(
+                            "Back-off restarting failed container {} in pod {pod_ref}",
+                            c.name
+                        ),
+                        source,
+                    );
+                } else {
+                    c.state = CState::Terminated {
+                        exit_code,
+                        started,
+                        finished,
+                    };
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn start_container(
+    world: &mut World,
+    cfg: &SimConfig,
+    pod: &Value,
+    source: &EventSource,
+    uid: &str,
+    c: &mut ContainerSim,
+    now: Instant,
+) {
+    let fp = Some(field_path(c));
+    record_event(
+        world,
+        pod,
+        fp.clone(),
+        "Normal",
+        "Created",
+        &format!("Created container: {}", c.name),
+        source,
+    );
+    record_event(
+        world,
+        pod,
+        fp,
+        "Normal",
+        "Started",
+        &format!("Started container {}", c.name),
+        source,
+    );
+    c.container_id = format!("containerd://{}", uuid::Uuid::new_v4().simple());
+    let restart_policy = pod
+        .pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
+    let spec = container_spec(pod, &c.name).cloned().unwrap_or_default();
+    let (ready_at, exit_at) = match (&c.behaviour, restart_policy) {
+        (Behaviour::CrashLoop { .. }, _) => (None, Some(now + cfg.real(RUN_BEFORE_EXIT))),
+        (Behaviour::NeverReady, _) => (None, None),
+        (_, "Never" | "OnFailure") => (None, Some(now + cfg.real(RUN_BEFORE_EXIT))),
+        _ => (
+            Some(now + cfg.real(readiness_delay(&spec).unwrap_or(0.0))),
+            None,
+        ),
+    };
+    let ts = now_rfc3339();
+    let lines: Vec<String> = match &c.behaviour {
+        Behaviour::CrashLoop { logs, .. } => logs.clone(),
+        Behaviour::NeverReady => vec![
+            format!("{ts} starting {}", c.image),
+            format!("{ts} waiting for dependencies before reporting ready"),
+        ],
+        _ if exit_at.is_some() => vec![
+            format!("{ts} starting {}", c.image),
+            format!("{ts} work done, exiting"),
+        ],
+        _ => vec![
+            format!("{ts} starting {}", c.image),
+            format!("{ts} listening on 0.0.0.0:8080"),
+        ],
+    };
+    let log = world
+        .kubelet
+        .logs
+        .entry((uid.to_owned(), c.name.clone()))
+        .or_default();
+    if !log.current.is_empty() {
+        log.previous = Some(std::mem::take(&mut log.current));
+    }
+    log.current = lines;
+    c.state = CState::Running {
+        started: ts,
+        ready_at,
+        exit_at,
+    };
+}
+
+fn container_status(c: &ContainerSim) -> Value {
+    let state = match &c.state {
+        CState::Unscheduled | CState::Pulling { .. } | CState::Creating { .. } => {
+            json!({"waiting": {"reason": "ContainerCreating"}})
+        }
+        CState::ErrImagePull { .. } => {
+            json!({"waiting": {"reason": "ErrImagePull", "message": not_found_message(&c.image)}})
+        }
+        CState::ImagePullBackOff { .. } => json!({"waiting": {
+            "reason": "ImagePullBackOff",
+            "message": format!("Back-off pulling image \"{}\": ErrImagePull: {}", c.image, not_found_message(&c.image))
+        }}),
+        CState::Running { started, .. } => json!({"running": {"startedAt": started}}),
+        CState::CrashLoopBackOff { .. } => json!({"waiting": {
+            "reason": "CrashLoopBackOff",
+            "message": format!("back-off {}s restarting failed container={}", backoff(c.restarts.saturating_sub(0)) as u64, c.name)
+        }}),
+        CState::Terminated {
+            exit_code,
+            started,
+            finished,
+        } => json!({"terminated": {
+            "exitCode": exit_code, "reason": if *exit_code == 0 { "Completed" } else { "Error" },
+            "startedAt": started, "finishedAt": finished, "containerID": c.container_id
+        }}),
+    };
+    let mut status = json!({
+        "name": c.name, "image": c.image, "imageID": "", "ready": c.ready,
+        "restartCount": c.restarts, "started": matches!(c.state, CState::Running { .. }),
+        "state": state, "lastState": c.last_terminated.clone().unwrap_or_else(|| json!({}))
+    });
+    if !c.container_id.is_empty() {
+        status["containerID"] = json!(c.container_id);
+        status["imageID"] = json!(format!(
+            "{}@sha256:{}",
+            qualified_image(&c.image),
+            "0".repeat(64)
+        ));
+    }
+    status
+}
+
+fn condition(kind: &str, ok: bool, time: &str, reason: Option<(&str, String)>) -> Value {
+    let mut c = json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": time});
+    if let Some((reason, message)) = reason {
+        c["reason"] = json!(reason);
+        if !message.is_empty() {
+            c["message"] = json!(message);
+        }
+    }
+    c
+}
+
+fn render_status(pod: &Value, sim: &PodSim) -> Value {
+    let created = pod["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if !sim.scheduled {
+        let mut status = json!({"phase": "Pending", "qosClass": qos_class(pod)});
+        if sim.unschedulable_reported {
+            let n = "nodes";
+            status["conditions"] = json!([condition(
+                "PodScheduled",
+                false,
+                &created,
+                Some((
+                    "Unschedulable",
+                    format!("0/{} {n} are available: Insufficient cpu.", 3)
+                ))
+            )]);
+        }
+        return status;
+    }
+    let sched_time = sim.scheduled_time.clone().unwrap_or_default();
+    let statuses: Vec<Value> = sim.containers.iter().map(container_status).collect();
+    let ever_started = sim.containers.iter().all(|c| {
+        matches!(
+            c.state,
+            CState::Running { .. } | CState::CrashLoopBackOff { .. } | CState::Terminated { .. }
+        )
+    });
+    let all_terminated = sim
+        .containers
+        .iter()
+        .all(|c| matches!(c.state, CState::Terminated { .. }));
+    let phase = if all_terminated {
+        if sim
+            .containers
+            .iter()
+            .all(|c| matches!(c.state, CState::Terminated { exit_code: 0, .. }))
+        {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
+    } else if ever_started {
+        "Running"
+    } else {
+        "Pending"
+    };
+    let ready = sim.containers.iter().all(|c| c.ready);
+    let unready: Vec<&str> = sim
+        .containers
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
+    let not_ready_reason = if all_terminated {
+        Some(("PodCompleted", String::new()))
+    } else if ready {
+        None
+    } else {
+        Some((
+            "ContainersNotReady",
+            format!("containers with unready status: [{}]", unready.join(" ")),
+        ))
+    };
+    let ready_time = sim.ready_time.clone().unwrap_or_else(|| sched_time.clone());
+    let conditions = json!([
+        condition(
+            "PodReadyToStartContainers",
+            !all_terminated,
+            &sched_time,
+            None
+        ),
+        condition("Initialized", true, &sched_time, None),
+        condition("Ready", ready, &ready_time, not_ready_reason.clone()),
+        condition("ContainersReady", ready, &ready_time, not_ready_reason),
+        condition("PodScheduled", true, &sched_time, None),
+    ]);
+    let ip = sim.ip.clone().unwrap_or_default();
+    json!({
+        "phase": phase,
+        "conditions": conditions,
+        "hostIP": "172.18.0.2", "hostIPs": [{"ip": "172.18.0.2"}],
+        "podIP": ip, "podIPs": [{"ip": ip}],
+        "startTime": sim.start_time,
+        "containerStatuses": statuses,
+        "qosClass": qos_class(pod),
+    })
+}
+
+fn qos_class(pod: &Value) -> &'static str {
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array);
+    let any_resources = containers.into_iter().flatten().any(|c| {
+        c.pointer("/resources/requests").is_some() || c.pointer("/resources/limits").is_some()
+    });
+    if any_resources {
+        "Burstable"
+    } else {
+        "BestEffort"
+    }
+}
+
+/// The log lines of a container, as `GET pods/{name}/log` serves them.
+pub(crate) fn read_logs(
+    world: &World,
+    ns: &str,
+    name: &str,
+    container: Option<&str>,
+    previous: bool,
+) -> ApiResult<Vec<String>> {
+    let pod_res = resources::by_kind("Pod").ok_or_else(|| ApiError::not_found("", "pods", name))?;
+    let pod = world
+        .store
+        .get(pod_res, ns, name)
+        .ok_or_else(|| ApiError::not_found("", "pods", name))?;
+    let names: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let container = match container {
+        Some(c) => {
+            if !names.contains(&c) {
+                return Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )));
+            }
+            c
+        }
+        None if names.len() == 1 => names[0],
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                names.join(" ")
+            )));
+        }
+    };
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+    let log = world
+        .kubelet
+        .logs
+        .get(&(uid.to_owned(), container.to_owned()));
+    if previous {
+        return log.and_then(|l| l.previous.clone()).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "previous terminated container \"{container}\" in pod \"{name}\" not found"
+            ))
+        });
+    }
+    match log {
+        Some(l) => Ok(l.current.clone()),
+        None => {
+            let reason = world
+                .kubelet
+                .pods
+                .get(uid)
+                .and_then(|p| p.containers.iter().find(|c| c.name == container))
+                .map_or("ContainerCreating", |c| match c.state {
+                    CState::ErrImagePull { .. } | CState::ImagePullBackOff { .. } => {
+                        "trying and failing to pull image"
+                    }
+                    _ => "ContainerCreating",
+                });
+            Err(ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
+            )))
+        }
+    }
+}
