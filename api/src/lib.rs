@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 pub mod body;
+pub mod clusters;
+pub mod deployments;
 pub mod health;
 pub mod problem;
 pub mod releases;
@@ -8,6 +10,7 @@ pub mod releases;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::web::{self, Data, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
+use kubernaut_domain::deployment_service::DeploymentService;
 use kubernaut_domain::{ReleaseService, ValidationErrors};
 
 use crate::problem::ApiError;
@@ -16,6 +19,7 @@ use crate::problem::ApiError;
 #[derive(Debug, Clone)]
 pub struct ApiServices {
     pub releases: ReleaseService,
+    pub deployments: DeploymentService,
 }
 
 /// Registers every route, the services and the error handlers that turn extractor
@@ -24,6 +28,7 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
     move |config: &mut ServiceConfig| {
         config
             .app_data(Data::new(services.releases))
+            .app_data(Data::new(services.deployments))
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PathConfig::default().error_handler(path_error))
             .app_data(web::JsonConfig::default().error_handler(json_error))
@@ -45,6 +50,32 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
                         Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, DELETE"))
                     })),
             )
+            .route(
+                "/api/releases/{id}/manifest",
+                web::get().to(clusters::preview),
+            )
+            .service(
+                web::resource("/api/deployments")
+                    .route(web::get().to(deployments::list))
+                    .route(web::post().to(deployments::create))
+                    .default_service(web::to(|| async {
+                        Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
+                    })),
+            )
+            .route("/api/deployments/{id}", web::get().to(deployments::get))
+            .route(
+                "/api/deployments/{id}/events",
+                web::get().to(deployments::events),
+            )
+            .route(
+                "/api/deployments/{id}/cancel",
+                web::post().to(deployments::cancel),
+            )
+            .route(
+                "/api/deployments/{id}/rollback",
+                web::post().to(deployments::rollback),
+            )
+            .route("/api/clusters", web::get().to(clusters::list))
             .default_service(web::to(not_found));
     }
 }

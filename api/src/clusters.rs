@@ -1,0 +1,129 @@
+//! `/api/clusters` and the manifest preview.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::header;
+use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse};
+use kubernaut_domain::deployment::{ClusterName, Namespace, Target};
+use kubernaut_domain::deployment_service::{
+    DeploymentService, PreviewError, parse_request_attributes,
+};
+use kubernaut_domain::{ReleaseId, ValidationErrors};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::deployments::request_error;
+use crate::problem::ApiError;
+
+/// A configured cluster as listed.
+#[derive(Debug, Serialize)]
+pub struct ClusterBody {
+    pub name: String,
+    pub reachable: bool,
+    pub version: Option<String>,
+    pub error: Option<String>,
+    /// Namespaces deploys may target; empty means all.
+    pub allowed_namespaces: Vec<String>,
+    pub allow_cluster_scoped: bool,
+    pub allow_other_namespaces: bool,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// `GET /api/clusters`
+pub async fn list(service: Data<DeploymentService>) -> HttpResponse {
+    let clusters: Vec<ClusterBody> = service
+        .clusters()
+        .await
+        .into_iter()
+        .map(|c| ClusterBody {
+            name: c.name.to_string(),
+            reachable: c.status.reachable,
+            version: c.status.version,
+            error: c.status.error,
+            allowed_namespaces: c.settings.allowed_namespaces,
+            allow_cluster_scoped: c.settings.allow_cluster_scoped,
+            allow_other_namespaces: c.settings.allow_other_namespaces,
+            attributes: c.settings.attributes,
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "items": clusters }))
+}
+
+/// `GET /api/releases/{id}/manifest?cluster=C&namespace=N[&attr.NAME=VALUE...]`: the
+/// release rendered for a target as YAML (or, with `Accept: application/json`, the
+/// objects as Kubernaut would apply them); nothing is applied.
+pub async fn preview(
+    service: Data<DeploymentService>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::not_found(format!("no active release has the id {id}"));
+    let release = ReleaseId::parse(&id).ok_or_else(not_found)?;
+    let mut errors = ValidationErrors::new();
+    let mut cluster = None;
+    let mut namespace = None;
+    let mut raw_attributes = BTreeMap::new();
+    for (key, value) in query.into_inner() {
+        match key.as_str() {
+            "cluster" => cluster = errors.check("cluster", ClusterName::parse(&value)),
+            "namespace" => namespace = errors.check("namespace", Namespace::parse(&value)),
+            other => match other.strip_prefix("attr.") {
+                Some(name) => {
+                    raw_attributes.insert(name.to_owned(), value);
+                }
+                None => errors.push(kubernaut_domain::FieldError::new(
+                    other,
+                    "is not a parameter of the preview (cluster, namespace, attr.NAME)",
+                )),
+            },
+        }
+    }
+    if cluster.is_none() && errors.is_empty() {
+        errors.push(kubernaut_domain::FieldError::new("cluster", "is required"));
+    }
+    if namespace.is_none() && errors.is_empty() {
+        errors.push(kubernaut_domain::FieldError::new(
+            "namespace",
+            "is required",
+        ));
+    }
+    let attributes = match parse_request_attributes(&raw_attributes) {
+        Ok(attributes) => attributes,
+        Err(bad) => {
+            for error in bad.fields() {
+                errors.push(error.clone());
+            }
+            BTreeMap::new()
+        }
+    };
+    let (Some(cluster), Some(namespace)) = (cluster, namespace) else {
+        return Err(ApiError::malformed(errors));
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::malformed(errors));
+    }
+    let preview = service
+        .preview(release, &Target { cluster, namespace }, &attributes)
+        .await
+        .map_err(|error| match error {
+            PreviewError::ReleaseNotFound => not_found(),
+            PreviewError::Request(error) => request_error(error),
+        })?;
+    let wants_json = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"));
+    if wants_json {
+        Ok(
+            HttpResponse::Ok()
+                .json(json!({ "manifest": preview.text, "objects": preview.objects })),
+        )
+    } else {
+        Ok(HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/yaml; charset=utf-8"))
+            .body(preview.text))
+    }
+}

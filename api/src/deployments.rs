@@ -1,0 +1,600 @@
+//! `/api/deployments`: request deploys, follow them to a verdict, cancel, roll back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::web::{self, Bytes, Data};
+use actix_web::{HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use futures_util::stream;
+use kubernaut_domain::deployment::{
+    ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Diagnostics,
+    Namespace, Target, TimelineEntry,
+};
+use kubernaut_domain::deployment_service::{
+    DeploymentLookupError, DeploymentRequest, DeploymentService, ReleaseSelector,
+    RequestDeploymentError, RollbackError, parse_request_attributes,
+};
+use kubernaut_domain::pagination::InvalidPageLimit;
+use kubernaut_domain::{
+    Actor, Cursor, FieldError, PageLimit, ReleaseId, ServiceName, ValidationErrors, Version,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::problem::{ApiError, ProblemType};
+
+/// The longest a request may be held by `?wait=`.
+pub const MAX_WAIT: Duration = Duration::from_secs(900);
+
+/// A deployment as the API shows it. Listings leave out the manifest, the objects and
+/// the timeline.
+#[derive(Debug, Serialize)]
+pub struct DeploymentBody {
+    pub id: DeploymentId,
+    pub release_id: ReleaseId,
+    pub service: String,
+    pub version: String,
+    pub cluster: String,
+    pub namespace: String,
+    pub status: DeploymentStatus,
+    /// The headline of a failure: `crash_loop`, `image_not_found`, ...
+    pub reason: Option<String>,
+    pub requested_by: String,
+    pub attributes: BTreeMap<String, String>,
+    pub timeout_seconds: u64,
+    pub prune: bool,
+    pub rollback_on_failure: bool,
+    pub rollback_of: Option<DeploymentId>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub diagnostics: Option<Diagnostics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<TimelineEntry>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<Value>>,
+}
+
+impl DeploymentBody {
+    pub fn full(deployment: &Deployment) -> Self {
+        Self {
+            timeline: Some(deployment.timeline.clone()),
+            manifest: Some(deployment.manifest.clone()),
+            objects: Some(deployment.objects.clone()),
+            ..Self::summary(deployment)
+        }
+    }
+
+    pub fn summary(deployment: &Deployment) -> Self {
+        Self {
+            id: deployment.id,
+            release_id: deployment.release_id,
+            service: deployment.service.to_string(),
+            version: deployment.version.to_string(),
+            cluster: deployment.target.cluster.to_string(),
+            namespace: deployment.target.namespace.to_string(),
+            status: deployment.status,
+            reason: deployment
+                .diagnostics
+                .as_ref()
+                .and_then(Diagnostics::primary_reason)
+                .map(|r| r.to_string()),
+            requested_by: deployment.requested_by.to_string(),
+            attributes: deployment.attributes.clone(),
+            timeout_seconds: deployment.options.timeout.as_secs(),
+            prune: deployment.options.prune,
+            rollback_on_failure: deployment.options.rollback_on_failure,
+            rollback_of: deployment.rollback_of,
+            created_at: deployment.created_at,
+            started_at: deployment.started_at,
+            finished_at: deployment.finished_at,
+            diagnostics: deployment.diagnostics.clone(),
+            timeline: None,
+            manifest: None,
+            objects: None,
+        }
+    }
+}
+
+pub fn location_of(id: DeploymentId) -> String {
+    format!("/api/deployments/{id}")
+}
+
+/// The body of `POST /api/deployments`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestBody {
+    release_id: Option<String>,
+    service: Option<String>,
+    version: Option<String>,
+    cluster: String,
+    namespace: String,
+    #[serde(default)]
+    attributes: BTreeMap<String, AttributeValue>,
+    timeout_seconds: Option<u64>,
+    prune: Option<bool>,
+    rollback_on_failure: Option<bool>,
+}
+
+/// Attribute values may be sent as strings, numbers or booleans.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum AttributeValue {
+    Text(String),
+    Number(serde_json::Number),
+    Flag(bool),
+}
+
+impl AttributeValue {
+    fn into_text(self) -> String {
+        match self {
+            Self::Text(text) => text,
+            Self::Number(number) => number.to_string(),
+            Self::Flag(flag) => flag.to_string(),
+        }
+    }
+}
+
+/// Parses JSON naming the field at fault.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        ApiError::malformed(ValidationErrors::single(field, error.inner().to_string()))
+    })
+}
+
+fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ProblemType::UnsupportedMediaType,
+            format!(
+                "send application/json, not {}",
+                if essence.is_empty() { "none" } else { essence }
+            ),
+        ))
+    }
+}
+
+impl RequestBody {
+    fn into_request(self) -> Result<DeploymentRequest, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let release = match (self.release_id, self.service, self.version) {
+            (Some(id), None, None) => match ReleaseId::parse(&id) {
+                Some(id) => Some(ReleaseSelector::Id(id)),
+                None => {
+                    errors.push(FieldError::new("release_id", "must be a UUID"));
+                    None
+                }
+            },
+            (None, Some(service), Some(version)) => {
+                let service = errors.check("service", ServiceName::parse(&service));
+                let version = errors.check("version", Version::parse(&version));
+                service
+                    .zip(version)
+                    .map(|(s, v)| ReleaseSelector::Version(s, v))
+            }
+            _ => {
+                errors.push(FieldError::new(
+                    "release_id",
+                    "name the release either by release_id or by service and version",
+                ));
+                None
+            }
+        };
+        let cluster = errors.check("cluster", ClusterName::parse(&self.cluster));
+        let namespace = errors.check("namespace", Namespace::parse(&self.namespace));
+        let raw: BTreeMap<String, String> = self
+            .attributes
+            .into_iter()
+            .map(|(k, v)| (k, v.into_text()))
+            .collect();
+        let attributes = match parse_request_attributes(&raw) {
+            Ok(attributes) => Some(attributes),
+            Err(bad) => {
+                for error in bad.fields() {
+                    errors.push(error.clone());
+                }
+                None
+            }
+        };
+        let timeout = match self.timeout_seconds {
+            Some(0) => {
+                errors.push(FieldError::new("timeout_seconds", "must be at least 1"));
+                None
+            }
+            Some(seconds) if seconds > 6 * 3600 => {
+                errors.push(FieldError::new(
+                    "timeout_seconds",
+                    "must be at most 21600 (6 hours)",
+                ));
+                None
+            }
+            other => other.map(Duration::from_secs),
+        };
+        match (release, cluster, namespace, attributes) {
+            (Some(release), Some(cluster), Some(namespace), Some(attributes))
+                if errors.is_empty() =>
+            {
+                Ok(DeploymentRequest {
+                    release,
+                    target: Target { cluster, namespace },
+                    attributes,
+                    timeout,
+                    prune: self.prune.unwrap_or(true),
+                    rollback_on_failure: self.rollback_on_failure.unwrap_or(false),
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// `?wait=SECONDS`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitParameter {
+    wait: Option<String>,
+}
+
+impl WaitParameter {
+    fn duration(&self) -> Result<Option<Duration>, ApiError> {
+        match &self.wait {
+            None => Ok(None),
+            Some(text) => match text.parse::<u64>() {
+                Ok(seconds) if Duration::from_secs(seconds) <= MAX_WAIT => {
+                    Ok(Some(Duration::from_secs(seconds)))
+                }
+                _ => Err(ApiError::malformed(ValidationErrors::single(
+                    "wait",
+                    format!(
+                        "must be a number of seconds from 0 to {}",
+                        MAX_WAIT.as_secs()
+                    ),
+                ))),
+            },
+        }
+    }
+}
+
+pub(crate) fn request_error(error: RequestDeploymentError) -> ApiError {
+    let field =
+        |field: &str, reason: String| ApiError::validation(ValidationErrors::single(field, reason));
+    match error {
+        RequestDeploymentError::ReleaseNotFound => {
+            field("release_id", "no active release matches".to_owned())
+        }
+        RequestDeploymentError::UnknownCluster(name) => field(
+            "cluster",
+            format!("no cluster is configured under the name {name}"),
+        ),
+        error @ RequestDeploymentError::NamespaceNotAllowed { .. } => {
+            field("namespace", error.to_string())
+        }
+        RequestDeploymentError::MissingVariables(names) => field(
+            "attributes",
+            format!(
+                "the template needs variables this deploy does not supply: {}",
+                names.join(", ")
+            ),
+        ),
+        RequestDeploymentError::Render(message) => field("template", message),
+        RequestDeploymentError::Rejected(rejected) => field("manifest", rejected.to_string()),
+        RequestDeploymentError::ActiveExists { active } => ApiError::conflict(
+            format!(
+                "deployment {active} of this service to this target is still active; wait for it or cancel it"
+            ),
+            active,
+        ),
+        error @ RequestDeploymentError::NothingToRollBackTo => {
+            ApiError::new(ProblemType::Conflict, error.to_string())
+        }
+        RequestDeploymentError::Repository(error) => ApiError::internal(error),
+    }
+}
+
+fn lookup_error(id: &str, error: DeploymentLookupError) -> ApiError {
+    match error {
+        DeploymentLookupError::NotFound => {
+            ApiError::not_found(format!("no deployment has the id {id}"))
+        }
+        DeploymentLookupError::AlreadyFinished(status) => ApiError::new(
+            ProblemType::Conflict,
+            format!("the deployment already ended: {status}"),
+        ),
+        DeploymentLookupError::Repository(error) => ApiError::internal(error),
+    }
+}
+
+fn parse_id(id: &str) -> Result<DeploymentId, ApiError> {
+    DeploymentId::parse(id)
+        .ok_or_else(|| ApiError::not_found(format!("no deployment has the id {id}")))
+}
+
+fn accepted(deployment: &Deployment) -> HttpResponse {
+    HttpResponse::Accepted()
+        .insert_header((header::LOCATION, location_of(deployment.id)))
+        .json(DeploymentBody::full(deployment))
+}
+
+/// `POST /api/deployments[?wait=SECONDS]`
+pub async fn create(
+    service: Data<DeploymentService>,
+    request: HttpRequest,
+    wait: web::Query<WaitParameter>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let wait = wait.duration()?;
+    require_json(&request)?;
+    let body: RequestBody = parse_json(&body)?;
+    let request = body.into_request().map_err(ApiError::malformed)?;
+    let deployment = service
+        .request(request, Actor::anonymous())
+        .await
+        .map_err(request_error)?;
+    let deployment = match wait {
+        Some(wait) => service
+            .wait(deployment.id, wait)
+            .await
+            .map_err(|e| lookup_error(&deployment.id.to_string(), e))?,
+        None => deployment,
+    };
+    Ok(accepted(&deployment))
+}
+
+/// `GET /api/deployments/{id}[?wait=SECONDS]`
+pub async fn get(
+    service: Data<DeploymentService>,
+    id: web::Path<String>,
+    wait: web::Query<WaitParameter>,
+) -> Result<HttpResponse, ApiError> {
+    let deployment_id = parse_id(&id)?;
+    let deployment = match wait.duration()? {
+        Some(wait) => service.wait(deployment_id, wait).await,
+        None => service.get(deployment_id).await,
+    }
+    .map_err(|e| lookup_error(&id, e))?;
+    Ok(HttpResponse::Ok().json(DeploymentBody::full(&deployment)))
+}
+
+/// `POST /api/deployments/{id}/cancel`
+pub async fn cancel(
+    service: Data<DeploymentService>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let deployment_id = parse_id(&id)?;
+    let deployment = service
+        .cancel(deployment_id, &Actor::anonymous())
+        .await
+        .map_err(|e| lookup_error(&id, e))?;
+    Ok(HttpResponse::Ok().json(DeploymentBody::full(&deployment)))
+}
+
+/// `POST /api/deployments/{id}/rollback`: deploys the last release that succeeded on
+/// the deployment's target before it.
+pub async fn rollback(
+    service: Data<DeploymentService>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let deployment_id = parse_id(&id)?;
+    let deployment = service
+        .rollback(deployment_id, Actor::anonymous())
+        .await
+        .map_err(|error| match error {
+            RollbackError::Lookup(error) => lookup_error(&id, error),
+            RollbackError::Request(error) => request_error(error),
+        })?;
+    Ok(accepted(&deployment))
+}
+
+/// The query string of `GET /api/deployments`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParameters {
+    service: Option<String>,
+    cluster: Option<String>,
+    namespace: Option<String>,
+    status: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| "must be an RFC 3339 time such as 2026-11-24T12:00:00Z".to_owned())
+}
+
+impl ListParameters {
+    fn into_query(self) -> Result<DeploymentQuery, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let service = self
+            .service
+            .and_then(|s| errors.check("service", ServiceName::parse(&s)));
+        let cluster = self
+            .cluster
+            .and_then(|c| errors.check("cluster", ClusterName::parse(&c)));
+        let namespace = self
+            .namespace
+            .and_then(|n| errors.check("namespace", Namespace::parse(&n)));
+        let status = self.status.and_then(|s| {
+            errors.check(
+                "status",
+                DeploymentStatus::parse(&s).ok_or(
+                    "must be one of queued, applying, rolling_out, succeeded, failed, timed_out, cancelled",
+                ),
+            )
+        });
+        let created_after = self
+            .created_after
+            .and_then(|t| errors.check("created_after", parse_time(&t)));
+        let created_before = self
+            .created_before
+            .and_then(|t| errors.check("created_before", parse_time(&t)));
+        let limit = match self.limit {
+            None => Some(PageLimit::default()),
+            Some(text) => errors.check(
+                "limit",
+                text.parse::<i64>()
+                    .map_err(|_| InvalidPageLimit)
+                    .and_then(PageLimit::new),
+            ),
+        };
+        let after = self
+            .cursor
+            .and_then(|c| errors.check("cursor", Cursor::decode(&c)));
+        errors.into_result(|| DeploymentQuery {
+            service,
+            cluster,
+            namespace,
+            status,
+            created_after,
+            created_before,
+            after,
+            limit: limit.unwrap_or_default(),
+        })
+    }
+}
+
+/// A page of deployments.
+#[derive(Debug, Serialize)]
+pub struct DeploymentPageBody {
+    pub items: Vec<DeploymentBody>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/deployments`
+pub async fn list(
+    service: Data<DeploymentService>,
+    parameters: web::Query<ListParameters>,
+) -> Result<HttpResponse, ApiError> {
+    let query = parameters
+        .into_inner()
+        .into_query()
+        .map_err(ApiError::malformed)?;
+    let page = service.list(&query).await.map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(DeploymentPageBody {
+        items: page.items.iter().map(DeploymentBody::summary).collect(),
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+/// What the event stream has sent so far.
+struct StreamState {
+    service: DeploymentService,
+    id: DeploymentId,
+    changes: tokio::sync::broadcast::Receiver<DeploymentId>,
+    sent_entries: usize,
+    last_status: Option<DeploymentStatus>,
+    finished: bool,
+}
+
+fn sse(event: &str, data: &impl Serialize) -> String {
+    let data = serde_json::to_string(data).unwrap_or_else(|_| "null".to_owned());
+    format!("event: {event}\ndata: {data}\n\n")
+}
+
+/// Everything new since the last call, and whether the stream is done.
+fn new_events(state: &mut StreamState, deployment: &Deployment) -> String {
+    let mut out = String::new();
+    for entry in deployment.timeline.iter().skip(state.sent_entries) {
+        out.push_str(&sse("timeline", entry));
+    }
+    state.sent_entries = deployment.timeline.len().max(state.sent_entries);
+    if state.last_status != Some(deployment.status) {
+        state.last_status = Some(deployment.status);
+        out.push_str(&sse(
+            "status",
+            &serde_json::json!({ "status": deployment.status }),
+        ));
+    }
+    if deployment.status.is_verdict() {
+        out.push_str(&sse("verdict", &DeploymentBody::summary(deployment)));
+        state.finished = true;
+    }
+    out
+}
+
+/// `GET /api/deployments/{id}/events`: the timeline as Server-Sent Events, live until
+/// the verdict (`timeline`, `status` and a final `verdict` event).
+pub async fn events(
+    service: Data<DeploymentService>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let deployment_id = parse_id(&id)?;
+    let changes = service.subscribe();
+    let first = service
+        .get(deployment_id)
+        .await
+        .map_err(|e| lookup_error(&id, e))?;
+    let mut state = StreamState {
+        service: service.get_ref().clone(),
+        id: deployment_id,
+        changes,
+        sent_entries: 0,
+        last_status: None,
+        finished: false,
+    };
+    let opening = new_events(&mut state, &first);
+    let body = stream::unfold((state, Some(opening)), |(mut state, pending)| async move {
+        if let Some(text) = pending {
+            return Some((Ok::<_, actix_web::Error>(Bytes::from(text)), (state, None)));
+        }
+        if state.finished {
+            return None;
+        }
+        // Wait for a change of this deployment, re-reading at least every 15 s (and
+        // sending a comment so proxies keep the connection open).
+        let changed = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match state.changes.recv().await {
+                    Ok(changed) if changed == state.id => return,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        })
+        .await;
+        let text = match state.service.get(state.id).await {
+            Ok(deployment) => {
+                let text = new_events(&mut state, &deployment);
+                if text.is_empty() && changed.is_err() {
+                    ": keep-alive\n\n".to_owned()
+                } else {
+                    text
+                }
+            }
+            Err(error) => {
+                state.finished = true;
+                format!(
+                    "event: error\ndata: {}\n\n",
+                    serde_json::json!({ "detail": error.to_string() })
+                )
+            }
+        };
+        Some((Ok(Bytes::from(text)), (state, None)))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
