@@ -1,0 +1,2 @@
+DROP TABLE deployment_timeline;
+DROP TABLE deployments;
