@@ -989,3 +989,7 @@ pub fn parse_request_attributes(
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect())
 }
+
+#[cfg(test)]
+#[path = "deployment_service_tests.rs"]
+mod tests;

@@ -1,0 +1,661 @@
+//! Contract tests of `DeploymentService` over in-memory repositories and a mocked
+//! cluster: the state machine, its persisted steps and the rules of a request.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::*;
+use crate::cluster::AppliedResource;
+use crate::deployment::{DeploymentQuery, Diagnostics, FailureReason, Namespace, ResourceRef};
+use crate::ports::{MockCluster, MockReleaseRepository, RepositoryError};
+use crate::release::{NewRelease, Release, UnvalidatedRelease};
+
+#[derive(Default)]
+struct MemoryDeployments {
+    rows: Mutex<Vec<Deployment>>,
+}
+
+#[async_trait]
+impl DeploymentRepository for MemoryDeployments {
+    async fn insert(&self, deployment: &Deployment) -> Result<(), InsertDeploymentError> {
+        let mut rows = self.rows.lock().expect("lock");
+        if let Some(active) = rows.iter().find(|d| {
+            d.status.is_active() && d.service == deployment.service && d.target == deployment.target
+        }) {
+            return Err(InsertDeploymentError::ActiveExists { active: active.id });
+        }
+        rows.push(deployment.clone());
+        Ok(())
+    }
+
+    async fn find(&self, id: DeploymentId) -> Result<Option<Deployment>, RepositoryError> {
+        Ok(self
+            .rows
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|d| d.id == id)
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        _: &DeploymentQuery,
+        limit: usize,
+    ) -> Result<Vec<Deployment>, RepositoryError> {
+        let mut rows = self.rows.lock().expect("lock").clone();
+        rows.reverse();
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    async fn list_active(&self) -> Result<Vec<Deployment>, RepositoryError> {
+        Ok(self
+            .rows
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|d| d.status.is_active())
+            .cloned()
+            .collect())
+    }
+
+    async fn transition(
+        &self,
+        id: DeploymentId,
+        transition: &Transition,
+    ) -> Result<bool, RepositoryError> {
+        let mut rows = self.rows.lock().expect("lock");
+        let Some(row) = rows.iter_mut().find(|d| d.id == id) else {
+            return Ok(false);
+        };
+        if !transition.from.contains(&row.status) {
+            return Ok(false);
+        }
+        row.status = transition.to;
+        if transition.to == DeploymentStatus::Applying && row.started_at.is_none() {
+            row.started_at = Some(transition.at);
+        }
+        if transition.to.is_verdict() {
+            row.finished_at = Some(transition.at);
+            row.diagnostics.clone_from(&transition.diagnostics);
+        }
+        Ok(true)
+    }
+
+    async fn append_timeline(
+        &self,
+        id: DeploymentId,
+        entry: &TimelineEntry,
+    ) -> Result<(), RepositoryError> {
+        let mut rows = self.rows.lock().expect("lock");
+        if let Some(row) = rows.iter_mut().find(|d| d.id == id) {
+            row.timeline.push(entry.clone());
+        }
+        Ok(())
+    }
+
+    async fn last_succeeded(
+        &self,
+        service: &ServiceName,
+        target: &Target,
+        excluding: Option<ReleaseId>,
+    ) -> Result<Option<Deployment>, RepositoryError> {
+        Ok(self
+            .rows
+            .lock()
+            .expect("lock")
+            .iter()
+            .rev()
+            .find(|d| {
+                d.status == DeploymentStatus::Succeeded
+                    && &d.service == service
+                    && &d.target == target
+                    && Some(d.release_id) != excluding
+            })
+            .cloned())
+    }
+}
+
+const TEMPLATE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ service }}\nspec:\n  replicas: {{ replicas }}\n  template:\n    spec:\n      containers:\n      - name: app\n        image: {{ image }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ service }}-{{ region }}\n";
+
+fn release(version: &str) -> Release {
+    Release::register(
+        NewRelease::parse(&UnvalidatedRelease {
+            service: "hello".into(),
+            version: version.into(),
+            image: format!("hello:{version}"),
+            template: TEMPLATE.into(),
+            attributes: BTreeMap::from([("replicas".into(), "2".into())]),
+            comment: None,
+        })
+        .expect("valid"),
+        Actor::anonymous(),
+    )
+}
+
+fn target() -> Target {
+    Target {
+        cluster: ClusterName::parse("eu").expect("cluster"),
+        namespace: Namespace::parse("shop").expect("namespace"),
+    }
+}
+
+fn releases_of(all: Vec<Release>) -> MockReleaseRepository {
+    let mut repository = MockReleaseRepository::new();
+    let by_id = all.clone();
+    repository
+        .expect_find_active()
+        .returning(move |id| Ok(by_id.iter().find(|r| r.id == id).cloned()));
+    repository
+        .expect_find_active_by_version()
+        .returning(move |s, v| {
+            Ok(all
+                .iter()
+                .find(|r| &r.service == s && &r.version == v)
+                .cloned())
+        });
+    repository
+}
+
+fn applied(objects: &[serde_json::Value]) -> Vec<AppliedResource> {
+    objects
+        .iter()
+        .map(|o| AppliedResource {
+            resource: resource_ref_of(o),
+            uid: "uid".into(),
+            generation: Some(1),
+        })
+        .collect()
+}
+
+fn settings() -> ClusterSettings {
+    ClusterSettings {
+        attributes: BTreeMap::from([("region".into(), "eu-west".into())]),
+        ..ClusterSettings::default()
+    }
+}
+
+fn service_with(
+    releases: Vec<Release>,
+    cluster: MockCluster,
+) -> (DeploymentService, Arc<MemoryDeployments>) {
+    let deployments = Arc::new(MemoryDeployments::default());
+    let service = DeploymentService::new(
+        Arc::new(releases_of(releases)),
+        deployments.clone(),
+        vec![ClusterHandle {
+            name: target().cluster,
+            settings: settings(),
+            cluster: Arc::new(cluster),
+        }],
+    )
+    .with_retry_delay(Duration::from_millis(10));
+    (service, deployments)
+}
+
+fn request(release: &Release) -> DeploymentRequest {
+    DeploymentRequest {
+        release: ReleaseSelector::Id(release.id),
+        target: target(),
+        attributes: BTreeMap::new(),
+        timeout: Some(Duration::from_secs(60)),
+        prune: true,
+        rollback_on_failure: false,
+    }
+}
+
+async fn verdict(service: &DeploymentService, id: DeploymentId) -> Deployment {
+    service
+        .wait(id, Duration::from_secs(10))
+        .await
+        .expect("deployment")
+}
+
+#[tokio::test]
+async fn a_deploy_that_rolls_out_is_applied_watched_pruned_and_succeeds() {
+    let good = release("1");
+    let mut cluster = MockCluster::new();
+    cluster
+        .expect_apply()
+        .times(1)
+        .returning(|objects| Ok(applied(objects)));
+    cluster
+        .expect_watch_rollout()
+        .times(1)
+        .returning(|_, progress| {
+            let _ = progress.send(crate::cluster::RolloutProgress {
+                resource: Some("Deployment/hello".into()),
+                message: "2 of 2 replicas ready".into(),
+            });
+            Ok(RolloutOutcome::Succeeded { warnings: vec![] })
+        });
+    cluster.expect_prune().times(1).returning(|_, _, keep| {
+        assert_eq!(keep.len(), 2);
+        Ok(vec![ResourceRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "old".into(),
+            namespace: Some("shop".into()),
+        }])
+    });
+    let (service, _) = service_with(vec![good.clone()], cluster);
+    let started = service
+        .request(request(&good), Actor::named("ci"))
+        .await
+        .expect("started");
+    assert_eq!(started.status, DeploymentStatus::Queued);
+    let labels = &started.objects[0]["metadata"]["labels"];
+    assert_eq!(labels["kubernaut.io/service"], "hello");
+    assert_eq!(
+        started.objects[1]["metadata"]["name"], "hello-eu-west",
+        "cluster attributes render"
+    );
+
+    let done = verdict(&service, started.id).await;
+    assert_eq!(done.status, DeploymentStatus::Succeeded);
+    assert!(done.started_at.is_some() && done.finished_at.is_some());
+    let messages: Vec<_> = done.timeline.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("2 of 2 replicas ready")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("pruned ConfigMap/old")),
+        "{messages:?}"
+    );
+    assert_eq!(messages.last(), Some(&"rolled out"));
+}
+
+#[tokio::test]
+async fn a_failed_rollout_stores_its_diagnostics() {
+    let bad = release("2");
+    let mut cluster = MockCluster::new();
+    cluster
+        .expect_apply()
+        .returning(|objects| Ok(applied(objects)));
+    cluster.expect_watch_rollout().returning(|request, _| {
+        Ok(RolloutOutcome::Failed(Diagnostics::single(
+            request.resources[0].resource.clone(),
+            FailureReason::CrashLoop,
+            "back-off restarting failed container",
+        )))
+    });
+    cluster.expect_prune().never();
+    let (service, _) = service_with(vec![bad.clone()], cluster);
+    let started = service
+        .request(request(&bad), Actor::anonymous())
+        .await
+        .expect("started");
+    let done = verdict(&service, started.id).await;
+    assert_eq!(done.status, DeploymentStatus::Failed);
+    assert_eq!(
+        done.diagnostics.and_then(|d| d.primary_reason()),
+        Some(FailureReason::CrashLoop)
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_the_cluster_refuses_fails_without_a_watch() {
+    let bad = release("3");
+    let mut cluster = MockCluster::new();
+    cluster.expect_apply().returning(|_| {
+        Err(ClusterError::Rejected {
+            resource: "Deployment/hello".into(),
+            message: "spec.replicas: Invalid value".into(),
+        })
+    });
+    cluster.expect_watch_rollout().never();
+    let (service, _) = service_with(vec![bad.clone()], cluster);
+    let started = service
+        .request(request(&bad), Actor::anonymous())
+        .await
+        .expect("started");
+    let done = verdict(&service, started.id).await;
+    assert_eq!(done.status, DeploymentStatus::Failed);
+    assert_eq!(
+        done.diagnostics.and_then(|d| d.primary_reason()),
+        Some(FailureReason::ApplyRejected)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_retried_until_it_answers() {
+    let good = release("4");
+    let mut cluster = MockCluster::new();
+    let attempts = Arc::new(Mutex::new(0));
+    let counter = attempts.clone();
+    cluster.expect_apply().returning(move |objects| {
+        let mut attempts = counter.lock().expect("lock");
+        *attempts += 1;
+        if *attempts < 3 {
+            Err(ClusterError::Unavailable("503".into()))
+        } else {
+            Ok(applied(objects))
+        }
+    });
+    cluster
+        .expect_watch_rollout()
+        .returning(|_, _| Ok(RolloutOutcome::Succeeded { warnings: vec![] }));
+    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    let (service, _) = service_with(vec![good.clone()], cluster);
+    let started = service
+        .request(request(&good), Actor::anonymous())
+        .await
+        .expect("started");
+    assert_eq!(
+        verdict(&service, started.id).await.status,
+        DeploymentStatus::Succeeded
+    );
+    assert_eq!(*attempts.lock().expect("lock"), 3);
+}
+
+#[tokio::test]
+async fn a_second_deploy_to_an_active_target_is_refused_naming_the_active_one() {
+    let good = release("5");
+    let mut cluster = MockCluster::new();
+    cluster
+        .expect_apply()
+        .returning(|objects| Ok(applied(objects)));
+    // The first rollout never ends within this test.
+    cluster.expect_watch_rollout().returning(|_, _| {
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(RolloutOutcome::Succeeded { warnings: vec![] })
+    });
+    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    let (service, _) = service_with(vec![good.clone()], cluster);
+    let first = service
+        .request(request(&good), Actor::anonymous())
+        .await
+        .expect("first");
+    let error = service
+        .request(request(&good), Actor::anonymous())
+        .await
+        .expect_err("second is refused");
+    assert!(
+        matches!(error, RequestDeploymentError::ActiveExists { active } if active == first.id),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_that_cannot_supply_the_templates_variables_is_refused_by_name() {
+    let good = release("6");
+    let deployments = Arc::new(MemoryDeployments::default());
+    let service = DeploymentService::new(
+        Arc::new(releases_of(vec![good.clone()])),
+        deployments.clone(),
+        vec![ClusterHandle {
+            name: target().cluster,
+            settings: ClusterSettings::default(),
+            cluster: Arc::new(MockCluster::new()),
+        }],
+    );
+    let error = service
+        .request(request(&good), Actor::anonymous())
+        .await
+        .expect_err("region is missing");
+    assert!(
+        matches!(&error, RequestDeploymentError::MissingVariables(names) if names == &["region".to_owned()]),
+        "{error:?}"
+    );
+    assert!(
+        deployments.rows.lock().expect("lock").is_empty(),
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
+async fn unknown_clusters_and_forbidden_namespaces_are_refused() {
+    let good = release("7");
+    let (service, _) = service_with(vec![good.clone()], MockCluster::new());
+    let mut elsewhere = request(&good);
+    elsewhere.target.cluster = ClusterName::parse("mars").expect("name");
+    assert!(matches!(
+        service.request(elsewhere, Actor::anonymous()).await,
+        Err(RequestDeploymentError::UnknownCluster(_))
+    ));
+
+    let deployments = Arc::new(MemoryDeployments::default());
+    let strict = DeploymentService::new(
+        Arc::new(releases_of(vec![good.clone()])),
+        deployments,
+        vec![ClusterHandle {
+            name: target().cluster,
+            settings: ClusterSettings {
+                allowed_namespaces: vec!["staging".into()],
+                ..settings()
+            },
+            cluster: Arc::new(MockCluster::new()),
+        }],
+    );
+    assert!(matches!(
+        strict.request(request(&good), Actor::anonymous()).await,
+        Err(RequestDeploymentError::NamespaceNotAllowed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_failure_with_rollback_on_failure_deploys_the_last_good_release() {
+    let good = release("8");
+    let bad = release("9");
+    let mut cluster = MockCluster::new();
+    cluster
+        .expect_apply()
+        .returning(|objects| Ok(applied(objects)));
+    // The first and third rollouts (good, then the rollback) succeed; the second fails.
+    let watches = Arc::new(Mutex::new(0));
+    cluster.expect_watch_rollout().returning(move |request, _| {
+        let mut watches = watches.lock().expect("lock");
+        *watches += 1;
+        if *watches == 2 {
+            Ok(RolloutOutcome::Failed(Diagnostics::single(
+                request.resources[0].resource.clone(),
+                FailureReason::ImageNotFound,
+                "manifest unknown",
+            )))
+        } else {
+            Ok(RolloutOutcome::Succeeded { warnings: vec![] })
+        }
+    });
+    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    let (service, deployments) = service_with(vec![good.clone(), bad.clone()], cluster);
+    let first = service
+        .request(request(&good), Actor::anonymous())
+        .await
+        .expect("good");
+    assert_eq!(
+        verdict(&service, first.id).await.status,
+        DeploymentStatus::Succeeded
+    );
+
+    let mut failing = request(&bad);
+    failing.rollback_on_failure = true;
+    let second = service
+        .request(failing, Actor::anonymous())
+        .await
+        .expect("bad");
+    let failed = verdict(&service, second.id).await;
+    assert_eq!(failed.status, DeploymentStatus::Failed);
+
+    // The rollback is recorded on the failed deployment and runs as its own deployment.
+    let rollback = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let found = deployments
+                .rows
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|d| d.rollback_of == Some(second.id))
+                .cloned();
+            if let Some(found) = found {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a rollback was started");
+    assert_eq!(rollback.release_id, good.id);
+    assert_eq!(
+        verdict(&service, rollback.id).await.status,
+        DeploymentStatus::Succeeded
+    );
+    let failed = verdict(&service, second.id).await;
+    assert!(
+        failed
+            .timeline
+            .iter()
+            .any(|e| e.message.contains("rolling back to hello 8"))
+    );
+}
+
+#[tokio::test]
+async fn a_manual_rollback_deploys_the_release_before_and_says_so() {
+    let good = release("12");
+    let newer = release("13");
+    let mut cluster = MockCluster::new();
+    cluster
+        .expect_apply()
+        .returning(|objects| Ok(applied(objects)));
+    cluster
+        .expect_watch_rollout()
+        .returning(|_, _| Ok(RolloutOutcome::Succeeded { warnings: vec![] }));
+    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    let (service, _) = service_with(vec![good.clone(), newer.clone()], cluster);
+    let first = service
+        .request(request(&good), Actor::anonymous())
+        .await
+        .expect("first");
+    verdict(&service, first.id).await;
+    let second = service
+        .request(request(&newer), Actor::anonymous())
+        .await
+        .expect("second");
+    verdict(&service, second.id).await;
+    let rollback = service
+        .rollback(second.id, Actor::named("oncall"))
+        .await
+        .expect("rollback");
+    assert_eq!(rollback.release_id, good.id);
+    assert_eq!(rollback.rollback_of, Some(second.id));
+    assert!(
+        rollback.timeline[0]
+            .message
+            .contains("rollback of deployment")
+    );
+    assert_eq!(
+        verdict(&service, rollback.id).await.status,
+        DeploymentStatus::Succeeded
+    );
+
+    // Rolling back the very first release has nothing to go back to.
+    let lonely = release("14");
+    let (service, _) = service_with(vec![lonely.clone()], {
+        let mut cluster = MockCluster::new();
+        cluster
+            .expect_apply()
+            .returning(|objects| Ok(applied(objects)));
+        cluster
+            .expect_watch_rollout()
+            .returning(|_, _| Ok(RolloutOutcome::Succeeded { warnings: vec![] }));
+        cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+        cluster
+    });
+    let only = service
+        .request(request(&lonely), Actor::anonymous())
+        .await
+        .expect("only");
+    verdict(&service, only.id).await;
+    assert!(matches!(
+        service.rollback(only.id, Actor::anonymous()).await,
+        Err(RollbackError::Request(
+            RequestDeploymentError::NothingToRollBackTo
+        ))
+    ));
+}
+
+#[tokio::test]
+async fn cancelling_stops_the_watch_and_ends_cancelled() {
+    let good = release("10");
+    let mut cluster = MockCluster::new();
+    cluster
+        .expect_apply()
+        .returning(|objects| Ok(applied(objects)));
+    cluster.expect_watch_rollout().returning(|_, _| {
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(RolloutOutcome::Succeeded { warnings: vec![] })
+    });
+    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    let (service, _) = service_with(vec![good.clone()], cluster);
+    let started = service
+        .request(request(&good), Actor::anonymous())
+        .await
+        .expect("started");
+    let cancelled = service
+        .cancel(started.id, &Actor::named("oncall"))
+        .await
+        .expect("cancelled");
+    assert_eq!(cancelled.status, DeploymentStatus::Cancelled);
+    let done = verdict(&service, started.id).await;
+    assert_eq!(
+        done.status,
+        DeploymentStatus::Cancelled,
+        "the watch's verdict does not overwrite it"
+    );
+    assert!(matches!(
+        service.cancel(started.id, &Actor::anonymous()).await,
+        Err(DeploymentLookupError::AlreadyFinished(
+            DeploymentStatus::Cancelled
+        ))
+    ));
+}
+
+#[tokio::test]
+async fn a_restart_resumes_active_deployments_and_reaches_a_verdict() {
+    let good = release("11");
+    let mut cluster = MockCluster::new();
+    cluster
+        .expect_apply()
+        .times(1)
+        .returning(|objects| Ok(applied(objects)));
+    cluster
+        .expect_watch_rollout()
+        .times(1)
+        .returning(|_, _| Ok(RolloutOutcome::Succeeded { warnings: vec![] }));
+    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    let (service, deployments) = service_with(vec![good.clone()], cluster);
+    // A deployment a previous process left rolling out.
+    let now: DateTime<Utc> = Utc::now();
+    let left = Deployment {
+        id: DeploymentId::generate(),
+        release_id: good.id,
+        service: good.service.clone(),
+        version: good.version.clone(),
+        target: target(),
+        requested_by: Actor::anonymous(),
+        attributes: BTreeMap::new(),
+        options: DeploymentOptions::default(),
+        manifest: String::new(),
+        objects: vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "shop"}}),
+        ],
+        status: DeploymentStatus::RollingOut,
+        created_at: now,
+        started_at: Some(now),
+        finished_at: None,
+        timeline: vec![],
+        diagnostics: None,
+        rollback_of: None,
+    };
+    deployments.rows.lock().expect("lock").push(left.clone());
+    assert_eq!(service.resume_active().await.expect("resumed"), 1);
+    let done = verdict(&service, left.id).await;
+    assert_eq!(done.status, DeploymentStatus::Succeeded);
+    assert!(done.timeline.iter().any(|e| e.message.contains("resumed")));
+}
