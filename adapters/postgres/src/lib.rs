@@ -1,1 +1,13 @@
 #![doc = include_str!("../README.md")]
+
+mod database;
+mod error;
+mod explain;
+mod keyset;
+mod release_repository;
+mod release_row;
+mod schema;
+
+pub use database::{Database, PgPool, PoolOptions};
+pub use error::DatabaseError;
+pub use release_repository::PostgresReleaseRepository;

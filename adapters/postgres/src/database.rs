@@ -1,0 +1,120 @@
+//! The connection pool and the migrations embedded in the binary.
+
+use std::time::Duration;
+
+use diesel::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
+
+use crate::error::DatabaseError;
+use crate::release_repository::PostgresReleaseRepository;
+
+/// The migrations of the repository's `migrations/` folder, compiled into the binary so
+/// that `kubernaut migrate` needs no files next to it.
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// An r2d2 pool of diesel PostgreSQL connections.
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+
+/// How the pool is sized and how long a caller waits for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// The most connections the pool holds open at once.
+    pub max_size: u32,
+    /// How long building the pool, or checking a connection out of it, may wait
+    /// before giving up.
+    pub connection_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 10,
+            connection_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Kubernaut's PostgreSQL database: a connection pool, the migrations and the
+/// repositories built on them. Cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: PgPool,
+}
+
+impl Database {
+    /// Opens a pool of connections to `url` (blocking until the first connections are
+    /// open, at most `options.connection_timeout`).
+    ///
+    /// # Errors
+    /// [`DatabaseError::Connect`] when the URL is malformed or the server cannot be
+    /// reached in time.
+    pub fn connect(url: &str, options: PoolOptions) -> Result<Self, DatabaseError> {
+        let pool = Pool::builder()
+            .max_size(options.max_size)
+            .connection_timeout(options.connection_timeout)
+            // A broken connection fails its query and is then discarded by diesel's
+            // `has_broken`; testing every checkout would add a round trip per request.
+            .test_on_check_out(false)
+            .build(ConnectionManager::new(url))
+            .map_err(DatabaseError::Connect)?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for repositories that live in other modules.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The release repository on this database.
+    pub fn release_repository(&self) -> PostgresReleaseRepository {
+        PostgresReleaseRepository::new(self.pool.clone())
+    }
+
+    /// Applies every embedded migration the database has not seen yet, each in its own
+    /// transaction, and returns the versions it applied (oldest first). Blocking.
+    ///
+    /// # Errors
+    /// [`DatabaseError::Checkout`] without a connection; [`DatabaseError::Migration`]
+    /// when a migration fails.
+    pub fn run_migrations(&self) -> Result<Vec<String>, DatabaseError> {
+        let mut connection = self.connection()?;
+        let applied = connection
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(DatabaseError::Migration)?;
+        Ok(applied.iter().map(ToString::to_string).collect())
+    }
+
+    /// Reverts every applied migration, newest first, and returns the versions it
+    /// reverted. Exists to prove each `down.sql` undoes its `up.sql`; it drops all of
+    /// Kubernaut's data. Blocking.
+    ///
+    /// # Errors
+    /// [`DatabaseError::Checkout`] without a connection; [`DatabaseError::Migration`]
+    /// when a migration fails to revert.
+    pub fn revert_all_migrations(&self) -> Result<Vec<String>, DatabaseError> {
+        let mut connection = self.connection()?;
+        let reverted = connection
+            .revert_all_migrations(MIGRATIONS)
+            .map_err(DatabaseError::Migration)?;
+        Ok(reverted.iter().map(ToString::to_string).collect())
+    }
+
+    /// Whether some embedded migration has not been applied yet. Blocking.
+    ///
+    /// # Errors
+    /// [`DatabaseError::Checkout`] without a connection; [`DatabaseError::Migration`]
+    /// when the applied migrations cannot be read.
+    pub fn has_pending_migrations(&self) -> Result<bool, DatabaseError> {
+        let mut connection = self.connection()?;
+        connection
+            .has_pending_migration(MIGRATIONS)
+            .map_err(DatabaseError::Migration)
+    }
+
+    fn connection(
+        &self,
+    ) -> Result<PooledConnection<ConnectionManager<PgConnection>>, DatabaseError> {
+        self.pool.get().map_err(DatabaseError::Checkout)
+    }
+}
