@@ -4,10 +4,12 @@ mod database;
 mod error;
 mod explain;
 mod keyset;
+mod provision;
 mod release_repository;
 mod release_row;
 mod schema;
 
 pub use database::{Database, PgPool, PoolOptions};
 pub use error::DatabaseError;
+pub use provision::{ProvisionError, create_database_if_missing};
 pub use release_repository::PostgresReleaseRepository;
