@@ -540,3 +540,118 @@ async fn daemonsets_run_one_pod_per_node() {
     nodes.sort();
     assert_eq!(nodes, sim.nodes());
 }
+
+#[tokio::test]
+async fn pods_asking_for_missing_claims_or_devices_are_unschedulable_until_they_exist() {
+    let sim = Simulator::builder()
+        .time_scale(TIME_SCALE)
+        .start()
+        .await
+        .expect("sim");
+    let client = client_for(&sim).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let gpu: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "gpu"},
+        "spec": {"containers": [{"name": "llm", "image": "vllm/vllm-openai:v0.11.0",
+            "resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "2", "memory": "10Gi"}}}]}
+    }))
+    .expect("pod");
+    let claim: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "claim"},
+        "spec": {
+            "containers": [{"name": "app", "image": "nginx:1"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+        }
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &gpu)
+        .await
+        .expect("create");
+    pods.create(&PostParams::default(), &claim)
+        .await
+        .expect("create");
+    let gpu_event = wait_event(&client, "gpu", "FailedScheduling").await;
+    assert!(
+        gpu_event
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("Insufficient nvidia.com/gpu")),
+        "{gpu_event:?}"
+    );
+    let claim_event = wait_event(&client, "claim", "FailedScheduling").await;
+    assert!(
+        claim_event
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("persistentvolumeclaim \"data\" not found"))
+    );
+
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), "default");
+    let pvc = serde_json::from_value(json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+        .expect("pvc");
+    pvcs.create(&PostParams::default(), &pvc)
+        .await
+        .expect("create pvc");
+    wait_for("the pod with its claim to run", || {
+        let pods = pods.clone();
+        async move { (pods.get("claim").await.ok()?.status?.phase? == "Running").then_some(()) }
+    })
+    .await;
+    let gpu = pods.get("gpu").await.expect("gpu pod");
+    assert_eq!(gpu.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_a_create_container_config_error_until_it_appears() {
+    let (_sim, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "needs-secret"},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1", "env": [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-secret", "key": "hf_token"}}}
+        ]}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create");
+    let failing = wait_for("CreateContainerConfigError", || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("needs-secret").await.ok()?;
+            let c = p.status.clone()?.container_statuses?.into_iter().next()?;
+            (waiting_reason(&c) == Some("CreateContainerConfigError")).then_some(c)
+        }
+    })
+    .await;
+    let message = failing
+        .state
+        .and_then(|s| s.waiting)
+        .and_then(|w| w.message)
+        .unwrap_or_default();
+    assert_eq!(message, "secret \"hf-secret\" not found");
+    let failed = wait_event(&client, "needs-secret", "Failed").await;
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("Error: secret \"hf-secret\" not found")
+    );
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "default");
+    let secret = serde_json::from_value(
+        json!({"metadata": {"name": "hf-secret"}, "stringData": {"hf_token": "x"}}),
+    )
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    wait_for("the container to start once the secret exists", || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("needs-secret").await.ok()?;
+            p.status?.container_statuses?.first()?.ready.then_some(())
+        }
+    })
+    .await;
+}

@@ -382,6 +382,8 @@ fn status_of_kind(r: &Resource) -> Value {
     match r.kind {
         "Pod" => json!({"phase": "Pending", "qosClass": "BestEffort"}),
         "Namespace" => json!({"phase": "Active"}),
+        // As if a default StorageClass provisioned a volume at once.
+        "PersistentVolumeClaim" => json!({"phase": "Bound", "accessModes": ["ReadWriteOnce"]}),
         _ => json!({}),
     }
 }

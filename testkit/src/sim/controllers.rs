@@ -178,6 +178,12 @@ pub(crate) fn bootstrap(world: &mut World, cfg: &SimConfig) {
             false,
         );
     }
+    let capacity: serde_json::Map<String, Value> = cfg
+        .node_capacity
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(format!("{v}"))))
+        .collect();
+    let capacity = Value::Object(capacity);
     for node in &cfg.nodes {
         let node_obj = json!({
             "metadata": {"name": node, "labels": {
@@ -189,8 +195,8 @@ pub(crate) fn bootstrap(world: &mut World, cfg: &SimConfig) {
             let mut ready = created;
             ready["status"] = json!({
                 "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
-                "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-                "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                "capacity": capacity.clone(),
+                "allocatable": capacity,
                 "nodeInfo": {"kubeletVersion": "v1.33.0", "containerRuntimeVersion": "containerd://2.0.0", "operatingSystem": "linux", "architecture": "amd64"}
             });
             world.store.replace(res("Node"), ready);

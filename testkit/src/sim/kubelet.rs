@@ -93,6 +93,8 @@ const ERR_IMAGE_PULL_SHOWN: f64 = 1.0;
 const BACKOFF_BASE: f64 = 10.0;
 const BACKOFF_CAP: f64 = 300.0;
 const PROBE_PERIOD: f64 = 10.0;
+const SCHEDULE_RETRY: f64 = 5.0;
+const CONFIG_RETRY: f64 = 10.0;
 
 #[derive(Debug, Clone)]
 enum CState {
@@ -109,6 +111,10 @@ enum CState {
     },
     Creating {
         until: Instant,
+    },
+    ConfigError {
+        until: Instant,
+        message: String,
     },
     Running {
         started: String,
@@ -143,7 +149,8 @@ struct ContainerSim {
 struct PodSim {
     created: Instant,
     scheduled: bool,
-    unschedulable_reported: bool,
+    unschedulable: Option<String>,
+    next_schedule_attempt: Option<Instant>,
     node: Option<String>,
     ip: Option<String>,
     start_time: Option<String>,
@@ -284,7 +291,8 @@ fn new_pod_sim(pod: &Value, behaviours: &HashMap<String, Behaviour>, now: Instan
     PodSim {
         created: now,
         scheduled: false,
-        unschedulable_reported: false,
+        unschedulable: None,
+        next_schedule_attempt: None,
         node: pod
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -336,24 +344,18 @@ fn step_pod(
         if now < sim.created + cfg.real(SCHEDULE_DELAY) {
             return;
         }
-        let n = cfg.nodes.len();
-        let wants_unschedulable = sim
-            .containers
-            .iter()
-            .any(|c| c.behaviour == Behaviour::Unschedulable);
-        let chosen = match &sim.node {
-            Some(node) => Some(node.clone()),
-            None if wants_unschedulable => None,
-            None => (0..n)
-                .map(|i| cfg.nodes[(world.kubelet.next_node + i) % n].clone())
-                .find(|node| node_fits(pod, node)),
+        if sim.next_schedule_attempt.is_some_and(|t| now < t) {
+            return;
+        }
+        let node = match &sim.node {
+            Some(node) => Ok(node.clone()),
+            None => choose_node(world, cfg, pod, sim),
         };
-        let Some(node) = chosen else {
-            if !sim.unschedulable_reported {
-                sim.unschedulable_reported = true;
-                let msg = format!(
-                    "0/{n} nodes are available: {n} Insufficient cpu, {n} node(s) didn't match Pod's node affinity/selector. preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
-                );
+        let node = match node {
+            Ok(node) => node,
+            Err(msg) => {
+                // The scheduler retries; repeats are aggregated into the event's count.
+                sim.next_schedule_attempt = Some(now + cfg.real(SCHEDULE_RETRY));
                 record_event(
                     world,
                     pod,
@@ -363,9 +365,11 @@ fn step_pod(
                     &msg,
                     &EventSource::scheduler(),
                 );
+                sim.unschedulable = Some(msg);
+                return;
             }
-            return;
         };
+        sim.unschedulable = None;
         world.kubelet.next_node += 1;
         world.kubelet.next_ip += 1;
         let ip_n = world.kubelet.next_ip;
@@ -536,7 +540,27 @@ fn step_container(
         CState::ImagePullBackOff { until } if now >= until => {
             start_pull(world, cfg, pod, None, c, now);
         }
-        CState::Creating { until } | CState::CrashLoopBackOff { until } if now >= until => {
+        CState::Creating { until }
+        | CState::CrashLoopBackOff { until }
+        | CState::ConfigError { until, .. }
+            if now >= until =>
+        {
+            if let Some(message) = missing_config(world, pod, &c.name) {
+                record_event(
+                    world,
+                    pod,
+                    fp,
+                    "Warning",
+                    "Failed",
+                    &format!("Error: {message}"),
+                    source,
+                );
+                c.state = CState::ConfigError {
+                    until: now + cfg.real(CONFIG_RETRY),
+                    message,
+                };
+                return;
+            }
             if matches!(c.state, CState::CrashLoopBackOff { .. }) {
                 c.restarts += 1;
             }
@@ -702,6 +726,9 @@ fn container_status(c: &ContainerSim) -> Value {
             "message": format!("Back-off pulling image \"{}\": ErrImagePull: {}", c.image, not_found_message(&c.image))
         }}),
         CState::Running { started, .. } => json!({"running": {"startedAt": started}}),
+        CState::ConfigError { message, .. } => {
+            json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}})
+        }
         CState::CrashLoopBackOff { .. } => json!({"waiting": {
             "reason": "CrashLoopBackOff",
             "message": format!("back-off {}s restarting failed container={}", backoff(c.restarts.saturating_sub(0)) as u64, c.name)
@@ -749,16 +776,12 @@ fn render_status(pod: &Value, sim: &PodSim) -> Value {
         .to_owned();
     if !sim.scheduled {
         let mut status = json!({"phase": "Pending", "qosClass": qos_class(pod)});
-        if sim.unschedulable_reported {
-            let n = "nodes";
+        if let Some(msg) = &sim.unschedulable {
             status["conditions"] = json!([condition(
                 "PodScheduled",
                 false,
                 &created,
-                Some((
-                    "Unschedulable",
-                    format!("0/{} {n} are available: Insufficient cpu.", 3)
-                ))
+                Some(("Unschedulable", msg.clone()))
             )]);
         }
         return status;
@@ -912,4 +935,185 @@ pub(crate) fn read_logs(
             )))
         }
     }
+}
+
+/// Parses a Kubernetes quantity (`500m`, `2`, `10Gi`, `1e3`) into base units.
+fn quantity(q: &Value) -> f64 {
+    let text = match q {
+        Value::Number(n) => return n.as_f64().unwrap_or(0.0),
+        Value::String(s) => s.trim(),
+        _ => return 0.0,
+    };
+    let suffixes: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1024.0 * 1024.0),
+        ("Gi", 1024.0 * 1024.0 * 1024.0),
+        ("Ti", 1024.0_f64.powi(4)),
+        ("Pi", 1024.0_f64.powi(5)),
+        ("Ei", 1024.0_f64.powi(6)),
+        ("m", 0.001),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (suffix, factor) in suffixes {
+        if let Some(number) = text.strip_suffix(suffix) {
+            return number.parse::<f64>().unwrap_or(0.0) * factor;
+        }
+    }
+    text.parse().unwrap_or(0.0)
+}
+
+/// What a pod asks of a node: per resource, the sum over its containers of the
+/// requests (or the limits where no request is given).
+fn pod_requests(pod: &Value) -> std::collections::BTreeMap<String, f64> {
+    let mut total = std::collections::BTreeMap::new();
+    for c in pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        let mut names: Vec<&String> = requests.into_iter().flat_map(|r| r.keys()).collect();
+        names.extend(limits.into_iter().flat_map(|l| l.keys()));
+        names.sort();
+        names.dedup();
+        for name in names {
+            let q = requests
+                .and_then(|r| r.get(name))
+                .or_else(|| limits.and_then(|l| l.get(name)))
+                .map_or(0.0, quantity);
+            *total.entry(name.clone()).or_insert(0.0) += q;
+        }
+    }
+    total
+}
+
+/// Picks a node the way the scheduler filters them, or says why none fits.
+fn choose_node(
+    world: &mut World,
+    cfg: &SimConfig,
+    pod: &Value,
+    sim: &PodSim,
+) -> Result<String, String> {
+    let n = cfg.nodes.len();
+    let preemption = format!(
+        "preemption: 0/{n} nodes are available: {n} No preemption victims found for incoming pod."
+    );
+    if sim
+        .containers
+        .iter()
+        .any(|c| c.behaviour == Behaviour::Unschedulable)
+    {
+        return Err(format!(
+            "0/{n} nodes are available: {n} Insufficient cpu. {preemption}"
+        ));
+    }
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    let claims: Vec<&str> = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            v.pointer("/persistentVolumeClaim/claimName")
+                .and_then(Value::as_str)
+        })
+        .collect();
+    if let Some(pvc_res) = resources::by_kind("PersistentVolumeClaim") {
+        for claim in claims {
+            if world.store.get(pvc_res, ns, claim).is_none() {
+                return Err(format!(
+                    "0/{n} nodes are available: persistentvolumeclaim \"{claim}\" not found. preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
+                ));
+            }
+        }
+    }
+    let insufficient: Vec<String> = pod_requests(pod)
+        .into_iter()
+        .filter(|(name, wanted)| *wanted > cfg.node_capacity.get(name).copied().unwrap_or(0.0))
+        .map(|(name, _)| format!("{n} Insufficient {name}"))
+        .collect();
+    if !insufficient.is_empty() {
+        return Err(format!(
+            "0/{n} nodes are available: {}. {preemption}",
+            insufficient.join(", ")
+        ));
+    }
+    let node = (0..n)
+        .map(|i| cfg.nodes[(world.kubelet.next_node + i) % n].clone())
+        .find(|node| node_fits(pod, node));
+    node.ok_or_else(|| {
+        format!(
+            "0/{n} nodes are available: {n} node(s) didn't match Pod's node affinity/selector. preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
+        )
+    })
+}
+
+/// The kubelet's complaint when a container's environment names a Secret or ConfigMap
+/// (or a key in one) that does not exist, unless the reference is optional.
+fn missing_config(world: &World, pod: &Value, container: &str) -> Option<String> {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    let spec = container_spec(pod, container)?;
+    let lookup = |kind: &str, name: &str| {
+        resources::by_kind(kind).and_then(|r| world.store.get(r, ns, name))
+    };
+    let label = |kind: &str| {
+        if kind == "Secret" {
+            "secret"
+        } else {
+            "configmap"
+        }
+    };
+    for env in spec
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for (field, kind) in [("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")] {
+            let Some(r) = env.pointer(&format!("/valueFrom/{field}")) else {
+                continue;
+            };
+            if r.get("optional") == Some(&Value::Bool(true)) {
+                continue;
+            }
+            let name = r["name"].as_str().unwrap_or_default();
+            let key = r["key"].as_str().unwrap_or_default();
+            match lookup(kind, name) {
+                None => return Some(format!("{} \"{name}\" not found", label(kind))),
+                Some(obj) => {
+                    let has_key = ["data", "stringData", "binaryData"]
+                        .iter()
+                        .any(|d| obj.get(*d).and_then(|m| m.get(key)).is_some());
+                    if !has_key {
+                        return Some(format!("couldn't find key {key} in {kind} {ns}/{name}"));
+                    }
+                }
+            }
+        }
+    }
+    for env_from in spec
+        .get("envFrom")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for (field, kind) in [("secretRef", "Secret"), ("configMapRef", "ConfigMap")] {
+            if let Some(r) = env_from.get(field)
+                && r.get("optional") != Some(&Value::Bool(true))
+            {
+                let name = r["name"].as_str().unwrap_or_default();
+                if lookup(kind, name).is_none() {
+                    return Some(format!("{} \"{name}\" not found", label(kind)));
+                }
+            }
+        }
+    }
+    None
 }

@@ -41,6 +41,8 @@ pub(crate) struct SimConfig {
     /// Simulated seconds per real second.
     pub time_scale: f64,
     pub nodes: Vec<String>,
+    /// What each node offers, in base units (cores, bytes, devices).
+    pub node_capacity: HashMap<String, f64>,
     pub bookmark_interval_ms: u64,
     pub tick_ms: u64,
 }
@@ -106,6 +108,7 @@ pub struct SimulatorBuilder {
     nodes: usize,
     port: u16,
     history: usize,
+    node_capacity: HashMap<String, f64>,
 }
 
 impl Default for SimulatorBuilder {
@@ -115,6 +118,15 @@ impl Default for SimulatorBuilder {
             nodes: 3,
             port: 0,
             history: 10_000,
+            node_capacity: HashMap::from([
+                ("cpu".to_owned(), 8.0),
+                ("memory".to_owned(), 32.0 * 1024.0 * 1024.0 * 1024.0),
+                (
+                    "ephemeral-storage".to_owned(),
+                    100.0 * 1024.0 * 1024.0 * 1024.0,
+                ),
+                ("pods".to_owned(), 110.0),
+            ]),
         }
     }
 }
@@ -131,6 +143,15 @@ impl SimulatorBuilder {
     #[must_use]
     pub fn nodes(mut self, nodes: usize) -> Self {
         self.nodes = nodes.max(1);
+        self
+    }
+
+    /// What every node offers of a resource, in base units (`cpu` in cores, `memory` in
+    /// bytes, devices such as `nvidia.com/gpu` by count). Defaults: 8 cores, 32 GiB, no
+    /// GPUs. A pod whose requests exceed it stays Pending as `Unschedulable`.
+    #[must_use]
+    pub fn node_capacity(mut self, resource: &str, amount: f64) -> Self {
+        self.node_capacity.insert(resource.to_owned(), amount);
         self
     }
 
@@ -158,6 +179,7 @@ impl SimulatorBuilder {
             nodes: (1..=self.nodes)
                 .map(|i| format!("kube-sim-node-{i}"))
                 .collect(),
+            node_capacity: self.node_capacity,
             bookmark_interval_ms: 1000,
             tick_ms: 10,
         };
