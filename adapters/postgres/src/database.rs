@@ -6,6 +6,7 @@ use diesel::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
 
+use crate::deployment_repository::PostgresDeploymentRepository;
 use crate::error::DatabaseError;
 use crate::release_repository::PostgresReleaseRepository;
 
@@ -69,6 +70,11 @@ impl Database {
     /// The release repository on this database.
     pub fn release_repository(&self) -> PostgresReleaseRepository {
         PostgresReleaseRepository::new(self.pool.clone())
+    }
+
+    /// The deployment repository on this database.
+    pub fn deployment_repository(&self) -> PostgresDeploymentRepository {
+        PostgresDeploymentRepository::new(self.pool.clone())
     }
 
     /// Applies every embedded migration the database has not seen yet, each in its own

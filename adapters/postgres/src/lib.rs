@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod database;
+mod deployment_repository;
+mod deployment_row;
 mod error;
 mod explain;
 mod keyset;
@@ -10,6 +12,7 @@ mod release_row;
 mod schema;
 
 pub use database::{Database, PgPool, PoolOptions};
+pub use deployment_repository::PostgresDeploymentRepository;
 pub use error::DatabaseError;
 pub use provision::{ProvisionError, create_database_if_missing};
 pub use release_repository::PostgresReleaseRepository;

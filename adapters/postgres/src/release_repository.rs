@@ -98,7 +98,10 @@ fn list_active_query(query: &ReleaseQuery, limit: usize) -> ListActiveQuery {
         select = select.filter(releases::created_at.lt(before));
     }
     if let Some(cursor) = &query.after {
-        select = select.filter(OlderThan::cursor(cursor));
+        select = select.filter(OlderThan::cursor(
+            (releases::created_at, releases::id),
+            cursor,
+        ));
     }
     select
         .order((releases::created_at.desc(), releases::id.desc()))

@@ -17,3 +17,42 @@ diesel::table! {
         deleted_by -> Nullable<Text>,
     }
 }
+
+diesel::table! {
+    deployments (id) {
+        id -> Uuid,
+        release_id -> Uuid,
+        service -> Text,
+        version -> Text,
+        cluster -> Text,
+        namespace -> Text,
+        requested_by -> Text,
+        attributes -> Jsonb,
+        timeout_seconds -> BigInt,
+        prune -> Bool,
+        rollback_on_failure -> Bool,
+        manifest -> Text,
+        objects -> Jsonb,
+        status -> Text,
+        created_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+        diagnostics -> Nullable<Jsonb>,
+        rollback_of -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    deployment_timeline (deployment_id, seq) {
+        deployment_id -> Uuid,
+        seq -> BigInt,
+        at -> Timestamptz,
+        phase -> Text,
+        message -> Text,
+        resource -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(deployments -> releases (release_id));
+diesel::joinable!(deployment_timeline -> deployments (deployment_id));
+diesel::allow_tables_to_appear_in_same_query!(releases, deployments, deployment_timeline);

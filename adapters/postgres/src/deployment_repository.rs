@@ -1,0 +1,389 @@
+//! [`DeploymentRepository`] on PostgreSQL.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use diesel::dsl::{AsSelect, SqlTypeOf};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Nullable, Timestamptz};
+use kubernaut_domain::deployment::{
+    Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Target, TimelineEntry, Transition,
+};
+use kubernaut_domain::ports::{DeploymentRepository, InsertDeploymentError, RepositoryError};
+use kubernaut_domain::release::{ReleaseId, ServiceName};
+use uuid::Uuid;
+
+use crate::database::PgPool;
+use crate::deployment_row::{
+    DeploymentRow, DeploymentSummaryRow, NewTimelineRow, TimelineRow, diagnostics_json,
+};
+use crate::explain::Explain;
+use crate::keyset::OlderThan;
+use crate::schema::{deployment_timeline, deployments};
+
+/// The partial unique index that allows one active deployment per target and service.
+const ONE_ACTIVE_PER_TARGET: &str = "deployments_one_active_per_target_key";
+
+/// How often an insert that lost to an active deployment is retried when that one
+/// reached its verdict before it could be named.
+const INSERT_ATTEMPTS: usize = 3;
+
+diesel::define_sql_function! {
+    fn coalesce(x: Nullable<Timestamptz>, y: Nullable<Timestamptz>) -> Nullable<Timestamptz>;
+}
+
+/// Deployments in the `deployments` table, their timelines in `deployment_timeline`.
+/// Every query runs on tokio's blocking pool, so the async executor never waits on the
+/// database.
+#[derive(Debug, Clone)]
+pub struct PostgresDeploymentRepository {
+    pool: PgPool,
+}
+
+impl PostgresDeploymentRepository {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The plan PostgreSQL chooses for [`DeploymentRepository::list`] with these
+    /// arguments, as `EXPLAIN` prints it: to check that every page is an index seek.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the storage fails.
+    pub async fn explain_list(
+        &self,
+        query: &DeploymentQuery,
+        limit: usize,
+    ) -> Result<String, RepositoryError> {
+        let query = query.clone();
+        self.with_connection(move |connection| {
+            let lines: Vec<String> = Explain(list_query(&query, limit))
+                .load(connection)
+                .map_err(query_failed("explaining the deployment listing"))?;
+            Ok(lines.join("\n"))
+        })
+        .await
+    }
+
+    /// Runs `work` with a pooled connection on the blocking pool.
+    async fn with_connection<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<RepositoryError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = pool.get().map_err(|error| {
+                RepositoryError::caused_by("no database connection is available", error)
+            })?;
+            work(&mut connection)
+        })
+        .await
+        .map_err(|error| RepositoryError::caused_by("the database task did not finish", error))?
+    }
+}
+
+fn query_failed(what: &'static str) -> impl FnOnce(DieselError) -> RepositoryError {
+    move |error| RepositoryError::caused_by(format!("{what} failed"), error)
+}
+
+fn status_texts(statuses: &[DeploymentStatus]) -> Vec<&'static str> {
+    statuses.iter().map(|status| status.as_str()).collect()
+}
+
+type ListQuery =
+    deployments::BoxedQuery<'static, Pg, SqlTypeOf<AsSelect<DeploymentSummaryRow, Pg>>>;
+
+/// The newest-first listing: every column but the manifest and the objects (both can
+/// be large), the filters that are set, and the keyset condition as a row comparison so
+/// that the `(created_at DESC, id DESC)` indexes serve every page by a seek.
+fn list_query(query: &DeploymentQuery, limit: usize) -> ListQuery {
+    let mut select = deployments::table
+        .select(DeploymentSummaryRow::as_select())
+        .into_boxed();
+    if let Some(service) = &query.service {
+        select = select.filter(deployments::service.eq(service.as_str().to_owned()));
+    }
+    if let Some(cluster) = &query.cluster {
+        select = select.filter(deployments::cluster.eq(cluster.as_str().to_owned()));
+    }
+    if let Some(namespace) = &query.namespace {
+        select = select.filter(deployments::namespace.eq(namespace.as_str().to_owned()));
+    }
+    if let Some(status) = query.status {
+        select = select.filter(deployments::status.eq(status.as_str()));
+    }
+    if let Some(after) = query.created_after {
+        select = select.filter(deployments::created_at.gt(after));
+    }
+    if let Some(before) = query.created_before {
+        select = select.filter(deployments::created_at.lt(before));
+    }
+    if let Some(cursor) = &query.after {
+        select = select.filter(OlderThan::cursor(
+            (deployments::created_at, deployments::id),
+            cursor,
+        ));
+    }
+    select
+        .order((deployments::created_at.desc(), deployments::id.desc()))
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
+/// The timelines of `ids`, each in the order its entries were written.
+fn load_timelines(
+    connection: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<TimelineEntry>>, RepositoryError> {
+    let rows: Vec<TimelineRow> = deployment_timeline::table
+        .filter(deployment_timeline::deployment_id.eq_any(ids))
+        .order((deployment_timeline::deployment_id, deployment_timeline::seq))
+        .select(TimelineRow::as_select())
+        .load(connection)
+        .map_err(query_failed("reading deployment timelines"))?;
+    let mut timelines: HashMap<Uuid, Vec<TimelineEntry>> = HashMap::new();
+    for row in rows {
+        timelines
+            .entry(row.deployment_id)
+            .or_default()
+            .push(row.into_entry()?);
+    }
+    Ok(timelines)
+}
+
+/// Whole deployments from their rows, with their timelines.
+fn with_timelines(
+    connection: &mut PgConnection,
+    rows: Vec<DeploymentRow>,
+) -> Result<Vec<Deployment>, RepositoryError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.summary.id).collect();
+    let mut timelines = load_timelines(connection, &ids)?;
+    rows.into_iter()
+        .map(|row| {
+            let timeline = timelines.remove(&row.summary.id).unwrap_or_default();
+            row.into_deployment(timeline)
+        })
+        .collect()
+}
+
+/// Whether `error` is the violation of the one-active-deployment-per-target index.
+fn is_active_conflict(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+            if info.constraint_name() == Some(ONE_ACTIVE_PER_TARGET)
+    )
+}
+
+/// The id of the active deployment of `service` on `cluster`/`namespace`, if any.
+fn active_on_target(
+    connection: &mut PgConnection,
+    row: &DeploymentSummaryRow,
+) -> Result<Option<Uuid>, RepositoryError> {
+    deployments::table
+        .filter(deployments::cluster.eq(&row.cluster))
+        .filter(deployments::namespace.eq(&row.namespace))
+        .filter(deployments::service.eq(&row.service))
+        .filter(deployments::status.eq_any(status_texts(&DeploymentStatus::ACTIVE)))
+        .select(deployments::id)
+        .first(connection)
+        .optional()
+        .map_err(query_failed("finding the active deployment of a target"))
+}
+
+#[async_trait]
+impl DeploymentRepository for PostgresDeploymentRepository {
+    #[tracing::instrument(skip_all, fields(deployment.id = %deployment.id))]
+    async fn insert(&self, deployment: &Deployment) -> Result<(), InsertDeploymentError> {
+        let row = DeploymentRow::from_deployment(deployment)?;
+        let timeline: Vec<NewTimelineRow> = deployment
+            .timeline
+            .iter()
+            .map(|entry| NewTimelineRow::from_entry(deployment.id, entry))
+            .collect();
+        self.with_connection(move |connection| {
+            for _ in 0..INSERT_ATTEMPTS {
+                // The partial unique index decides, so concurrent requests cannot both
+                // pass; the loser learns the winner's id once its transaction is over.
+                let inserted = connection.transaction::<_, DieselError, _>(|connection| {
+                    diesel::insert_into(deployments::table)
+                        .values(&row)
+                        .execute(connection)?;
+                    if !timeline.is_empty() {
+                        diesel::insert_into(deployment_timeline::table)
+                            .values(&timeline)
+                            .execute(connection)?;
+                    }
+                    Ok(())
+                });
+                match inserted {
+                    Ok(()) => return Ok(()),
+                    Err(error) if is_active_conflict(&error) => {
+                        if let Some(active) = active_on_target(connection, &row.summary)? {
+                            return Err(InsertDeploymentError::ActiveExists {
+                                active: DeploymentId::from_uuid(active),
+                            });
+                        }
+                        // The active one reached its verdict in between: try again.
+                    }
+                    Err(error) => return Err(query_failed("inserting a deployment")(error).into()),
+                }
+            }
+            Err(RepositoryError::new(
+                "inserting a deployment kept conflicting with deployments that finished at once",
+            )
+            .into())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn find(&self, id: DeploymentId) -> Result<Option<Deployment>, RepositoryError> {
+        self.with_connection(move |connection| {
+            let row = deployments::table
+                .find(id.as_uuid())
+                .select(DeploymentRow::as_select())
+                .first(connection)
+                .optional()
+                .map_err(query_failed("finding a deployment"))?;
+            Ok(with_timelines(connection, row.into_iter().collect())?.pop())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(limit))]
+    async fn list(
+        &self,
+        query: &DeploymentQuery,
+        limit: usize,
+    ) -> Result<Vec<Deployment>, RepositoryError> {
+        let query = query.clone();
+        self.with_connection(move |connection| {
+            list_query(&query, limit)
+                .load(connection)
+                .map_err(query_failed("listing deployments"))?
+                .into_iter()
+                .map(|row| row.into_deployment(Vec::new()))
+                .collect()
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn list_active(&self) -> Result<Vec<Deployment>, RepositoryError> {
+        self.with_connection(move |connection| {
+            let rows = deployments::table
+                .filter(deployments::status.eq_any(status_texts(&DeploymentStatus::ACTIVE)))
+                .order((deployments::created_at.asc(), deployments::id.asc()))
+                .select(DeploymentRow::as_select())
+                .load(connection)
+                .map_err(query_failed("listing active deployments"))?;
+            with_timelines(connection, rows)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self, transition), fields(to = %transition.to))]
+    async fn transition(
+        &self,
+        id: DeploymentId,
+        transition: &Transition,
+    ) -> Result<bool, RepositoryError> {
+        let from = status_texts(&transition.from);
+        let to = transition.to;
+        let at = transition.at;
+        let diagnostics = diagnostics_json(id, transition.diagnostics.as_ref())?;
+        self.with_connection(move |connection| {
+            // A compare-and-set: the status moves only from one of `from`, so a cancel
+            // and the driver cannot both win.
+            let current = deployments::table
+                .filter(deployments::id.eq(id.as_uuid()))
+                .filter(deployments::status.eq_any(from));
+            let moved = if to.is_verdict() {
+                diesel::update(current)
+                    .set((
+                        deployments::status.eq(to.as_str()),
+                        deployments::finished_at.eq(Some(at)),
+                        deployments::diagnostics.eq(diagnostics),
+                    ))
+                    .execute(connection)
+            } else {
+                // `started_at` is set by the first entry into `applying` only; an active
+                // status never has a `finished_at`.
+                let started = (to == DeploymentStatus::Applying).then_some(at);
+                diesel::update(current)
+                    .set((
+                        deployments::status.eq(to.as_str()),
+                        deployments::started_at.eq(coalesce(deployments::started_at, started)),
+                        deployments::finished_at.eq(None::<DateTime<Utc>>),
+                    ))
+                    .execute(connection)
+            }
+            .map_err(query_failed("moving a deployment on"))?;
+            Ok(moved == 1)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self, entry))]
+    async fn append_timeline(
+        &self,
+        id: DeploymentId,
+        entry: &TimelineEntry,
+    ) -> Result<(), RepositoryError> {
+        let row = NewTimelineRow::from_entry(id, entry);
+        self.with_connection(move |connection| {
+            match diesel::insert_into(deployment_timeline::table)
+                .values(&row)
+                .execute(connection)
+            {
+                Ok(_) => Ok(()),
+                // Like a note about nothing: an unknown deployment has no timeline to add to.
+                Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {
+                    tracing::warn!(deployment = %id, "a timeline entry for an unknown deployment was dropped");
+                    Ok(())
+                }
+                Err(error) => Err(query_failed("appending to a deployment's timeline")(error)),
+            }
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(%service, %target))]
+    async fn last_succeeded(
+        &self,
+        service: &ServiceName,
+        target: &Target,
+        excluding: Option<ReleaseId>,
+    ) -> Result<Option<Deployment>, RepositoryError> {
+        let service = service.as_str().to_owned();
+        let cluster = target.cluster.as_str().to_owned();
+        let namespace = target.namespace.as_str().to_owned();
+        self.with_connection(move |connection| {
+            let mut select = deployments::table
+                .filter(deployments::service.eq(service))
+                .filter(deployments::cluster.eq(cluster))
+                .filter(deployments::namespace.eq(namespace))
+                .filter(deployments::status.eq(DeploymentStatus::Succeeded.as_str()))
+                .select(DeploymentRow::as_select())
+                .into_boxed();
+            if let Some(excluding) = excluding {
+                select = select.filter(deployments::release_id.ne(excluding.as_uuid()));
+            }
+            let row = select
+                .order((deployments::created_at.desc(), deployments::id.desc()))
+                .first(connection)
+                .optional()
+                .map_err(query_failed("finding the last successful deployment"))?;
+            Ok(with_timelines(connection, row.into_iter().collect())?.pop())
+        })
+        .await
+    }
+}

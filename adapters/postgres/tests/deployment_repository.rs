@@ -1,0 +1,1004 @@
+//! The deployment repository against a real PostgreSQL, each test in a database of its
+//! own.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+use kubernaut_domain::actor::Actor;
+use kubernaut_domain::deployment::{
+    ClusterName, ContainerLogs, Deployment, DeploymentId, DeploymentOptions, DeploymentQuery,
+    DeploymentStatus, Diagnostics, EventRecord, FailureReason, Namespace, ResourceDiagnosis,
+    ResourceRef, Target, TimelineEntry, Transition,
+};
+use kubernaut_domain::ports::{
+    DeploymentRepository as _, InsertDeploymentError, ReleaseRepository as _,
+};
+use kubernaut_domain::release::{NewRelease, Release, ServiceName, UnvalidatedRelease};
+use kubernaut_postgres::{Database, PoolOptions, PostgresDeploymentRepository};
+use kubernaut_testkit::database::TestDatabase;
+use serde_json::json;
+
+const TEMPLATE: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ service }}
+spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          image: {{ image }}
+";
+
+struct Harness {
+    deployments: PostgresDeploymentRepository,
+    database: Database,
+    // Dropped last, after the pool, so the database is gone once the test ends.
+    test_database: TestDatabase,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_pool_size(2)
+    }
+
+    fn with_pool_size(max_size: u32) -> Self {
+        let test_database = TestDatabase::create().expect("a fresh test database");
+        let database = Database::connect(
+            test_database.url(),
+            PoolOptions {
+                max_size,
+                connection_timeout: Duration::from_secs(5),
+            },
+        )
+        .expect("a pool on the test database");
+        database.run_migrations().expect("the migrations apply");
+        Self {
+            deployments: database.deployment_repository(),
+            database,
+            test_database,
+        }
+    }
+
+    fn sql(&self) -> PgConnection {
+        PgConnection::establish(self.test_database.url()).expect("a direct connection")
+    }
+
+    /// A stored release: deployments refer to one.
+    async fn release(&self, service: &str, version: &str) -> Release {
+        let release = Release::register(
+            NewRelease::parse(&UnvalidatedRelease {
+                service: service.to_owned(),
+                version: version.to_owned(),
+                image: format!("registry.example.com/{service}:{version}"),
+                template: TEMPLATE.to_owned(),
+                attributes: BTreeMap::new(),
+                comment: None,
+            })
+            .expect("a valid release"),
+            Actor::named("jenkins"),
+        );
+        self.database
+            .release_repository()
+            .insert(&release)
+            .await
+            .expect("the release is stored");
+        release
+    }
+
+    async fn insert(&self, deployment: &Deployment) {
+        self.deployments
+            .insert(deployment)
+            .await
+            .expect("the deployment is stored");
+    }
+
+    async fn find(&self, id: DeploymentId) -> Deployment {
+        self.deployments
+            .find(id)
+            .await
+            .expect("the lookup succeeds")
+            .expect("the deployment exists")
+    }
+
+    async fn transition(&self, id: DeploymentId, transition: &Transition) -> bool {
+        self.deployments
+            .transition(id, transition)
+            .await
+            .expect("the transition runs")
+    }
+
+    async fn list(&self, query: &DeploymentQuery, limit: usize) -> Vec<DeploymentId> {
+        ids(&self
+            .deployments
+            .list(query, limit)
+            .await
+            .expect("the listing succeeds"))
+    }
+}
+
+fn epoch() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("a valid instant")
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    epoch() + TimeDelta::seconds(seconds)
+}
+
+fn target(cluster: &str, namespace: &str) -> Target {
+    Target {
+        cluster: ClusterName::parse(cluster).expect("a valid cluster name"),
+        namespace: Namespace::parse(namespace).expect("a valid namespace"),
+    }
+}
+
+fn service(name: &str) -> ServiceName {
+    ServiceName::parse(name).expect("a valid service name")
+}
+
+/// A queued deployment of `release` to `target`, created `seconds` after a fixed
+/// instant, with the timeline entry the service writes at creation.
+fn deployment(release: &Release, target: Target, seconds: i64) -> Deployment {
+    Deployment {
+        id: DeploymentId::generate(),
+        release_id: release.id,
+        service: release.service.clone(),
+        version: release.version.clone(),
+        target,
+        requested_by: Actor::named("alice"),
+        attributes: BTreeMap::new(),
+        options: DeploymentOptions::default(),
+        manifest: "kind: Deployment\n".to_owned(),
+        objects: vec![json!({"kind": "Deployment", "metadata": {"name": "x"}})],
+        status: DeploymentStatus::Queued,
+        created_at: at(seconds),
+        started_at: None,
+        finished_at: None,
+        timeline: vec![TimelineEntry {
+            at: at(seconds),
+            phase: DeploymentStatus::Queued,
+            message: "queued".to_owned(),
+            resource: None,
+        }],
+        diagnostics: None,
+        rollback_of: None,
+    }
+}
+
+/// The same deployment, already at a verdict (so many can share a target).
+fn finished(mut deployment: Deployment, status: DeploymentStatus) -> Deployment {
+    deployment.status = status;
+    deployment.started_at = Some(deployment.created_at + TimeDelta::seconds(1));
+    deployment.finished_at = Some(deployment.created_at + TimeDelta::seconds(2));
+    deployment
+}
+
+fn diagnostics() -> Diagnostics {
+    Diagnostics {
+        resources: vec![ResourceDiagnosis {
+            resource: ResourceRef {
+                api_version: "apps/v1".to_owned(),
+                kind: "Deployment".to_owned(),
+                name: "payments".to_owned(),
+                namespace: Some("shop".to_owned()),
+            },
+            reason: FailureReason::CrashLoop,
+            message: "container app keeps exiting with code 1".to_owned(),
+            events: vec![EventRecord {
+                at: Some(at(30)),
+                event_type: "Warning".to_owned(),
+                reason: "BackOff".to_owned(),
+                message: "Back-off restarting failed container".to_owned(),
+                object: "Pod/payments-7d4b9-x2x".to_owned(),
+                count: 4,
+            }],
+            logs: vec![ContainerLogs {
+                pod: "payments-7d4b9-x2x".to_owned(),
+                container: "app".to_owned(),
+                lines: vec!["starting".to_owned(), "panic: no \"DB_URL\"".to_owned()],
+            }],
+        }],
+    }
+}
+
+fn transition(from: &[DeploymentStatus], to: DeploymentStatus, seconds: i64) -> Transition {
+    Transition {
+        from: from.to_vec(),
+        to,
+        at: at(seconds),
+        diagnostics: None,
+    }
+}
+
+fn ids(deployments: &[Deployment]) -> Vec<DeploymentId> {
+    deployments.iter().map(|deployment| deployment.id).collect()
+}
+
+/// What a listing shows of a deployment: everything but the timeline, the manifest and
+/// the objects.
+fn as_listed(mut deployment: Deployment) -> Deployment {
+    deployment.timeline.clear();
+    deployment.manifest.clear();
+    deployment.objects.clear();
+    deployment
+}
+
+#[tokio::test]
+async fn a_deployment_reads_back_exactly_as_it_was_stored() {
+    let harness = Harness::new();
+    let good = harness.release("payments", "1.0.0").await;
+    let bad = harness.release("payments", "2.0.0").await;
+    let earlier = finished(
+        deployment(&good, target("production-eu", "shop"), 0),
+        DeploymentStatus::Succeeded,
+    );
+    harness.insert(&earlier).await;
+
+    let mut stored = finished(
+        deployment(
+            &bad,
+            target("arn:aws:eks:eu-west-1:1:cluster/prod", "shop"),
+            10,
+        ),
+        DeploymentStatus::Failed,
+    );
+    stored.requested_by = Actor::named("ci job #42");
+    stored.attributes = BTreeMap::from([
+        ("replicas".to_owned(), "3".to_owned()),
+        ("team.name".to_owned(), "päyments \"core\"".to_owned()),
+    ]);
+    stored.options = DeploymentOptions {
+        timeout: Duration::from_secs(90),
+        prune: false,
+        rollback_on_failure: true,
+    };
+    stored.manifest = TEMPLATE.replace("{{ service }}", "payments");
+    stored.objects = vec![
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "payments", "labels": {"kubernaut.io/service": "payments"}}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"n": 1.5, "list": [1, null, true]}}),
+    ];
+    stored.started_at =
+        Some(DateTime::from_timestamp_micros(1_800_000_011_123_456).expect("an instant"));
+    stored.timeline = vec![
+        TimelineEntry {
+            at: at(10),
+            phase: DeploymentStatus::Queued,
+            message: "queued".to_owned(),
+            resource: None,
+        },
+        TimelineEntry {
+            at: at(10),
+            phase: DeploymentStatus::Applying,
+            message: "applied".to_owned(),
+            resource: Some("Deployment/payments".to_owned()),
+        },
+        TimelineEntry {
+            at: at(12),
+            phase: DeploymentStatus::Failed,
+            message: "crash loop".to_owned(),
+            resource: Some("Deployment/payments".to_owned()),
+        },
+    ];
+    stored.diagnostics = Some(diagnostics());
+    stored.rollback_of = Some(earlier.id);
+    harness.insert(&stored).await;
+
+    assert_eq!(harness.find(stored.id).await, stored);
+    assert_eq!(harness.find(earlier.id).await, earlier);
+
+    let listed = harness
+        .deployments
+        .list(&DeploymentQuery::default(), 10)
+        .await
+        .expect("the listing succeeds");
+    assert_eq!(listed, [as_listed(stored), as_listed(earlier)]);
+}
+
+#[tokio::test]
+async fn unknown_deployments_are_absent_not_errors() {
+    let harness = Harness::new();
+    let unknown = DeploymentId::generate();
+
+    let found = harness
+        .deployments
+        .find(unknown)
+        .await
+        .expect("the lookup succeeds");
+    assert_eq!(found, None);
+    let moved = harness
+        .transition(
+            unknown,
+            &transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Cancelled, 1),
+        )
+        .await;
+    assert!(!moved, "nothing moves");
+    harness
+        .deployments
+        .append_timeline(
+            unknown,
+            &TimelineEntry {
+                at: at(1),
+                phase: DeploymentStatus::Queued,
+                message: "lost".to_owned(),
+                resource: None,
+            },
+        )
+        .await
+        .expect("a note about nothing is dropped, as the domain's reference does");
+}
+
+#[tokio::test]
+async fn a_second_active_deployment_to_a_target_names_the_active_one_until_it_has_a_verdict() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let first = deployment(&release, target("eu", "shop"), 0);
+    harness.insert(&first).await;
+
+    let second = deployment(&release, target("eu", "shop"), 1);
+    let outcome = harness.deployments.insert(&second).await;
+    assert!(
+        matches!(outcome, Err(InsertDeploymentError::ActiveExists { active }) if active == first.id),
+        "{outcome:?}"
+    );
+    let second_found = harness
+        .deployments
+        .find(second.id)
+        .await
+        .expect("the lookup succeeds");
+    assert_eq!(second_found, None, "the refused deployment stored nothing");
+    let timeline_rows: i64 = {
+        use diesel::prelude::*;
+        diesel::table! { deployment_timeline (deployment_id, seq) { deployment_id -> Uuid, seq -> BigInt, } }
+        deployment_timeline::table
+            .filter(deployment_timeline::deployment_id.eq(second.id.as_uuid()))
+            .count()
+            .get_result(&mut harness.sql())
+            .expect("the count runs")
+    };
+    assert_eq!(timeline_rows, 0, "nor any timeline entry");
+
+    // Other namespaces, clusters and services are other targets.
+    let other = harness.release("billing", "1.0.0").await;
+    harness
+        .insert(&deployment(&release, target("eu", "shop-staging"), 2))
+        .await;
+    harness
+        .insert(&deployment(&release, target("us", "shop"), 3))
+        .await;
+    harness
+        .insert(&deployment(&other, target("eu", "shop"), 4))
+        .await;
+
+    assert!(
+        harness
+            .transition(
+                first.id,
+                &transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Succeeded, 5)
+            )
+            .await
+    );
+    harness.insert(&second).await;
+    let third = deployment(&release, target("eu", "shop"), 6);
+    let outcome = harness.deployments.insert(&third).await;
+    assert!(
+        matches!(outcome, Err(InsertDeploymentError::ActiveExists { active }) if active == second.id),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn inserting_the_same_deployment_twice_is_a_repository_error() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let stored = finished(
+        deployment(&release, target("eu", "shop"), 0),
+        DeploymentStatus::Succeeded,
+    );
+    harness.insert(&stored).await;
+    let again = harness.deployments.insert(&stored).await;
+    assert!(
+        matches!(again, Err(InsertDeploymentError::Repository(_))),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deployments_to_one_target_let_exactly_one_win() {
+    const CONTENDERS: usize = 8;
+    let harness = Harness::with_pool_size(u32::try_from(CONTENDERS).expect("a small number"));
+    let release = harness.release("payments", "1.0.0").await;
+    let repository = Arc::new(harness.deployments.clone());
+    let start = Arc::new(tokio::sync::Barrier::new(CONTENDERS));
+
+    let mut tasks = Vec::new();
+    for n in 0..CONTENDERS {
+        let repository = Arc::clone(&repository);
+        let start = Arc::clone(&start);
+        let contender = deployment(
+            &release,
+            target("eu", "shop"),
+            i64::try_from(n).expect("a small number"),
+        );
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            (contender.id, repository.insert(&contender).await)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut named = Vec::new();
+    for task in tasks {
+        match task.await.expect("the task finishes") {
+            (id, Ok(())) => winners.push(id),
+            (_, Err(InsertDeploymentError::ActiveExists { active })) => named.push(active),
+            (_, Err(error)) => panic!("an insert failed: {error:?}"),
+        }
+    }
+
+    assert_eq!(winners.len(), 1, "exactly one insert wins");
+    assert_eq!(named.len(), CONTENDERS - 1);
+    assert!(
+        named.iter().all(|active| *active == winners[0]),
+        "every loser names the winner"
+    );
+    let active = harness
+        .deployments
+        .list_active()
+        .await
+        .expect("the listing succeeds");
+    assert_eq!(ids(&active), winners);
+}
+
+#[tokio::test]
+async fn a_transition_moves_only_from_the_expected_statuses() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let stored = deployment(&release, target("eu", "shop"), 0);
+    harness.insert(&stored).await;
+
+    let wrong = harness
+        .transition(
+            stored.id,
+            &transition(
+                &[DeploymentStatus::Applying, DeploymentStatus::RollingOut],
+                DeploymentStatus::Succeeded,
+                1,
+            ),
+        )
+        .await;
+    assert!(!wrong, "a queued deployment does not move from applying");
+    assert_eq!(harness.find(stored.id).await, stored, "and nothing changed");
+
+    let applying = harness
+        .transition(
+            stored.id,
+            &transition(&[DeploymentStatus::Queued], DeploymentStatus::Applying, 2),
+        )
+        .await;
+    assert!(applying);
+    let found = harness.find(stored.id).await;
+    assert_eq!(found.status, DeploymentStatus::Applying);
+    assert_eq!(found.started_at, Some(at(2)));
+    assert_eq!(found.finished_at, None);
+
+    for (from, to, seconds) in [
+        (DeploymentStatus::Applying, DeploymentStatus::RollingOut, 3),
+        // The same status again, as a resumed driver does.
+        (
+            DeploymentStatus::RollingOut,
+            DeploymentStatus::RollingOut,
+            4,
+        ),
+        // Entering `applying` again keeps the first start.
+        (DeploymentStatus::RollingOut, DeploymentStatus::Applying, 5),
+    ] {
+        assert!(
+            harness
+                .transition(stored.id, &transition(&[from], to, seconds))
+                .await,
+            "{from} -> {to}"
+        );
+        let found = harness.find(stored.id).await;
+        assert_eq!(found.status, to);
+        assert_eq!(found.started_at, Some(at(2)), "{from} -> {to}");
+        assert_eq!(found.finished_at, None);
+    }
+
+    let failed = harness
+        .transition(
+            stored.id,
+            &Transition {
+                diagnostics: Some(diagnostics()),
+                ..transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Failed, 6)
+            },
+        )
+        .await;
+    assert!(failed);
+    let verdict = harness.find(stored.id).await;
+    assert_eq!(verdict.status, DeploymentStatus::Failed);
+    assert_eq!(verdict.started_at, Some(at(2)));
+    assert_eq!(verdict.finished_at, Some(at(6)));
+    assert_eq!(verdict.diagnostics, Some(diagnostics()));
+
+    let cancel = harness
+        .transition(
+            stored.id,
+            &transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Cancelled, 7),
+        )
+        .await;
+    assert!(!cancel, "a verdict is final for active-only transitions");
+    assert_eq!(harness.find(stored.id).await, verdict);
+}
+
+#[tokio::test]
+async fn a_verdict_without_diagnostics_stores_none_and_its_time() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let stored = deployment(&release, target("eu", "shop"), 0);
+    harness.insert(&stored).await;
+
+    assert!(
+        harness
+            .transition(
+                stored.id,
+                &transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Cancelled, 3),
+            )
+            .await
+    );
+    let found = harness.find(stored.id).await;
+    assert_eq!(found.status, DeploymentStatus::Cancelled);
+    assert_eq!(found.started_at, None, "it never started");
+    assert_eq!(found.finished_at, Some(at(3)));
+    assert_eq!(found.diagnostics, None);
+}
+
+#[tokio::test]
+async fn timeline_entries_read_back_in_the_order_they_were_appended() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let stored = deployment(&release, target("eu", "shop"), 0);
+    harness.insert(&stored).await;
+    let mut expected = stored.timeline.clone();
+    // Equal and even earlier times: the order written is the order read.
+    for (n, seconds) in [(1, 5), (2, 5), (3, 1)] {
+        let entry = TimelineEntry {
+            at: at(seconds),
+            phase: DeploymentStatus::RollingOut,
+            message: format!("step {n}"),
+            resource: (n % 2 == 1).then(|| format!("Deployment/step-{n}")),
+        };
+        harness
+            .deployments
+            .append_timeline(stored.id, &entry)
+            .await
+            .expect("the entry is appended");
+        expected.push(entry);
+    }
+
+    assert_eq!(harness.find(stored.id).await.timeline, expected);
+}
+
+#[tokio::test]
+async fn the_listing_is_newest_first_filtered_and_limited() {
+    let harness = Harness::new();
+    let payments = harness.release("payments", "1.0.0").await;
+    let billing = harness.release("billing", "1.0.0").await;
+    let p_eu_shop = finished(
+        deployment(&payments, target("eu", "shop"), 10),
+        DeploymentStatus::Succeeded,
+    );
+    let p_eu_staging = finished(
+        deployment(&payments, target("eu", "staging"), 20),
+        DeploymentStatus::Failed,
+    );
+    let b_us_shop = finished(
+        deployment(&billing, target("us", "shop"), 30),
+        DeploymentStatus::Succeeded,
+    );
+    let p_us_shop = deployment(&payments, target("us", "shop"), 40);
+    // Equal times are ordered by id, descending.
+    let mut tie_a = deployment(&billing, target("eu", "tie-a"), 25);
+    let mut tie_b = deployment(&billing, target("eu", "tie-b"), 25);
+    if tie_a.id < tie_b.id {
+        std::mem::swap(&mut tie_a, &mut tie_b);
+    }
+    for deployment in [
+        &tie_b,
+        &p_us_shop,
+        &p_eu_shop,
+        &b_us_shop,
+        &tie_a,
+        &p_eu_staging,
+    ] {
+        harness.insert(deployment).await;
+    }
+
+    let all = harness.list(&DeploymentQuery::default(), 50).await;
+    assert_eq!(
+        all,
+        [
+            p_us_shop.id,
+            b_us_shop.id,
+            tie_a.id,
+            tie_b.id,
+            p_eu_staging.id,
+            p_eu_shop.id
+        ]
+    );
+    assert_eq!(
+        harness.list(&DeploymentQuery::default(), 2).await,
+        [p_us_shop.id, b_us_shop.id]
+    );
+
+    let cases = [
+        (
+            "service",
+            DeploymentQuery {
+                service: Some(service("payments")),
+                ..DeploymentQuery::default()
+            },
+            vec![p_us_shop.id, p_eu_staging.id, p_eu_shop.id],
+        ),
+        (
+            "cluster",
+            DeploymentQuery {
+                cluster: Some(ClusterName::parse("us").expect("a cluster")),
+                ..DeploymentQuery::default()
+            },
+            vec![p_us_shop.id, b_us_shop.id],
+        ),
+        (
+            "namespace",
+            DeploymentQuery {
+                namespace: Some(Namespace::parse("shop").expect("a namespace")),
+                ..DeploymentQuery::default()
+            },
+            vec![p_us_shop.id, b_us_shop.id, p_eu_shop.id],
+        ),
+        (
+            "status",
+            DeploymentQuery {
+                status: Some(DeploymentStatus::Succeeded),
+                ..DeploymentQuery::default()
+            },
+            vec![b_us_shop.id, p_eu_shop.id],
+        ),
+        (
+            "every filter",
+            DeploymentQuery {
+                service: Some(service("payments")),
+                cluster: Some(ClusterName::parse("eu").expect("a cluster")),
+                namespace: Some(Namespace::parse("shop").expect("a namespace")),
+                status: Some(DeploymentStatus::Succeeded),
+                ..DeploymentQuery::default()
+            },
+            vec![p_eu_shop.id],
+        ),
+        (
+            "exclusive time bounds",
+            DeploymentQuery {
+                created_after: Some(p_eu_shop.created_at),
+                created_before: Some(b_us_shop.created_at),
+                ..DeploymentQuery::default()
+            },
+            vec![tie_a.id, tie_b.id, p_eu_staging.id],
+        ),
+        (
+            "no match",
+            DeploymentQuery {
+                service: Some(service("unknown")),
+                ..DeploymentQuery::default()
+            },
+            vec![],
+        ),
+        (
+            "after a cursor",
+            DeploymentQuery {
+                after: Some(tie_a.cursor()),
+                ..DeploymentQuery::default()
+            },
+            vec![tie_b.id, p_eu_staging.id, p_eu_shop.id],
+        ),
+    ];
+    for (name, query, expected) in cases {
+        assert_eq!(harness.list(&query, 50).await, expected, "{name}");
+    }
+}
+
+/// Follows cursors from the first page to the last, returning every id seen in order.
+async fn walk_pages(
+    repository: &PostgresDeploymentRepository,
+    mut query: DeploymentQuery,
+    page_size: usize,
+) -> Vec<DeploymentId> {
+    let mut seen = Vec::new();
+    loop {
+        let page = repository
+            .list(&query, page_size)
+            .await
+            .expect("the page loads");
+        assert!(page.len() <= page_size);
+        seen.extend(ids(&page));
+        match page.last() {
+            Some(last) if page.len() == page_size => query.after = Some(last.cursor()),
+            _ => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn keyset_pages_cover_every_deployment_once_in_order() {
+    let harness = Harness::new();
+    let payments = harness.release("payments", "1.0.0").await;
+    let billing = harness.release("billing", "1.0.0").await;
+    let mut all = Vec::new();
+    for n in 0..23_i64 {
+        // Three deployments share each instant, so the id decides at a page boundary.
+        let release = if n % 2 == 0 { &payments } else { &billing };
+        let stored = finished(
+            deployment(release, target("eu", "shop"), n / 3),
+            DeploymentStatus::Succeeded,
+        );
+        harness.insert(&stored).await;
+        all.push(stored);
+    }
+    all.sort_by_key(|deployment| std::cmp::Reverse((deployment.created_at, deployment.id)));
+    let expected = ids(&all);
+
+    for page_size in [1, 4, 5, 23, 50] {
+        let seen = walk_pages(&harness.deployments, DeploymentQuery::default(), page_size).await;
+        assert_eq!(seen, expected, "pages of {page_size}");
+    }
+
+    let of_payments: Vec<DeploymentId> = all
+        .iter()
+        .filter(|deployment| deployment.service.as_str() == "payments")
+        .map(|deployment| deployment.id)
+        .collect();
+    let query = DeploymentQuery {
+        service: Some(service("payments")),
+        ..DeploymentQuery::default()
+    };
+    assert_eq!(
+        walk_pages(&harness.deployments, query, 3).await,
+        of_payments
+    );
+}
+
+#[tokio::test]
+async fn the_active_deployments_are_listed_oldest_first_and_whole() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let queued = deployment(&release, target("eu", "a"), 30);
+    let applying = deployment(&release, target("eu", "b"), 10);
+    let rolling_out = deployment(&release, target("eu", "c"), 20);
+    let done = finished(
+        deployment(&release, target("eu", "d"), 0),
+        DeploymentStatus::TimedOut,
+    );
+    for deployment in [&queued, &applying, &rolling_out, &done] {
+        harness.insert(deployment).await;
+    }
+    assert!(
+        harness
+            .transition(
+                applying.id,
+                &transition(&[DeploymentStatus::Queued], DeploymentStatus::Applying, 40)
+            )
+            .await
+    );
+    assert!(
+        harness
+            .transition(
+                rolling_out.id,
+                &transition(
+                    &[DeploymentStatus::Queued],
+                    DeploymentStatus::RollingOut,
+                    41
+                )
+            )
+            .await
+    );
+    let note = TimelineEntry {
+        at: at(42),
+        phase: DeploymentStatus::RollingOut,
+        message: "1 of 2 replicas ready".to_owned(),
+        resource: Some("Deployment/payments".to_owned()),
+    };
+    harness
+        .deployments
+        .append_timeline(rolling_out.id, &note)
+        .await
+        .expect("the entry is appended");
+
+    let active = harness
+        .deployments
+        .list_active()
+        .await
+        .expect("the listing succeeds");
+
+    assert_eq!(ids(&active), [applying.id, rolling_out.id, queued.id]);
+    assert_eq!(active[0], harness.find(applying.id).await);
+    assert_eq!(active[2], queued, "whole: manifest, objects and timeline");
+    assert_eq!(active[1].timeline.len(), 2);
+    assert_eq!(active[1].timeline[1], note);
+}
+
+#[tokio::test]
+async fn the_last_success_on_a_target_is_the_newest_one_of_another_release() {
+    let harness = Harness::new();
+    let v1 = harness.release("payments", "1.0.0").await;
+    let v2 = harness.release("payments", "2.0.0").await;
+    let v3 = harness.release("payments", "3.0.0").await;
+    let billing = harness.release("billing", "1.0.0").await;
+    let shop = target("eu", "shop");
+    let v1_ok = finished(
+        deployment(&v1, shop.clone(), 0),
+        DeploymentStatus::Succeeded,
+    );
+    let v2_ok = finished(
+        deployment(&v2, shop.clone(), 10),
+        DeploymentStatus::Succeeded,
+    );
+    let v2_failed = finished(deployment(&v2, shop.clone(), 15), DeploymentStatus::Failed);
+    let elsewhere = finished(
+        deployment(&v3, target("eu", "staging"), 20),
+        DeploymentStatus::Succeeded,
+    );
+    let other_service = finished(
+        deployment(&billing, shop.clone(), 25),
+        DeploymentStatus::Succeeded,
+    );
+    let v3_active = deployment(&v3, shop.clone(), 30);
+    for deployment in [
+        &v1_ok,
+        &v2_ok,
+        &v2_failed,
+        &elsewhere,
+        &other_service,
+        &v3_active,
+    ] {
+        harness.insert(deployment).await;
+    }
+    let last = |excluding| {
+        let repository = harness.deployments.clone();
+        let shop = shop.clone();
+        async move {
+            repository
+                .last_succeeded(&service("payments"), &shop, excluding)
+                .await
+                .expect("the lookup succeeds")
+        }
+    };
+
+    assert_eq!(
+        last(None).await,
+        Some(v2_ok.clone()),
+        "whole, timeline and all"
+    );
+    assert_eq!(last(Some(v3.id)).await.map(|d| d.id), Some(v2_ok.id));
+    assert_eq!(last(Some(v2.id)).await.map(|d| d.id), Some(v1_ok.id));
+    let nowhere = harness
+        .deployments
+        .last_succeeded(&service("payments"), &target("us", "shop"), None)
+        .await
+        .expect("the lookup succeeds");
+    assert_eq!(nowhere, None);
+}
+
+#[tokio::test]
+async fn a_stored_row_that_breaks_a_domain_rule_is_an_error_not_a_panic() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let stored = deployment(&release, target("eu", "shop"), 0);
+    harness.insert(&stored).await;
+
+    for corruption in [
+        "UPDATE deployments SET namespace = 'Not A Label'",
+        "UPDATE deployments SET diagnostics = '{\"resources\": 7}'",
+        "UPDATE deployments SET attributes = '[1, 2]'",
+        "UPDATE deployments SET objects = '{\"not\": \"an array\"}'",
+        "UPDATE deployment_timeline SET phase = 'exploded'",
+    ] {
+        let mut sql = harness.sql();
+        diesel::sql_query("TRUNCATE deployment_timeline, deployments")
+            .execute(&mut sql)
+            .expect("the tables are emptied");
+        harness.insert(&stored).await;
+        diesel::sql_query(corruption)
+            .execute(&mut sql)
+            .expect("the row is corrupted");
+
+        let found = harness.deployments.find(stored.id).await;
+        assert!(found.is_err(), "{corruption}: {found:?}");
+        let active = harness.deployments.list_active().await;
+        assert!(active.is_err(), "{corruption}: {active:?}");
+        if !corruption.contains("objects") && !corruption.contains("timeline") {
+            let listed = harness
+                .deployments
+                .list(&DeploymentQuery::default(), 10)
+                .await;
+            assert!(listed.is_err(), "{corruption}: {listed:?}");
+        }
+    }
+    // Still readable once repaired, so the errors above came from the corruption.
+    diesel::sql_query("UPDATE deployment_timeline SET phase = 'queued'")
+        .execute(&mut harness.sql())
+        .expect("the row is repaired");
+    assert_eq!(harness.find(stored.id).await, stored);
+}
+
+#[tokio::test]
+async fn the_first_and_a_deep_page_of_the_listing_are_index_seeks() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let mut sql = harness.sql();
+    diesel::sql_query(format!(
+        "INSERT INTO deployments (id, release_id, service, version, cluster, namespace, \
+             requested_by, timeout_seconds, prune, rollback_on_failure, manifest, objects, \
+             status, created_at, started_at, finished_at) \
+         SELECT gen_random_uuid(), '{release}', 'service-' || (n % 20), '1.0.0', 'eu', \
+                'shop', 'ci', 600, true, false, 'kind: x', '[]', 'succeeded', \
+                timestamptz '2027-01-01' + n * interval '1 second', \
+                timestamptz '2027-01-01' + n * interval '1 second', \
+                timestamptz '2027-01-01' + n * interval '1 second' \
+         FROM generate_series(1, 5000) AS n",
+        release = release.id.as_uuid()
+    ))
+    .execute(&mut sql)
+    .expect("the rows are inserted");
+    diesel::sql_query("ANALYZE deployments")
+        .execute(&mut sql)
+        .expect("statistics are gathered");
+
+    let deep = harness
+        .deployments
+        .list(&DeploymentQuery::default(), 4000)
+        .await
+        .expect("the listing succeeds")
+        .last()
+        .expect("thousands of deployments")
+        .cursor();
+    let queries = [
+        ("first page", DeploymentQuery::default()),
+        (
+            "deep page",
+            DeploymentQuery {
+                after: Some(deep),
+                ..DeploymentQuery::default()
+            },
+        ),
+    ];
+    for (name, query) in queries {
+        let plan = harness
+            .deployments
+            .explain_list(&query, 50)
+            .await
+            .expect("the plan is explained");
+        assert!(plan.contains("Index"), "{name} uses no index:\n{plan}");
+        assert!(
+            !plan.contains("Seq Scan"),
+            "{name} scans the table:\n{plan}"
+        );
+        assert!(
+            !plan.contains("Sort"),
+            "{name} sorts instead of reading in order:\n{plan}"
+        );
+        if query.after.is_some() {
+            assert!(
+                plan.contains("Index Cond") && plan.contains("ROW("),
+                "{name} does not seek to the cursor:\n{plan}"
+            );
+        }
+    }
+
+    let distinct: HashSet<DeploymentId> =
+        walk_pages(&harness.deployments, DeploymentQuery::default(), 500)
+            .await
+            .into_iter()
+            .collect();
+    assert_eq!(distinct.len(), 5000, "every deployment is listed once");
+}
