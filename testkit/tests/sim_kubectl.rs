@@ -191,11 +191,13 @@ async fn kubectl_applies_gets_waits_for_rollouts_and_deletes() {
         "{}",
         text(&out)
     );
-    assert!(
+    sim_support::wait_for("the pods of web to be collected", || async {
         sim.list_objects("Pod", Some("default"))
             .iter()
             .all(|p| p["metadata"]["labels"]["app"] != "web")
-    );
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -655,3 +655,41 @@ async fn a_missing_secret_is_a_create_container_config_error_until_it_appears() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn deleted_pods_terminate_gracefully_with_killing_events() {
+    let (sim, client) = start().await;
+    apply(&client, "term", "nginx:1", 1).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = wait_container(&pods, "term", "a ready container", |_, c| c.ready).await;
+    let name = pod.name_any();
+    let uid = pod.uid();
+    pods.delete(&name, &Default::default())
+        .await
+        .expect("delete");
+    let marked = sim.get_object("Pod", "default", &name);
+    if let Some(marked) = marked {
+        assert!(
+            marked["metadata"]["deletionTimestamp"].is_string(),
+            "{marked}"
+        );
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+    }
+    wait_for("the pod to be gone", || async {
+        sim.get_object("Pod", "default", &name)
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let killing = sim
+        .list_objects("Event", Some("default"))
+        .into_iter()
+        .find(|e| e["reason"] == "Killing" && e["involvedObject"]["uid"].as_str() == uid.as_deref())
+        .expect("a Killing event");
+    assert_eq!(killing["message"], "Stopping container app");
+    // The ReplicaSet replaced the pod.
+    wait_container(&pods, "term", "a replacement", |p, c| {
+        c.ready && p.name_any() != name
+    })
+    .await;
+}

@@ -173,6 +173,10 @@ async fn a_rolling_update_honours_max_surge_and_max_unavailable() {
             .expect("stream")
             .expect("event");
         match event {
+            // Terminating pods no longer count, as for the real controller.
+            WatchEvent::Modified(p) if p.metadata.deletion_timestamp.is_some() => {
+                ready.remove(&p.name_any());
+            }
             WatchEvent::Added(p) | WatchEvent::Modified(p) => {
                 let is_ready = p
                     .status

@@ -629,6 +629,19 @@ pub(crate) fn delete(
     name: &str,
     propagation: Option<Propagation>,
 ) -> ApiResult<Value> {
+    delete_with_grace(world, r, ns, name, propagation, None)
+}
+
+/// Deletes an object; a scheduled pod is only marked (`deletionTimestamp`) and the
+/// kubelet removes it once its containers have stopped, unless the grace period is 0.
+pub(crate) fn delete_with_grace(
+    world: &mut World,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    propagation: Option<Propagation>,
+    grace_period: Option<i64>,
+) -> ApiResult<Value> {
     let obj = world
         .store
         .get(r, ns, name)
@@ -649,6 +662,29 @@ pub(crate) fn delete(
             .store
             .replace(r, marked)
             .ok_or_else(|| ApiError::not_found(r.group, r.plural, name));
+    }
+    if r.kind == "Pod" && obj.pointer("/spec/nodeName").is_some() {
+        let grace = grace_period
+            .or_else(|| {
+                obj.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30);
+        let already = obj.pointer("/metadata/deletionTimestamp").is_some();
+        if grace > 0 {
+            if already {
+                return Ok(obj);
+            }
+            let mut marked = obj.clone();
+            let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            marked["metadata"]["deletionTimestamp"] =
+                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            return world
+                .store
+                .replace(r, marked)
+                .ok_or_else(|| ApiError::not_found(r.group, r.plural, name));
+        }
     }
     let uid = obj
         .pointer("/metadata/uid")

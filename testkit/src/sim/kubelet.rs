@@ -94,6 +94,7 @@ const BACKOFF_BASE: f64 = 10.0;
 const BACKOFF_CAP: f64 = 300.0;
 const PROBE_PERIOD: f64 = 10.0;
 const SCHEDULE_RETRY: f64 = 5.0;
+const TERMINATION_DURATION: f64 = 2.0;
 const CONFIG_RETRY: f64 = 10.0;
 
 #[derive(Debug, Clone)]
@@ -151,6 +152,7 @@ struct PodSim {
     scheduled: bool,
     unschedulable: Option<String>,
     next_schedule_attempt: Option<Instant>,
+    terminate_at: Option<Instant>,
     node: Option<String>,
     ip: Option<String>,
     start_time: Option<String>,
@@ -239,13 +241,14 @@ pub(crate) fn tick(
     };
     let pods = world.store.list_owned(pod_res, None);
     for pod in pods {
-        if pod.pointer("/metadata/deletionTimestamp").is_some() {
-            continue;
-        }
         let uid = pod["metadata"]["uid"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            terminate(world, cfg, &pod, &uid, now);
+            continue;
+        }
         let mut sim = match world.kubelet.pods.remove(&uid) {
             Some(s) => s,
             None => new_pod_sim(&pod, behaviours, now),
@@ -264,6 +267,61 @@ pub(crate) fn tick(
         }
         world.kubelet.pods.insert(uid, sim);
     }
+}
+
+/// Stops the containers of a pod being deleted, then removes it (finalizers permitting).
+fn terminate(world: &mut World, cfg: &SimConfig, pod: &Value, uid: &str, now: Instant) {
+    let Some(pod_res) = resources::by_kind("Pod") else {
+        return;
+    };
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let finalizers = pod
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let Some(mut sim) = world.kubelet.pods.remove(uid) else {
+        if !finalizers {
+            world.store.remove(pod_res, ns, name);
+            world.forget(uid);
+        }
+        return;
+    };
+    match sim.terminate_at {
+        None => {
+            let grace = pod
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_f64)
+                .unwrap_or(30.0);
+            sim.terminate_at = Some(now + cfg.real(grace.min(TERMINATION_DURATION)));
+            let source = EventSource::kubelet(sim.node.as_deref().unwrap_or_default());
+            for c in &mut sim.containers {
+                c.ready = false;
+                if matches!(c.state, CState::Running { .. }) {
+                    record_event(
+                        world,
+                        pod,
+                        Some(field_path(c)),
+                        "Normal",
+                        "Killing",
+                        &format!("Stopping container {}", c.name),
+                        &source,
+                    );
+                }
+            }
+            sim.ready_time = None;
+            let mut updated = pod.clone();
+            updated["status"] = render_status(pod, &sim);
+            world.store.replace(pod_res, updated);
+        }
+        Some(at) if now >= at && !finalizers => {
+            world.store.remove(pod_res, ns, name);
+            world.forget(uid);
+            return;
+        }
+        Some(_) => {}
+    }
+    world.kubelet.pods.insert(uid.to_owned(), sim);
 }
 
 fn new_pod_sim(pod: &Value, behaviours: &HashMap<String, Behaviour>, now: Instant) -> PodSim {
@@ -293,6 +351,7 @@ fn new_pod_sim(pod: &Value, behaviours: &HashMap<String, Behaviour>, now: Instan
         scheduled: false,
         unschedulable: None,
         next_schedule_attempt: None,
+        terminate_at: None,
         node: pod
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)

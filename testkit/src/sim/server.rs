@@ -377,7 +377,11 @@ fn dispatch(
                 }
                 _ => None,
             };
-            api::delete(&mut world, r, ns, name, propagation).map(|v| (200, v))
+            let grace = query
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse::<i64>().ok())
+                .or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
+            api::delete_with_grace(&mut world, r, ns, name, propagation, grace).map(|v| (200, v))
         }
         ("DELETE", None) => {
             let listed = list(&world.store, target, query)?;
