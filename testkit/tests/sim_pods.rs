@@ -664,17 +664,13 @@ async fn deleted_pods_terminate_gracefully_with_killing_events() {
     let pod = wait_container(&pods, "term", "a ready container", |_, c| c.ready).await;
     let name = pod.name_any();
     let uid = pod.uid();
-    pods.delete(&name, &Default::default())
+    let deleted = pods
+        .delete(&name, &Default::default())
         .await
         .expect("delete");
-    let marked = sim.get_object("Pod", "default", &name);
-    if let Some(marked) = marked {
-        assert!(
-            marked["metadata"]["deletionTimestamp"].is_string(),
-            "{marked}"
-        );
-        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
-    }
+    let marked = deleted.left().expect("the pod, marked for deletion");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(30));
     wait_for("the pod to be gone", || async {
         sim.get_object("Pod", "default", &name)
             .is_none()
