@@ -1,0 +1,155 @@
+//! Server-side apply of a manifest, any kind the API server's discovery knows.
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{self, ApiCapabilities, ApiResource, Scope};
+use serde_json::Value;
+
+use kubernaut_domain::cluster::{AppliedResource, resource_ref_of};
+use kubernaut_domain::deployment::ResourceRef;
+use kubernaut_domain::ports::ClusterError;
+
+use crate::KubernetesCluster;
+use crate::failures::{retrying, status_code, to_cluster_error};
+
+/// The field manager of every apply.
+pub(crate) const FIELD_MANAGER: &str = "kubernaut";
+
+pub(crate) async fn apply_all(
+    cluster: &KubernetesCluster,
+    objects: &[Value],
+) -> Result<Vec<AppliedResource>, ClusterError> {
+    let mut applied = Vec::with_capacity(objects.len());
+    for object in objects {
+        applied.push(apply_one(cluster, object).await?);
+    }
+    Ok(applied)
+}
+
+async fn apply_one(
+    cluster: &KubernetesCluster,
+    object: &Value,
+) -> Result<AppliedResource, ClusterError> {
+    let reference = resource_ref_of(object);
+    let display = reference.to_string();
+    let rejected = |message: String| ClusterError::Rejected {
+        resource: display.clone(),
+        message,
+    };
+    if reference.name.is_empty() {
+        return Err(rejected("the object has no metadata.name".to_owned()));
+    }
+    let gvk = group_version_kind(&reference).ok_or_else(|| {
+        rejected(format!(
+            "apiVersion {:?} and kind {:?} do not name a kind",
+            reference.api_version, reference.kind
+        ))
+    })?;
+    let (resource, capabilities) = cluster.resolve(&gvk, &display).await?;
+    let api = match (&capabilities.scope, reference.namespace.as_deref()) {
+        (Scope::Cluster, _) => Api::<DynamicObject>::all_with(cluster.client.clone(), &resource),
+        (Scope::Namespaced, Some(namespace)) => {
+            Api::namespaced_with(cluster.client.clone(), namespace, &resource)
+        }
+        (Scope::Namespaced, None) => {
+            return Err(rejected(format!(
+                "{} is namespaced, and the object names no namespace",
+                reference.kind
+            )));
+        }
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(object);
+    let stored = retrying(&cluster.settings, || {
+        api.patch(&reference.name, &params, &patch)
+    })
+    .await
+    .map_err(|error| to_cluster_error(&error, &display))?;
+    Ok(AppliedResource {
+        resource: ResourceRef {
+            namespace: match capabilities.scope {
+                Scope::Namespaced => reference.namespace.clone(),
+                Scope::Cluster => None,
+            },
+            ..reference
+        },
+        uid: stored.metadata.uid.unwrap_or_default(),
+        generation: stored.metadata.generation,
+    })
+}
+
+/// The group, version and kind of a reference; `None` when they cannot name a kind.
+pub(crate) fn group_version_kind(reference: &ResourceRef) -> Option<GroupVersionKind> {
+    let (group, version) = match reference.api_version.split_once('/') {
+        Some((group, version)) => (group, version),
+        None => ("", reference.api_version.as_str()),
+    };
+    (!version.is_empty() && !reference.kind.is_empty() && !version.contains('/'))
+        .then(|| GroupVersionKind::gvk(group, version, &reference.kind))
+}
+
+impl KubernetesCluster {
+    /// The resource and capabilities of a kind, from the cache or, on a miss, from the
+    /// API server's discovery of its group version.
+    pub(crate) async fn resolve(
+        &self,
+        gvk: &GroupVersionKind,
+        display: &str,
+    ) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
+        if let Some(found) = self.discovery.read().await.get(gvk) {
+            return Ok(found.clone());
+        }
+        let found = retrying(&self.settings, || discovery::pinned_kind(&self.client, gvk))
+            .await
+            .map_err(|error| match error {
+                kube::Error::Discovery(_) => unknown_kind(gvk, display),
+                error if status_code(&error) == Some(404) => unknown_kind(gvk, display),
+                error => to_cluster_error(&error, display),
+            })?;
+        self.discovery
+            .write()
+            .await
+            .insert(gvk.clone(), found.clone());
+        Ok(found)
+    }
+}
+
+fn unknown_kind(gvk: &GroupVersionKind, display: &str) -> ClusterError {
+    let api_version = if gvk.group.is_empty() {
+        gvk.version.clone()
+    } else {
+        format!("{}/{}", gvk.group, gvk.version)
+    };
+    ClusterError::Rejected {
+        resource: display.to_owned(),
+        message: format!(
+            "the cluster does not know kind {} in {api_version}",
+            gvk.kind
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(api_version: &str, kind: &str) -> ResourceRef {
+        ResourceRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: "x".into(),
+            namespace: None,
+        }
+    }
+
+    #[test]
+    fn core_and_grouped_api_versions_name_their_group() {
+        let core = group_version_kind(&reference("v1", "ConfigMap")).expect("core");
+        assert_eq!((core.group.as_str(), core.version.as_str()), ("", "v1"));
+        let apps = group_version_kind(&reference("apps/v1", "Deployment")).expect("apps");
+        assert_eq!((apps.group.as_str(), apps.version.as_str()), ("apps", "v1"));
+        assert!(group_version_kind(&reference("", "Deployment")).is_none());
+        assert!(group_version_kind(&reference("a/b/c", "Deployment")).is_none());
+        assert!(group_version_kind(&reference("v1", "")).is_none());
+    }
+}

@@ -1,0 +1,233 @@
+#![doc = include_str!("../README.md")]
+
+mod apply;
+mod diagnostics;
+mod failures;
+mod prune;
+mod rollout;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kube::Client;
+use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource};
+use serde_json::Value;
+use tokio::sync::RwLock;
+use tokio::sync::mpsc::UnboundedSender;
+
+use kubernaut_domain::cluster::{
+    AppliedResource, ClusterStatus, RolloutOutcome, RolloutProgress, RolloutRequest,
+};
+use kubernaut_domain::deployment::{Namespace, ResourceRef};
+use kubernaut_domain::ports::{Cluster, ClusterError};
+use kubernaut_domain::release::ServiceName;
+
+/// Why a [`KubernetesCluster`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kubeconfig could not be read, or its context, cluster or user is unusable.
+    #[error("could not load the kubeconfig: {0}")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    /// The in-cluster service account credentials are missing or unreadable.
+    #[error("could not load the in-cluster credentials: {0}")]
+    InCluster(#[source] kube::config::InClusterError),
+    /// The HTTP client could not be built from the configuration (TLS, proxy, ...).
+    #[error("could not build the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Knobs of the rollout watch and the retries, with production defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// How long a pod of the new revision may stay unschedulable before the rollout fails.
+    pub unschedulable_grace: Duration,
+    /// How many failed readiness (or startup) probes every new pod must report, while
+    /// running and not ready, before the rollout fails with `FailedProbe`.
+    pub probe_failures: i32,
+    /// How many times faster than the wall clock the cluster's clock runs (1 for real
+    /// clusters; an accelerated simulator uses more). Scales the wall-time guard on
+    /// `ProgressDeadlineExceeded`.
+    pub clock_scale: f64,
+    /// Attempts of one API call before a transient failure counts as unavailability.
+    pub attempts: u32,
+    /// The first pause between attempts, doubled each time up to 5 s.
+    pub retry_delay: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            unschedulable_grace: Duration::from_secs(15),
+            probe_failures: 3,
+            clock_scale: 1.0,
+            attempts: 5,
+            retry_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+type DiscoveryCache = HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>;
+
+/// One Kubernetes cluster, reached through kube-rs: the domain's [`Cluster`] port.
+#[derive(Clone)]
+pub struct KubernetesCluster {
+    client: Client,
+    settings: Settings,
+    /// Kinds resolved through discovery so far; a miss asks the API server again.
+    discovery: Arc<RwLock<DiscoveryCache>>,
+}
+
+impl std::fmt::Debug for KubernetesCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesCluster")
+            .field("default_namespace", &self.client.default_namespace())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesCluster {
+    /// A cluster from a kubeconfig file (`None`: `KUBECONFIG` or `~/.kube/config`) and
+    /// one of its contexts (`None`: the current context).
+    ///
+    /// # Errors
+    /// [`Error::Kubeconfig`] when the file or the context is unusable,
+    /// [`Error::Client`] when the client cannot be built.
+    pub async fn from_kubeconfig(path: Option<&Path>, context: Option<&str>) -> Result<Self> {
+        let kubeconfig = match path {
+            Some(path) => Kubeconfig::read_from(path),
+            None => Kubeconfig::read(),
+        }
+        .map_err(Error::Kubeconfig)?;
+        let options = KubeConfigOptions {
+            context: context.map(str::to_owned),
+            ..KubeConfigOptions::default()
+        };
+        let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(Error::Kubeconfig)?;
+        Self::from_config(config)
+    }
+
+    /// A cluster from the service account Kubernaut runs as, inside the cluster.
+    ///
+    /// # Errors
+    /// [`Error::InCluster`] outside a cluster, [`Error::Client`] when the client cannot
+    /// be built.
+    pub fn in_cluster() -> Result<Self> {
+        Self::from_config(Config::incluster().map_err(Error::InCluster)?)
+    }
+
+    fn from_config(config: Config) -> Result<Self> {
+        Ok(Self::from_client(
+            Client::try_from(config).map_err(Error::Client)?,
+        ))
+    }
+
+    /// A cluster reached through an existing client.
+    #[must_use]
+    pub fn from_client(client: Client) -> Self {
+        Self {
+            client,
+            settings: Settings::default(),
+            discovery: Arc::default(),
+        }
+    }
+
+    /// How long a pod of the new revision may stay unschedulable before the rollout
+    /// fails (default 15 s, as Flux's kstatus).
+    #[must_use]
+    pub fn with_unschedulable_grace(mut self, grace: Duration) -> Self {
+        self.settings.unschedulable_grace = grace;
+        self
+    }
+
+    /// How many failed readiness probes each running, unready pod of the new revision
+    /// must report before the rollout fails (default 3).
+    #[must_use]
+    pub fn with_probe_failures(mut self, failures: u32) -> Self {
+        self.settings.probe_failures = i32::try_from(failures.max(1)).unwrap_or(i32::MAX);
+        self
+    }
+
+    /// How many times faster than the wall clock the cluster's clock runs: 1 (the
+    /// default) for real clusters, more for an accelerated simulator. A
+    /// `ProgressDeadlineExceeded` condition is trusted only after
+    /// `progressDeadlineSeconds / scale` of wall time since the deploy started.
+    #[must_use]
+    pub fn with_clock_scale(mut self, scale: f64) -> Self {
+        self.settings.clock_scale = if scale > 0.0 { scale } else { 1.0 };
+        self
+    }
+
+    /// How often one API call is tried (default 5) and the first pause between tries
+    /// (default 200 ms, doubled each time up to 5 s) before a connection error, 5xx or
+    /// 429 counts as the cluster being unavailable.
+    #[must_use]
+    pub fn with_retries(mut self, attempts: u32, first_delay: Duration) -> Self {
+        self.settings.attempts = attempts.max(1);
+        self.settings.retry_delay = first_delay;
+        self
+    }
+}
+
+/// The current context of a kubeconfig file (`None`: `KUBECONFIG` or
+/// `~/.kube/config`), to name the default cluster after; `None` when there is no
+/// readable kubeconfig or it has no current context.
+#[must_use]
+pub fn current_context_name(path: Option<&Path>) -> Option<String> {
+    match path {
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
+    }
+    .ok()?
+    .current_context
+    .filter(|name| !name.is_empty())
+}
+
+#[async_trait]
+impl Cluster for KubernetesCluster {
+    async fn apply(&self, objects: &[Value]) -> Result<Vec<AppliedResource>, ClusterError> {
+        apply::apply_all(self, objects).await
+    }
+
+    async fn watch_rollout(
+        &self,
+        request: &RolloutRequest,
+        progress: UnboundedSender<RolloutProgress>,
+    ) -> Result<RolloutOutcome, ClusterError> {
+        Box::pin(rollout::watch(self, request, progress)).await
+    }
+
+    async fn prune(
+        &self,
+        namespace: &Namespace,
+        service: &ServiceName,
+        keep: &[ResourceRef],
+    ) -> Result<Vec<ResourceRef>, ClusterError> {
+        prune::prune(self, namespace, service, keep).await
+    }
+
+    async fn status(&self) -> ClusterStatus {
+        match failures::retrying(&self.settings, || self.client.apiserver_version()).await {
+            Ok(info) => ClusterStatus {
+                reachable: true,
+                version: Some(info.git_version),
+                error: None,
+            },
+            Err(error) => ClusterStatus {
+                reachable: false,
+                version: None,
+                error: Some(error.to_string()),
+            },
+        }
+    }
+}
