@@ -3,12 +3,10 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use diesel::dsl::{AsSelect, SqlTypeOf};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{Nullable, Timestamptz};
 use kubernaut_domain::deployment::{
     Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Target, TimelineEntry, Transition,
 };
@@ -20,6 +18,7 @@ use crate::database::PgPool;
 use crate::deployment_row::{
     DeploymentRow, DeploymentSummaryRow, NewTimelineRow, TimelineRow, diagnostics_json,
 };
+use crate::deployment_transition::TransitionUpdate;
 use crate::explain::Explain;
 use crate::keyset::OlderThan;
 use crate::schema::{deployment_timeline, deployments};
@@ -30,10 +29,6 @@ const ONE_ACTIVE_PER_TARGET: &str = "deployments_one_active_per_target_key";
 /// How often an insert that lost to an active deployment is retried when that one
 /// reached its verdict before it could be named.
 const INSERT_ATTEMPTS: usize = 3;
-
-diesel::define_sql_function! {
-    fn coalesce(x: Nullable<Timestamptz>, y: Nullable<Timestamptz>) -> Nullable<Timestamptz>;
-}
 
 /// Deployments in the `deployments` table, their timelines in `deployment_timeline`.
 /// Every query runs on tokio's blocking pool, so the async executor never waits on the
@@ -216,9 +211,11 @@ impl DeploymentRepository for PostgresDeploymentRepository {
                     diesel::insert_into(deployments::table)
                         .values(&row)
                         .execute(connection)?;
-                    if !timeline.is_empty() {
+                    // One statement per entry (there is usually one): diesel keeps a
+                    // single-row insert prepared, never a multi-row one.
+                    for entry in &timeline {
                         diesel::insert_into(deployment_timeline::table)
-                            .values(&timeline)
+                            .values(entry)
                             .execute(connection)?;
                     }
                     Ok(())
@@ -296,37 +293,13 @@ impl DeploymentRepository for PostgresDeploymentRepository {
         id: DeploymentId,
         transition: &Transition,
     ) -> Result<bool, RepositoryError> {
-        let from = status_texts(&transition.from);
-        let to = transition.to;
-        let at = transition.at;
         let diagnostics = diagnostics_json(id, transition.diagnostics.as_ref())?;
+        let update = TransitionUpdate::new(id.as_uuid(), transition, diagnostics);
         self.with_connection(move |connection| {
-            // A compare-and-set: the status moves only from one of `from`, so a cancel
-            // and the driver cannot both win.
-            let current = deployments::table
-                .filter(deployments::id.eq(id.as_uuid()))
-                .filter(deployments::status.eq_any(from));
-            let moved = if to.is_verdict() {
-                diesel::update(current)
-                    .set((
-                        deployments::status.eq(to.as_str()),
-                        deployments::finished_at.eq(Some(at)),
-                        deployments::diagnostics.eq(diagnostics),
-                    ))
-                    .execute(connection)
-            } else {
-                // `started_at` is set by the first entry into `applying` only; an active
-                // status never has a `finished_at`.
-                let started = (to == DeploymentStatus::Applying).then_some(at);
-                diesel::update(current)
-                    .set((
-                        deployments::status.eq(to.as_str()),
-                        deployments::started_at.eq(coalesce(deployments::started_at, started)),
-                        deployments::finished_at.eq(None::<DateTime<Utc>>),
-                    ))
-                    .execute(connection)
-            }
-            .map_err(query_failed("moving a deployment on"))?;
+            // A compare-and-set on the status, so a cancel and the driver cannot both win.
+            let moved = update
+                .execute(connection)
+                .map_err(query_failed("moving a deployment on"))?;
             Ok(moved == 1)
         })
         .await

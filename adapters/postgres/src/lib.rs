@@ -3,6 +3,7 @@
 mod database;
 mod deployment_repository;
 mod deployment_row;
+mod deployment_transition;
 mod error;
 mod explain;
 mod keyset;

@@ -1002,3 +1002,113 @@ async fn the_first_and_a_deep_page_of_the_listing_are_index_seeks() {
             .collect();
     assert_eq!(distinct.len(), 5000, "every deployment is listed once");
 }
+
+/// The statements the connection holds prepared, from PostgreSQL's point of view.
+fn prepared_statements(database: &Database) -> Vec<String> {
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = Text)]
+        statement: String,
+    }
+    let mut connection = database.pool().get().expect("the pooled connection");
+    diesel::sql_query("SELECT statement FROM pg_prepared_statements ORDER BY statement")
+        .load::<Prepared>(&mut connection)
+        .expect("the catalog answers")
+        .into_iter()
+        .map(|prepared| prepared.statement)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_hot_queries_are_prepared_once_per_connection_and_reused() {
+    // One connection, so every call below runs on the session inspected afterwards.
+    let harness = Harness::with_pool_size(1);
+    let release = harness.release("payments", "1.0.0").await;
+    let exercise = |round: i64| {
+        let repository = harness.deployments.clone();
+        let release = release.clone();
+        async move {
+            let stored = deployment(&release, target("eu", "shop"), round);
+            repository
+                .insert(&stored)
+                .await
+                .expect("the deployment is stored");
+            for (from, to) in [
+                (DeploymentStatus::Queued, DeploymentStatus::Applying),
+                (DeploymentStatus::Applying, DeploymentStatus::RollingOut),
+                (DeploymentStatus::RollingOut, DeploymentStatus::Failed),
+            ] {
+                let moved = repository
+                    .transition(
+                        stored.id,
+                        &Transition {
+                            diagnostics: to.is_verdict().then(diagnostics),
+                            ..transition(&[from], to, round)
+                        },
+                    )
+                    .await
+                    .expect("the transition runs");
+                assert!(moved);
+                repository
+                    .append_timeline(
+                        stored.id,
+                        &TimelineEntry {
+                            at: at(round),
+                            phase: to,
+                            message: format!("{to}"),
+                            resource: None,
+                        },
+                    )
+                    .await
+                    .expect("the entry is appended");
+                repository
+                    .find(stored.id)
+                    .await
+                    .expect("the lookup succeeds");
+            }
+            for query in [
+                DeploymentQuery::default(),
+                DeploymentQuery {
+                    service: Some(service("payments")),
+                    after: Some(stored.cursor()),
+                    ..DeploymentQuery::default()
+                },
+            ] {
+                repository
+                    .list(&query, 10)
+                    .await
+                    .expect("the listing succeeds");
+            }
+            repository
+                .list_active()
+                .await
+                .expect("the listing succeeds");
+            repository
+                .last_succeeded(&release.service, &stored.target, Some(release.id))
+                .await
+                .expect("the lookup succeeds");
+        }
+    };
+
+    exercise(1).await;
+    let after_first_round = prepared_statements(&harness.database);
+    exercise(2).await;
+    let after_second_round = prepared_statements(&harness.database);
+
+    let updates = after_first_round
+        .iter()
+        .filter(|statement| statement.starts_with("UPDATE \"deployments\""))
+        .count();
+    let timeline_inserts = after_first_round
+        .iter()
+        .filter(|statement| statement.starts_with("INSERT INTO \"deployment_timeline\""))
+        .count();
+    assert_eq!(updates, 1, "every transition: {after_first_round:#?}");
+    assert_eq!(timeline_inserts, 1, "{after_first_round:#?}");
+    assert_eq!(
+        after_second_round, after_first_round,
+        "the second round reuses the statements of the first"
+    );
+}
