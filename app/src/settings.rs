@@ -35,8 +35,16 @@ pub struct ClusterConfig {
     /// Use the service account Kubernaut runs under inside the cluster.
     #[serde(default)]
     pub in_cluster: bool,
+    /// How many times faster than the wall clock the cluster's clock runs: 1 for real
+    /// clusters; more for an accelerated simulator (`kube-sim --time-scale`).
+    #[serde(default = "one")]
+    pub clock_scale: f64,
     #[serde(flatten)]
     pub rules: kubernaut_domain::cluster::ClusterSettings,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +53,8 @@ pub struct DeploymentSettings {
     pub resume_on_start: bool,
     /// How long a pod of a new revision may stay unschedulable before the deploy fails.
     pub unschedulable_grace_seconds: u64,
+    /// With no `[[clusters]]`, use the current context of `KUBECONFIG` / `~/.kube/config`.
+    pub use_current_kubeconfig_context: bool,
 }
 
 impl Default for DeploymentSettings {
@@ -52,6 +62,7 @@ impl Default for DeploymentSettings {
         Self {
             resume_on_start: true,
             unschedulable_grace_seconds: 15,
+            use_current_kubeconfig_context: true,
         }
     }
 }
@@ -164,7 +175,10 @@ mod tests {
     #[test]
     fn a_password_in_the_database_url_is_never_shown() {
         let url = DatabaseUrl::new("postgres://kubernaut:hunter2@db:5432/kubernaut");
-        assert_eq!(url.to_string(), "postgres://kubernaut:***@db:5432/kubernaut");
+        assert_eq!(
+            url.to_string(),
+            "postgres://kubernaut:***@db:5432/kubernaut"
+        );
         assert!(!format!("{url:?}").contains("hunter2"));
         assert!(url.expose().contains("hunter2"));
     }

@@ -1,0 +1,266 @@
+//! The client commands and their flags.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::cli::duration::parse_duration;
+
+/// The commands that talk to a Kubernaut server (boxed: the server commands beside
+/// them in the binary's command enum are small).
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register, list, show and delete releases.
+    Release(Box<ReleaseArgs>),
+    /// Deploy a release to a cluster and namespace.
+    Deploy(Box<DeployArgs>),
+    /// Deploy the last release that succeeded on a target before a deployment.
+    Rollback(Box<RollbackArgs>),
+    /// Show what version of a service runs where.
+    Status(Box<StatusArgs>),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+/// Where the server is, who is asking, and how to print its answers.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The Kubernaut server.
+    #[arg(
+        long,
+        global = true,
+        env = "KUBERNAUT_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// A bearer token sent to the server (never printed).
+    #[arg(long, global = true, env = "KUBERNAUT_TOKEN", hide_env_values = true)]
+    pub token: Option<Token>,
+    /// Text for people, or the server's JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// A bearer token; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Token {
+    fn from(token: String) -> Self {
+        Self(token)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(subcommand)]
+    pub command: ReleaseCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Register a release: a version of a service, its image and manifest template.
+    Create {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        image: String,
+        /// The manifest template file (`-` reads standard input).
+        #[arg(long)]
+        template: PathBuf,
+        /// An attribute the template can use, as name=value (repeatable).
+        #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attribute)]
+        attributes: Vec<(String, String)>,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// List active releases, newest first.
+    List {
+        #[arg(long)]
+        service: Option<String>,
+        /// At most this many releases (the server allows up to 500).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Show a release with its template.
+    Show { id: String },
+    /// Retire a release (a soft delete).
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long)]
+    pub service: String,
+    #[arg(long)]
+    pub version: String,
+    #[arg(long)]
+    pub cluster: String,
+    #[arg(long)]
+    pub namespace: String,
+    /// A variable for the template, as name=value (repeatable; overrides the release's).
+    #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attribute)]
+    pub attributes: Vec<(String, String)>,
+    #[command(flatten)]
+    pub options: DeployOptions,
+}
+
+/// How a deploy runs and whether the command follows it.
+#[derive(Debug, Clone, Args)]
+pub struct DeployOptions {
+    /// How long the rollout may take before it is `timed_out` (90s, 10m, 1h).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Follow the deployment to its verdict and exit with it.
+    #[arg(long)]
+    pub wait: bool,
+    /// Keep objects the new manifest no longer contains.
+    #[arg(long)]
+    pub no_prune: bool,
+    /// On failure, deploy the last release that succeeded on the target.
+    #[arg(long)]
+    pub rollback_on_failure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The deployment to roll back.
+    #[arg(long, required_unless_present_all = ["service", "cluster", "namespace"], conflicts_with_all = ["service", "cluster", "namespace"])]
+    pub deployment: Option<String>,
+    /// Roll back the latest deployment of this service to --cluster and --namespace.
+    #[arg(long, requires_all = ["cluster", "namespace"])]
+    pub service: Option<String>,
+    #[arg(long, requires = "service")]
+    pub cluster: Option<String>,
+    #[arg(long, requires = "service")]
+    pub namespace: Option<String>,
+    /// Follow the rollback to its verdict and exit with it.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long)]
+    pub service: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write the script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `name=value`; the value may contain `=`.
+fn parse_attribute(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_attribute_splits_at_its_first_equals_sign() {
+        assert_eq!(
+            parse_attribute("query=a=b"),
+            Ok(("query".to_owned(), "a=b".to_owned()))
+        );
+        assert_eq!(
+            parse_attribute("empty="),
+            Ok(("empty".to_owned(), String::new()))
+        );
+        assert!(parse_attribute("novalue").is_err());
+        assert!(parse_attribute("=x").is_err());
+    }
+
+    #[test]
+    fn a_rollback_names_a_deployment_or_a_whole_target() {
+        assert!(Cli::try_parse_from(["k", "rollback", "--deployment", "x"]).is_ok());
+        assert!(
+            Cli::try_parse_from([
+                "k",
+                "rollback",
+                "--service",
+                "s",
+                "--cluster",
+                "c",
+                "--namespace",
+                "n"
+            ])
+            .is_ok()
+        );
+        assert!(Cli::try_parse_from(["k", "rollback"]).is_err());
+        assert!(Cli::try_parse_from(["k", "rollback", "--service", "s"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "k",
+                "rollback",
+                "--deployment",
+                "x",
+                "--service",
+                "s",
+                "--cluster",
+                "c",
+                "--namespace",
+                "n"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_token_is_never_shown_in_debug_output() {
+        let token = Token::from("s3cret".to_owned());
+        assert!(!format!("{token:?}").contains("s3cret"));
+    }
+}

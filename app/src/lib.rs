@@ -1,0 +1,199 @@
+#![doc = include_str!("../README.md")]
+
+pub mod cli;
+pub mod settings;
+pub mod telemetry;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer};
+use anyhow::Context as _;
+use kubernaut_api::ApiServices;
+use kubernaut_domain::ReleaseService;
+use kubernaut_domain::cluster::ClusterSettings;
+use kubernaut_domain::deployment::ClusterName;
+use kubernaut_domain::deployment_service::{ClusterHandle, DeploymentService};
+use kubernaut_kubernetes::KubernetesCluster;
+use kubernaut_postgres::{Database, PoolOptions};
+use tracing_actix_web::TracingLogger;
+
+pub use settings::Settings;
+
+/// Opens the database named in `settings`: creates it when missing and allowed, builds
+/// the pool, and applies pending migrations when `migrate` is set.
+///
+/// # Errors
+/// When the database cannot be reached, created or migrated.
+pub async fn open_database(settings: &Settings, migrate: bool) -> anyhow::Result<Database> {
+    let database = settings.database.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Database> {
+        let url = database.url.expose();
+        if database.create_if_missing {
+            kubernaut_postgres::create_database_if_missing(url)
+                .with_context(|| format!("could not create the database {}", database.url))?;
+        }
+        let pool = Database::connect(
+            url,
+            PoolOptions {
+                max_size: database.pool_size,
+                connection_timeout: Duration::from_secs(database.connect_timeout_seconds),
+            },
+        )
+        .with_context(|| format!("could not connect to {}", database.url))?;
+        if migrate {
+            let applied = pool
+                .run_migrations()
+                .context("could not apply the migrations")?;
+            for version in applied {
+                tracing::info!(%version, "applied migration");
+            }
+        }
+        Ok(pool)
+    })
+    .await
+    .context("the database task failed")?
+}
+
+/// A built Kubernaut server, listening, ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    deployments: DeploymentService,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a handle for every configured cluster; without any, the current context of
+/// `KUBECONFIG` / `~/.kube/config`, named after it, when there is one.
+///
+/// # Errors
+/// When a configured cluster's credentials cannot be loaded or its name is invalid.
+pub async fn connect_clusters(settings: &Settings) -> anyhow::Result<Vec<ClusterHandle>> {
+    let grace = Duration::from_secs(settings.deployments.unschedulable_grace_seconds);
+    let mut handles = Vec::new();
+    if settings.clusters.is_empty() {
+        if !settings.deployments.use_current_kubeconfig_context {
+            return Ok(handles);
+        }
+        let Some(context) = kubernaut_kubernetes::current_context_name(None) else {
+            tracing::warn!(
+                "no cluster is configured and no kubeconfig was found: deploys will be refused"
+            );
+            return Ok(handles);
+        };
+        let name = ClusterName::parse(&context)
+            .map_err(|e| anyhow::anyhow!("the kubeconfig context {context:?} {e}"))?;
+        let cluster = KubernetesCluster::from_kubeconfig(None, None)
+            .await
+            .with_context(|| format!("could not load the kubeconfig context {context}"))?
+            .with_unschedulable_grace(grace);
+        handles.push(ClusterHandle {
+            name,
+            settings: ClusterSettings::default(),
+            cluster: Arc::new(cluster),
+        });
+        return Ok(handles);
+    }
+    for config in &settings.clusters {
+        let name = ClusterName::parse(&config.name)
+            .map_err(|e| anyhow::anyhow!("cluster name {:?} {e}", config.name))?;
+        let cluster = if config.in_cluster {
+            KubernetesCluster::in_cluster()
+                .with_context(|| format!("cluster {name}: no in-cluster credentials"))?
+        } else {
+            KubernetesCluster::from_kubeconfig(
+                config.kubeconfig.as_deref(),
+                config.context.as_deref(),
+            )
+            .await
+            .with_context(|| format!("cluster {name}: could not load its kubeconfig"))?
+        };
+        handles.push(ClusterHandle {
+            name,
+            settings: config.rules.clone(),
+            cluster: Arc::new(
+                cluster
+                    .with_unschedulable_grace(grace)
+                    .with_clock_scale(config.clock_scale),
+            ),
+        });
+    }
+    Ok(handles)
+}
+
+impl Application {
+    /// Opens the database, wires the services and binds the listener (port 0 picks a
+    /// free port, see [`Application::port`]).
+    ///
+    /// # Errors
+    /// When the database cannot be opened or the address cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let database = open_database(&settings, settings.database.migrate_on_start).await?;
+        let release_repository = Arc::new(database.release_repository());
+        let releases = ReleaseService::new(release_repository.clone());
+        let clusters = connect_clusters(&settings).await?;
+        let deployments = DeploymentService::new(
+            release_repository,
+            Arc::new(database.deployment_repository()),
+            clusters,
+        );
+        let services = ApiServices {
+            releases,
+            deployments: deployments.clone(),
+        };
+
+        let listener = TcpListener::bind(&settings.server.bind)
+            .with_context(|| format!("could not listen on {}", settings.server.bind))?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .configure(kubernaut_api::configure(services.clone()))
+        })
+        .shutdown_timeout(settings.server.shutdown_timeout_seconds);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.listen(listener)?.run();
+        if settings.deployments.resume_on_start {
+            let resumed = deployments
+                .resume_active()
+                .await
+                .context("could not resume unfinished deployments")?;
+            if resumed > 0 {
+                tracing::info!(resumed, "resumed unfinished deployments");
+            }
+        }
+        Ok(Self {
+            port,
+            server,
+            deployments,
+        })
+    }
+
+    /// The deployment use cases the server runs (tests wait on them).
+    pub fn deployments(&self) -> &DeploymentService {
+        &self.deployments
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the process is told to stop (SIGINT, SIGTERM).
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

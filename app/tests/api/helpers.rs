@@ -1,0 +1,125 @@
+use kubernaut::Application;
+use kubernaut::settings::{DatabaseUrl, Settings};
+use kubernaut_testkit::database::TestDatabase;
+use serde_json::{Value, json};
+
+/// A Kubernaut server on a free port over its own fresh database.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    _database: TestDatabase,
+}
+
+pub const TEMPLATE: &str = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: \"{{service}}\"\n  labels:\n    version: \"{{version}}\"\nspec:\n  replicas: {{replicas}}\n  template:\n    spec:\n      containers:\n      - name: \"{{service}}\"\n        image: \"{{image}}\"\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: \"{{service}}\"\n  namespace: \"{{namespace}}\"\n";
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server whose settings `adjust` changes first (to add clusters, say).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    install_crypto_provider();
+    let database = TestDatabase::create().expect("a fresh test database");
+    let mut settings = Settings::load(None).expect("default settings");
+    settings.database.url = DatabaseUrl::new(database.url());
+    settings.deployments.use_current_kubeconfig_context = false;
+    adjust(&mut settings);
+    settings.database.pool_size = 4;
+    settings.server.bind = "127.0.0.1:0".to_owned();
+    settings.server.workers = 1;
+    let application = Application::build(settings)
+        .await
+        .expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        _database: database,
+    }
+}
+
+/// reqwest is built with rustls and no default provider; use ring, as kube does.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn release_body(service: &str, version: &str) -> Value {
+    json!({
+        "service": service,
+        "version": version,
+        "image": format!("registry.local:5000/{service}:{version}"),
+        "template": TEMPLATE,
+        "attributes": { "replicas": "2", "team": "payments" },
+        "comment": "built by Jenkins #42",
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_release(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/releases"))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Creates a release and returns its JSON, failing the test unless it was created.
+    pub async fn create_release(&self, service: &str, version: &str) -> Value {
+        let response = self.post_release(&release_body(service, version)).await;
+        assert_eq!(response.status(), 201, "creating {service} {version}");
+        response.json().await.expect("release JSON")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// Reads a problem+json response, checking its content type and status field.
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem JSON");
+    assert_eq!(body["status"], status);
+    assert!(body["type"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(body["detail"].as_str().is_some_and(|t| !t.is_empty()));
+    body
+}
+
+/// The fields a validation problem names.
+pub fn problem_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of the HTTP API: the real server on port 0 over a fresh database.
+
+mod cluster;
+mod deployments;
+mod helpers;
+mod real_cluster;
+mod releases;
+mod releases_bad_input;
+mod restart;

@@ -1,0 +1,216 @@
+//! Bad input gets a clear 4xx problem naming the field and the reason, never a 500,
+//! and leaves what is stored untouched.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, problem, problem_fields, release_body, spawn_app};
+
+async fn post_raw(app: &TestApp, content_type: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+    let mut request = app.client.post(app.url("/api/releases")).body(body);
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    request.send().await.expect("sent")
+}
+
+async fn assert_invalid_field(app: &TestApp, body: Value, field: &str) {
+    let problem = problem(app.post_release(&body).await, 422).await;
+    assert!(
+        problem_fields(&problem).iter().any(|f| f == field),
+        "expected {field} in {problem}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400() {
+    let app = spawn_app().await;
+    let body = problem(
+        post_raw(&app, Some("application/json"), b"{\"service\":".to_vec()).await,
+        400,
+    )
+    .await;
+    assert_eq!(problem_fields(&body), ["body"]);
+    problem(
+        post_raw(&app, Some("application/json"), b"[]".to_vec()).await,
+        400,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn other_content_types_are_a_415() {
+    let app = spawn_app().await;
+    problem(
+        post_raw(&app, Some("text/plain"), b"service=x".to_vec()).await,
+        415,
+    )
+    .await;
+    problem(post_raw(&app, None, b"{}".to_vec()).await, 415).await;
+    problem(
+        post_raw(
+            &app,
+            Some("application/x-www-form-urlencoded"),
+            b"service=x".to_vec(),
+        )
+        .await,
+        415,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversize_body_is_a_413() {
+    let app = spawn_app().await;
+    let mut body = release_body("big", "1");
+    body["template"] = json!("#".repeat(4 * 1024 * 1024));
+    problem(app.post_release(&body).await, 413).await;
+}
+
+#[tokio::test]
+async fn a_template_over_one_mebibyte_is_refused_by_name() {
+    let app = spawn_app().await;
+    let mut body = release_body("big", "1");
+    body["template"] = json!(format!(
+        "{}\n#{}",
+        crate::helpers::TEMPLATE,
+        "x".repeat(1024 * 1024)
+    ));
+    assert_invalid_field(&app, body, "template").await;
+}
+
+#[tokio::test]
+async fn missing_and_wrongly_typed_fields_are_named() {
+    let app = spawn_app().await;
+    let body = problem(
+        app.post_release(&json!({ "service": 7, "image": "x", "template": "t", "extra": 1 }))
+            .await,
+        400,
+    )
+    .await;
+    assert_eq!(problem_fields(&body), ["service", "version", "extra"]);
+}
+
+#[tokio::test]
+async fn each_field_rule_is_enforced_and_every_broken_one_is_reported() {
+    let app = spawn_app().await;
+    let mut body = release_body("Not_A_Label", "has space");
+    body["image"] = json!("UPPER/case image");
+    body["attributes"] = json!({ "9lives": "x", "service": "shadow" });
+    let problem = problem(app.post_release(&body).await, 422).await;
+    let fields = problem_fields(&problem);
+    for field in [
+        "service",
+        "version",
+        "image",
+        "attributes.9lives",
+        "attributes.service",
+    ] {
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{field} missing from {fields:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn templates_that_do_not_compile_or_are_not_kubernetes_are_refused() {
+    let app = spawn_app().await;
+    for template in [
+        "{% for x in %}",
+        "apiVersion: v1\nkind: Service\n",
+        "a: [unclosed",
+        "{{ image | nonsense }}",
+    ] {
+        let mut body = release_body("svc", "1");
+        body["template"] = json!(template);
+        assert_invalid_field(&app, body, "template").await;
+    }
+}
+
+#[tokio::test]
+async fn bad_listing_parameters_are_named() {
+    let app = spawn_app().await;
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=bogus", "cursor"),
+        ("created_after=yesterday", "created_after"),
+        ("service=Bad_Name", "service"),
+    ] {
+        let body = problem(app.get(&format!("/api/releases?{query}")).await, 400).await;
+        assert_eq!(problem_fields(&body), [field], "{query}");
+    }
+    let body = problem(app.get("/api/releases?colour=red").await, 400).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("colour"))
+    );
+}
+
+#[tokio::test]
+async fn wrong_methods_and_unknown_paths_are_problems_too() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .put(app.url("/api/releases"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("GET, POST")
+    );
+    problem(response, 405).await;
+    problem(app.get("/api/nothing-here").await, 404).await;
+}
+
+#[tokio::test]
+async fn a_multipart_form_without_a_template_is_refused_by_name() {
+    let app = spawn_app().await;
+    let form = reqwest::multipart::Form::new()
+        .text("service", "svc")
+        .text("version", "1")
+        .text("image", "svc:1");
+    let response = app
+        .client
+        .post(app.url("/api/releases"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent");
+    let body = problem(response, 400).await;
+    assert_eq!(problem_fields(&body), ["template"]);
+}
+
+#[tokio::test]
+async fn bad_input_leaves_what_is_stored_untouched() {
+    let app = spawn_app().await;
+    let stored = app.create_release("keeper", "1").await;
+    let mut clash = release_body("keeper", "1");
+    clash["template"] = json!("{% broken");
+    problem(app.post_release(&clash).await, 422).await;
+    problem(
+        post_raw(&app, Some("application/json"), b"{".to_vec()).await,
+        400,
+    )
+    .await;
+    problem(app.delete("/api/releases/not-an-id").await, 404).await;
+
+    let page: Value = app.get("/api/releases").await.json().await.expect("json");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    let fetched: Value = app
+        .get(&format!(
+            "/api/releases/{}",
+            stored["id"].as_str().expect("id")
+        ))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(fetched, stored);
+}
