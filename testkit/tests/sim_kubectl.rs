@@ -265,3 +265,33 @@ async fn every_example_manifest_is_accepted_through_kube_rs() {
     }
     assert!(applied >= 10, "applied {applied} objects");
 }
+
+#[tokio::test]
+async fn the_kube_sim_binary_serves_and_writes_a_kubeconfig() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["--port", "0", "--time-scale", "50", "--kubeconfig-out"])
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kube-sim starts");
+    let yaml = sim_support::wait_for("the kubeconfig file", || async {
+        std::fs::read_to_string(&kubeconfig)
+            .ok()
+            .filter(|y| y.contains("current-context"))
+    })
+    .await;
+    let parsed = kube::config::Kubeconfig::from_yaml(&yaml).expect("a kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
+        .await
+        .expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    let version = client
+        .apiserver_version()
+        .await
+        .expect("version from the binary");
+    assert_eq!(version.minor, "33");
+    child.kill().await.expect("stops");
+}
