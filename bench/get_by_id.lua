@@ -1,0 +1,16 @@
+-- wrk script: GET /api/releases/{id} with an id picked at random, per request, from
+-- the file given as the first script argument (one id per line).
+--   wrk -s bench/get_by_id.lua http://127.0.0.1:PORT -- bench/out/ids.txt
+local ids = {}
+
+function init(args)
+  for line in io.lines(args[1]) do
+    if line ~= "" then ids[#ids + 1] = line end
+  end
+  if #ids == 0 then error("no ids in " .. tostring(args[1])) end
+  math.randomseed(os.time() + (tonumber(tostring({}):match("0x(%x+)"), 16) or 0))
+end
+
+function request()
+  return wrk.format("GET", "/api/releases/" .. ids[math.random(#ids)])
+end
