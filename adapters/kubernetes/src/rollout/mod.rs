@@ -226,6 +226,16 @@ struct State {
 
 impl State {
     fn apply(&mut self, update: Update) {
+        // The watcher announces a (re)list before making it: only what came back from
+        // the API server shows that it answers.
+        let answered = match &update {
+            Update::Workload(_, event) => !matches!(**event, Event::Init),
+            Update::ReplicaSets(_, event) => !matches!(**event, Event::Init),
+            Update::Pods(_, event) => !matches!(**event, Event::Init),
+            Update::Events(event) => !matches!(**event, Event::Init),
+            Update::WatchFailed(_) => false,
+        };
+        self.anything_synced |= answered;
         match update {
             Update::Workload(index, event) => {
                 self.workloads.entry(index).or_default().apply(*event);
@@ -240,10 +250,8 @@ impl State {
             Update::WatchFailed(error) => {
                 tracing::debug!(%error, "a rollout watch failed; it resumes with backoff");
                 self.last_watch_error = Some(error);
-                return;
             }
         }
-        self.anything_synced = true;
     }
 
     fn all_pods(&self) -> Vec<&Pod> {
