@@ -525,3 +525,30 @@ async fn deleting_an_owner_collects_or_orphans_its_dependents() {
     assert!(left.items[0].owner_references().is_empty());
     assert_eq!(sim.list_objects("Pod", Some("default")).len(), 2);
 }
+
+#[tokio::test]
+async fn the_scale_subresource_reads_and_sets_replicas() {
+    let (_sim, client) = start().await;
+    let deployments: Api<Deployment> = Api::namespaced(client, "default");
+    deployments
+        .create(&PostParams::default(), &deployment("scaled", "nginx:1", 2))
+        .await
+        .expect("create");
+    let scale = deployments.get_scale("scaled").await.expect("get scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(2));
+    assert_eq!(
+        scale.status.map(|s| s.selector),
+        Some(Some("app=scaled".to_owned()))
+    );
+    deployments
+        .patch_scale(
+            "scaled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .expect("patch scale");
+    let d = deployments.get("scaled").await.expect("get");
+    assert_eq!(d.spec.and_then(|s| s.replicas), Some(4));
+    assert_eq!(d.metadata.generation, Some(2));
+}

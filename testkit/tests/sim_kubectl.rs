@@ -167,6 +167,27 @@ async fn kubectl_applies_gets_waits_for_rollouts_and_deletes() {
     assert!(table.starts_with("NAME"), "{table}");
     assert_eq!(table.matches("Running").count(), 2, "{table}");
 
+    let out = kubectl(&sim, &["scale", "deployment/web", "--replicas=3"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = kubectl(
+        &sim,
+        &["rollout", "status", "deployment/web", "--timeout=30s"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = kubectl(
+        &sim,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "3", "{}", text(&out));
+
     let out = kubectl(&sim, &["apply", "--server-side", "-f", &bad]).await;
     assert!(out.status.success(), "{}", text(&out));
     let out = kubectl(

@@ -767,3 +767,55 @@ fn delete_namespace_contents(world: &mut World, ns: &str) {
         world.store.remove(r, ns, &name);
     }
 }
+
+/// The `autoscaling/v1` Scale of a Deployment, ReplicaSet or StatefulSet.
+pub(crate) fn get_scale(world: &World, r: &Resource, ns: &str, name: &str) -> ApiResult<Value> {
+    let obj = world
+        .store
+        .get(r, ns, name)
+        .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let meta = &obj["metadata"];
+    Ok(json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector
+        }
+    }))
+}
+
+/// Sets `spec.replicas` through the scale subresource.
+pub(crate) fn set_scale(
+    world: &mut World,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    replicas: i64,
+    manager: &str,
+) -> ApiResult<Value> {
+    let old = world
+        .store
+        .get(r, ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+    let mut new = old.clone();
+    new["spec"]["replicas"] = json!(replicas);
+    merge::track_update(Some(&old), &mut new, manager, &r.api_version(), None);
+    store_update(world, r, &old, new, None)?;
+    get_scale(world, r, ns, name)
+}

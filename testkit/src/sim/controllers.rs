@@ -61,6 +61,7 @@ pub(crate) struct ControllerState {
     ready_since: HashMap<String, Instant>,
     events: HashMap<(String, String, String, String), (String, String)>,
     templates: HashMap<String, Value>,
+    last_event_id: u64,
 }
 
 impl ControllerState {
@@ -137,11 +138,11 @@ pub(crate) fn record_event(
         world.store.replace(ev_res, updated);
         return;
     }
-    let name = format!(
-        "{}.{:016x}",
-        s(involved, "/metadata/name"),
-        uuid::Uuid::new_v4().as_u128() as u64
-    );
+    // Like the real recorders, names end in the time in hex, so lists come out in order.
+    let nanos = u64::try_from(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)).unwrap_or(0);
+    let id = nanos.max(world.controllers.last_event_id + 1);
+    world.controllers.last_event_id = id;
+    let name = format!("{}.{id:x}", s(involved, "/metadata/name"));
     let mut involved_ref = json!({
         "kind": involved["kind"], "namespace": involved["metadata"]["namespace"],
         "name": involved["metadata"]["name"], "uid": involved["metadata"]["uid"],

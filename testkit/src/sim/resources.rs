@@ -341,6 +341,13 @@ pub(crate) fn api_resource_list(group: &str, version: &str) -> Option<Value> {
                 "name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]
             }));
         }
+        if has_scale(r) {
+            resources.push(json!({
+                "name": format!("{}/scale", r.plural), "singularName": "", "namespaced": true,
+                "group": "autoscaling", "version": "v1", "kind": "Scale",
+                "verbs": ["get", "patch", "update"]
+            }));
+        }
     }
     if resources.is_empty() {
         return None;
@@ -437,4 +444,9 @@ pub(crate) fn openapi_v3_group_version(group: &str, version: &str) -> Option<Val
         "paths": paths,
         "components": {"schemas": {}}
     }))
+}
+
+/// Whether the type has a `scale` subresource.
+pub(crate) fn has_scale(r: &Resource) -> bool {
+    matches!(r.kind, "Deployment" | "ReplicaSet" | "StatefulSet")
 }

@@ -191,6 +191,7 @@ fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> ApiResult<T
         None => {}
         Some("status") if resource.has_status => {}
         Some("log") if resource.kind == "Pod" => {}
+        Some("scale") if resources::has_scale(resource) => {}
         Some(_) => return Err(not_found()),
     }
     Ok(Target {
@@ -289,6 +290,11 @@ fn dispatch(
         .world
         .lock()
         .map_err(|_| ApiError::new(500, "InternalError", "the simulator state is poisoned"))?;
+    if target.subresource == Some("scale")
+        && let Some(name) = target.name
+    {
+        return scale(&mut world, req, body, query, r, ns, name, method);
+    }
     match (method, target.name) {
         ("GET", None) => list(&world.store, target, query).map(|v| (200, v)),
         ("GET", Some(name)) => world
@@ -419,6 +425,55 @@ fn dispatch(
             format!("the server does not allow this method on the requested resource: {method}"),
         )),
     }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request context of a subresource"
+)]
+fn scale(
+    world: &mut super::World,
+    req: &HttpRequest,
+    body: &Bytes,
+    query: &Query,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+    method: &str,
+) -> ApiResult<(u16, Value)> {
+    let current = api::get_scale(world, r, ns, name)?;
+    let wanted = match method {
+        "GET" => return Ok((200, current)),
+        "PUT" => parse_body(req, body)?,
+        "PATCH" => {
+            let patch = parse_body(req, body)?;
+            let mut patched = current;
+            super::merge::merge_patch(&mut patched, &patch);
+            patched
+        }
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!(
+                    "the server does not allow this method on the requested resource: {method}"
+                ),
+            ));
+        }
+    };
+    let replicas = wanted
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Scale",
+                "autoscaling",
+                name,
+                "spec.replicas",
+                "Required value",
+            )
+        })?;
+    api::set_scale(world, r, ns, name, replicas, &manager_of(req, query)).map(|v| (200, v))
 }
 
 fn list_document(

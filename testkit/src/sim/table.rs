@@ -163,6 +163,36 @@ fn columns_and_cells(r: &Resource, obj: &Value) -> (Vec<(&'static str, &'static 
                 ],
             )
         }
+        "Event" => {
+            let last = obj
+                .get("lastTimestamp")
+                .filter(|t| t.is_string())
+                .map_or_else(
+                    || age(obj),
+                    |t| age(&json!({"metadata": {"creationTimestamp": t}})),
+                );
+            let object = format!(
+                "{}/{}",
+                text(obj, "/involvedObject/kind").to_ascii_lowercase(),
+                text(obj, "/involvedObject/name")
+            );
+            (
+                vec![
+                    ("Last Seen", "string"),
+                    ("Type", "string"),
+                    ("Reason", "string"),
+                    ("Object", "string"),
+                    ("Message", "string"),
+                ],
+                vec![
+                    json!(last),
+                    json!(text(obj, "/type")),
+                    json!(text(obj, "/reason")),
+                    json!(object),
+                    json!(text(obj, "/message")),
+                ],
+            )
+        }
         "Namespace" => (
             vec![("Name", "string"), ("Status", "string"), ("Age", "string")],
             vec![name, json!(text(obj, "/status/phase")), json!(age(obj))],
