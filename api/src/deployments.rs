@@ -16,13 +16,11 @@ use kubernaut_domain::deployment_service::{
     DeploymentLookupError, DeploymentRequest, DeploymentService, ReleaseSelector,
     RequestDeploymentError, RollbackError, parse_request_attributes,
 };
-use kubernaut_domain::pagination::InvalidPageLimit;
-use kubernaut_domain::{
-    Actor, Cursor, FieldError, PageLimit, ReleaseId, ServiceName, ValidationErrors, Version,
-};
+use kubernaut_domain::{Actor, FieldError, ReleaseId, ServiceName, ValidationErrors, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::params::Window;
 use crate::problem::{ApiError, ProblemType};
 
 /// The longest a request may be held by `?wait=`.
@@ -414,12 +412,6 @@ pub struct ListParameters {
     cursor: Option<String>,
 }
 
-fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "must be an RFC 3339 time such as 2026-11-24T12:00:00Z".to_owned())
-}
-
 impl ListParameters {
     fn into_query(self) -> Result<DeploymentQuery, ValidationErrors> {
         let mut errors = ValidationErrors::new();
@@ -440,33 +432,22 @@ impl ListParameters {
                 ),
             )
         });
-        let created_after = self
-            .created_after
-            .and_then(|t| errors.check("created_after", parse_time(&t)));
-        let created_before = self
-            .created_before
-            .and_then(|t| errors.check("created_before", parse_time(&t)));
-        let limit = match self.limit {
-            None => Some(PageLimit::default()),
-            Some(text) => errors.check(
-                "limit",
-                text.parse::<i64>()
-                    .map_err(|_| InvalidPageLimit)
-                    .and_then(PageLimit::new),
-            ),
-        };
-        let after = self
-            .cursor
-            .and_then(|c| errors.check("cursor", Cursor::decode(&c)));
+        let window = Window::parse(
+            &mut errors,
+            self.created_after,
+            self.created_before,
+            self.limit,
+            self.cursor,
+        );
         errors.into_result(|| DeploymentQuery {
             service,
             cluster,
             namespace,
             status,
-            created_after,
-            created_before,
-            after,
-            limit: limit.unwrap_or_default(),
+            created_after: window.created_after,
+            created_before: window.created_before,
+            after: window.after,
+            limit: window.limit,
         })
     }
 }

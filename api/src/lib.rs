@@ -4,6 +4,7 @@ pub mod body;
 pub mod clusters;
 pub mod deployments;
 pub mod health;
+mod params;
 pub mod problem;
 pub mod releases;
 
