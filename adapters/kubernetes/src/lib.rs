@@ -49,8 +49,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) struct Settings {
     /// How long a pod of the new revision may stay unschedulable before the rollout fails.
     pub unschedulable_grace: Duration,
-    /// How many failed readiness (or startup) probes every new pod must report, while
-    /// running and not ready, before the rollout fails with `FailedProbe`.
+    /// How many failed readiness probes every new pod must report, while running and
+    /// not ready, before the rollout fails with `FailedProbe`.
     pub probe_failures: i32,
     /// How many times faster than the wall clock the cluster's clock runs (1 for real
     /// clusters; an accelerated simulator uses more). Scales the wall-time guard on
@@ -66,9 +66,9 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             unschedulable_grace: Duration::from_secs(15),
-            probe_failures: 3,
+            probe_failures: 5,
             clock_scale: 1.0,
-            attempts: 5,
+            attempts: 6,
             retry_delay: Duration::from_millis(200),
         }
     }
@@ -126,7 +126,11 @@ impl KubernetesCluster {
         Self::from_config(Config::incluster().map_err(Error::InCluster)?)
     }
 
-    fn from_config(config: Config) -> Result<Self> {
+    fn from_config(mut config: Config) -> Result<Self> {
+        // This adapter bounds its own retries (see `with_retries`); kube's default
+        // layer would retry 503s and 429s up to 15 times with delays of up to 1000 s
+        // underneath it, holding a failing apply for minutes.
+        config.default_retry = false;
         Ok(Self::from_client(
             Client::try_from(config).map_err(Error::Client)?,
         ))
@@ -151,7 +155,9 @@ impl KubernetesCluster {
     }
 
     /// How many failed readiness probes each running, unready pod of the new revision
-    /// must report before the rollout fails (default 3).
+    /// must report before the rollout fails (default 5: 50 s at the default probe
+    /// period). Failed startup probes do not count: the kubelet restarts the container
+    /// when they run out, which the crash-loop rule catches.
     #[must_use]
     pub fn with_probe_failures(mut self, failures: u32) -> Self {
         self.settings.probe_failures = i32::try_from(failures.max(1)).unwrap_or(i32::MAX);
@@ -168,7 +174,7 @@ impl KubernetesCluster {
         self
     }
 
-    /// How often one API call is tried (default 5) and the first pause between tries
+    /// How often one API call is tried (default 6) and the first pause between tries
     /// (default 200 ms, doubled each time up to 5 s) before a connection error, 5xx or
     /// 429 counts as the cluster being unavailable.
     #[must_use]

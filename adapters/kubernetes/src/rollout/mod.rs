@@ -291,9 +291,10 @@ impl State {
         let mut failures = HashMap::new();
         for event in self.events.objects.values() {
             let probe = event.reason.as_deref() == Some("Unhealthy")
-                && event.message.as_deref().is_some_and(|m| {
-                    m.starts_with("Readiness probe failed") || m.starts_with("Startup probe failed")
-                });
+                && event
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("Readiness probe failed"));
             if probe
                 && event.involved_object.kind.as_deref() == Some("Pod")
                 && diagnostics::since(event, started_at)
@@ -604,5 +605,67 @@ fn tell_progress(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "uid": name}})).expect("a pod")
+    }
+
+    #[test]
+    fn a_relist_forgets_what_was_deleted_while_the_watch_was_down() {
+        let mut set = LiveSet::default();
+        set.apply(Event::Init);
+        set.apply(Event::InitApply(pod("a")));
+        set.apply(Event::InitApply(pod("b")));
+        assert!(!set.synced, "not synced before the list is complete");
+        set.apply(Event::InitDone);
+        assert!(set.synced);
+        assert_eq!(set.objects.len(), 2);
+
+        // After a 410 Gone the watcher relists: until the list is complete the old view
+        // stays, then the new one replaces it whole.
+        set.apply(Event::Init);
+        set.apply(Event::InitApply(pod("b")));
+        assert_eq!(set.objects.len(), 2);
+        set.apply(Event::InitDone);
+        assert_eq!(set.objects.keys().collect::<Vec<_>>(), ["b"]);
+
+        set.apply(Event::Apply(pod("c")));
+        set.apply(Event::Delete(pod("b")));
+        assert_eq!(set.objects.keys().collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn only_the_rollout_kinds_of_their_own_groups_are_watched() {
+        let applied = |api_version: &str, kind: &str| AppliedResource {
+            resource: kubernaut_domain::deployment::ResourceRef {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name: "x".into(),
+                namespace: None,
+            },
+            uid: String::new(),
+            generation: None,
+        };
+        assert_eq!(
+            WorkloadKind::of(&applied("apps/v1", "Deployment")),
+            Some(WorkloadKind::Deployment)
+        );
+        assert_eq!(
+            WorkloadKind::of(&applied("batch/v1", "Job")),
+            Some(WorkloadKind::Job)
+        );
+        assert_eq!(WorkloadKind::of(&applied("v1", "Service")), None);
+        assert_eq!(
+            WorkloadKind::of(&applied("example.com/v1", "Deployment")),
+            None
+        );
     }
 }

@@ -19,7 +19,7 @@ const REVISION: &str = "deployment.kubernetes.io/revision";
 pub(crate) struct Observed<'a> {
     pub pods: &'a [&'a Pod],
     pub replica_sets: &'a [&'a ReplicaSet],
-    /// Failed readiness and startup probes per pod name since the deploy started.
+    /// Failed readiness probes per pod name since the deploy started.
     pub probe_failures: &'a HashMap<String, i32>,
     /// When each pod (by uid) was first seen unschedulable.
     pub unschedulable_since: &'a HashMap<String, DateTime<Utc>>,
@@ -636,7 +636,7 @@ mod tests {
             world.judge_deployment(&web(rolling.clone())),
             Judgement::Waiting { .. }
         ));
-        world.probe_failures.insert("web-a".into(), 3);
+        world.probe_failures.insert("web-a".into(), 5);
         let judgement = world.judge_deployment(&web(rolling));
         assert!(
             matches!(&judgement, Judgement::Failed(f) if f.reason == FailureReason::FailedProbe),
