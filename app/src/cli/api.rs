@@ -1,11 +1,22 @@
 //! The HTTP conversation with a Kubernaut server: requests, and answers turned into
 //! JSON or a [`CliError`] with the right exit code.
+//!
+//! Built on hyper with rustls and the ring provider given explicitly, so the client
+//! changes nothing process-wide (no default crypto provider is installed).
 
 use std::error::Error as _;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -14,71 +25,129 @@ use crate::cli::args::ServerArgs;
 use crate::cli::wire::Problem;
 
 /// How long an ordinary request may take; long polls add their wait to it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server's base URL with the client that talks to it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Api {
-    http: reqwest::Client,
-    base: Url,
-    token: Option<String>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `scheme://authority/prefix` without a trailing slash.
+    base: String,
+    token: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Trusts the system's certificate authorities; without any, HTTPS fails at the
+/// handshake (exit code 3) while plain HTTP still works.
+fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    Ok(match builder.with_native_roots() {
+        Ok(builder) => builder.with_no_client_auth(),
+        Err(_) => rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    })
 }
 
 impl Api {
     /// # Errors
-    /// [`CliError::Usage`] for a URL that does not parse, [`CliError::Server`] when no
-    /// HTTP client can be built (no TLS provider).
+    /// [`CliError::Usage`] for a URL that does not parse or a token that cannot be a
+    /// header, [`CliError::Server`] when TLS cannot be set up.
     pub fn new(server: &ServerArgs) -> Result<Self, CliError> {
-        let base = Url::parse(server.url.trim_end_matches('/'))
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
-            .ok_or_else(|| {
-                CliError::Usage(format!(
-                    "--url {:?} is not an http:// or https:// URL",
-                    server.url
-                ))
-            })?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("kubernaut-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| CliError::Server(format!("cannot build the HTTP client: {e}")))?;
-        let token = server
-            .token
-            .as_ref()
-            .map(|t| t.expose().trim().to_owned())
-            .filter(|t| !t.is_empty());
+        let base = parse_base(&server.url)?;
+        let token = match server.token.as_ref().map(|t| t.expose().trim()) {
+            None | Some("") => None,
+            Some(token) => {
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        CliError::Usage("the token has characters a header cannot carry".to_owned())
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let tls = tls_config().map_err(|e| CliError::Server(format!("cannot set up TLS: {e}")))?;
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let http = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self { http, base, token })
     }
 
     /// `path` with the server's base (which may itself have a path prefix).
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base.as_str().trim_end_matches('/'))
-    }
-
-    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let builder = self.http.request(method, self.url(path));
-        match &self.token {
-            Some(token) => builder.bearer_auth(token),
-            None => builder,
-        }
+        format!("{}{path}", self.base)
     }
 
     /// Sends a request, mapping transport failures and problem answers to errors.
     ///
     /// # Errors
-    /// [`CliError::Unreachable`] when the server cannot be reached, [`CliError::Usage`]
-    /// for 4xx answers, [`CliError::Server`] for anything else that is not a success.
+    /// [`CliError::Unreachable`] when the server cannot be reached or does not answer
+    /// within `timeout`, [`CliError::Usage`] for 4xx answers, [`CliError::Server`] for
+    /// anything else that is not a success.
     pub async fn send(
         &self,
-        request: RequestBuilder,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
         timeout: Duration,
-    ) -> Result<Response, CliError> {
-        let response = request
-            .timeout(timeout)
-            .send()
+    ) -> Result<Response<Incoming>, CliError> {
+        let mut url = self.url(path);
+        for (index, (name, value)) in query.iter().enumerate() {
+            let separator = if index == 0 { '?' } else { '&' };
+            let _ = write!(url, "{separator}{name}={}", encode(value));
+        }
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(
+                USER_AGENT,
+                concat!("kubernaut-cli/", env!("CARGO_PKG_VERSION")),
+            )
+            .header(ACCEPT, "application/json, text/event-stream");
+        if let Some(token) = &self.token {
+            request = request.header(AUTHORIZATION, token.clone());
+        }
+        let payload = match body {
+            Some(body) => {
+                request = request.header(CONTENT_TYPE, "application/json");
+                Bytes::from(
+                    serde_json::to_vec(body)
+                        .map_err(|e| CliError::Server(format!("cannot encode the request: {e}")))?,
+                )
+            }
+            None => Bytes::new(),
+        };
+        let request = request
+            .body(Full::new(payload))
+            .map_err(|e| CliError::Usage(format!("cannot request {url}: {e}")))?;
+        let response = tokio::time::timeout(timeout, self.http.request(request))
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|_| {
+                CliError::Unreachable(format!(
+                    "the server at {} did not answer within {}s",
+                    self.base,
+                    timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| self.unreachable(&e))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -89,25 +158,23 @@ impl Api {
     ///
     /// # Errors
     /// As [`Api::send`], and [`CliError::Server`] when the answer is not JSON.
-    pub async fn json(&self, request: RequestBuilder) -> Result<(StatusCode, Value), CliError> {
-        self.json_within(request, REQUEST_TIMEOUT).await
-    }
-
-    /// As [`Api::json`] with a longer time limit (long polls).
-    ///
-    /// # Errors
-    /// As [`Api::json`].
-    pub async fn json_within(
+    pub async fn json(
         &self,
-        request: RequestBuilder,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
         timeout: Duration,
     ) -> Result<(StatusCode, Value), CliError> {
-        let response = self.send(request, timeout).await?;
+        let response = self.send(method, path, query, body, timeout).await?;
         let status = response.status();
-        let value = response
-            .json::<Value>()
+        let bytes = tokio::time::timeout(timeout, response.into_body().collect())
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|_| CliError::Server("the server's answer did not end in time".to_owned()))?
+            .map_err(|e| CliError::Server(format!("the server's answer broke off: {e}")))?
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::Server(format!("the server's answer is not JSON: {e}")))?;
         Ok((status, value))
     }
 
@@ -116,8 +183,22 @@ impl Api {
     /// # Errors
     /// As [`Api::json`].
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, CliError> {
-        let request = self.request(Method::GET, path).query(query);
-        self.json(request).await.map(|(_, value)| value)
+        self.json(Method::GET, path, query, None, REQUEST_TIMEOUT)
+            .await
+            .map(|(_, value)| value)
+    }
+
+    /// `POST path` with a JSON body (or none), answered with JSON.
+    ///
+    /// # Errors
+    /// As [`Api::json`].
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), CliError> {
+        self.json(Method::POST, path, &[], body, REQUEST_TIMEOUT)
+            .await
     }
 
     /// `DELETE path`, expecting no body.
@@ -125,25 +206,54 @@ impl Api {
     /// # Errors
     /// As [`Api::send`].
     pub async fn delete(&self, path: &str) -> Result<(), CliError> {
-        self.send(self.request(Method::DELETE, path), REQUEST_TIMEOUT)
+        self.send(Method::DELETE, path, &[], None, REQUEST_TIMEOUT)
             .await
             .map(drop)
     }
 
-    /// A transport failure: unreachable (3) unless the body broke mid-way.
-    pub fn transport_error(&self, error: &reqwest::Error) -> CliError {
-        let mut message = format!("cannot reach the server at {}: {error}", self.base);
-        let mut source = error.source();
-        while let Some(cause) = source {
-            let _ = write!(message, ": {cause}");
-            source = cause.source();
+    fn unreachable(&self, error: &hyper_util::client::legacy::Error) -> CliError {
+        let mut message = format!("cannot reach the server at {}", self.base);
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = error.source();
+        if cause.is_none() {
+            let _ = write!(message, ": {error}");
         }
-        if error.is_decode() || error.is_body() {
-            CliError::Server(format!("the server's answer could not be read: {error}"))
+        while let Some(next) = cause {
+            let _ = write!(message, ": {next}");
+            cause = next.source();
+        }
+        CliError::Unreachable(message)
+    }
+}
+
+/// The base URL: http or https with a host, any path kept as a prefix.
+fn parse_base(text: &str) -> Result<String, CliError> {
+    let bad = || CliError::Usage(format!("--url {text:?} is not an http:// or https:// URL"));
+    let uri: Uri = text.trim().parse().map_err(|_| bad())?;
+    let scheme = uri.scheme_str().filter(|s| matches!(*s, "http" | "https"));
+    let (Some(scheme), Some(authority)) = (scheme, uri.authority()) else {
+        return Err(bad());
+    };
+    if uri.query().is_some() {
+        return Err(bad());
+    }
+    Ok(format!(
+        "{scheme}://{authority}{}",
+        uri.path().trim_end_matches('/')
+    ))
+}
+
+/// Percent-encodes everything but the unreserved characters: safe in a path segment
+/// and in a query value.
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
         } else {
-            CliError::Unreachable(message)
+            let _ = write!(out, "%{byte:02X}");
         }
     }
+    out
 }
 
 /// Decodes typed data out of a JSON answer.
@@ -156,15 +266,21 @@ pub fn decode<T: DeserializeOwned>(value: &Value, what: &str) -> Result<T, CliEr
 }
 
 /// A non-success answer as an error naming the problem's detail and every field error.
-async fn problem_error(response: Response) -> CliError {
+async fn problem_error(response: Response<Incoming>) -> CliError {
     let status = response.status();
-    let is_problem = response
+    let is_json = response
         .headers()
-        .get(header::CONTENT_TYPE)
+        .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"));
-    let text = response.text().await.unwrap_or_default();
-    let problem: Option<Problem> = if is_problem {
+    let bytes = tokio::time::timeout(REQUEST_TIMEOUT, response.into_body().collect())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let problem: Option<Problem> = if is_json {
         serde_json::from_str(&text).ok()
     } else {
         None
@@ -205,10 +321,10 @@ mod tests {
     use super::*;
     use crate::cli::args::{OutputFormat, Token};
 
-    fn server(url: &str) -> ServerArgs {
+    fn server(url: &str, token: &str) -> ServerArgs {
         ServerArgs {
             url: url.to_owned(),
-            token: Some(Token::from("  ".to_owned())),
+            token: Some(Token::from(token.to_owned())),
             output: OutputFormat::Text,
         }
     }
@@ -225,22 +341,36 @@ mod tests {
         assert!(text.contains("service: must be a DNS label"), "{text}");
     }
 
-    #[test]
-    fn urls_keep_a_path_prefix_and_lose_a_trailing_slash() {
-        let _provider = rustls::crypto::ring::default_provider().install_default();
-        let api = Api::new(&server("https://example.test/kubernaut/")).expect("api");
+    #[tokio::test]
+    async fn urls_keep_a_path_prefix_and_lose_a_trailing_slash() {
+        let api = Api::new(&server("https://example.test/kubernaut/", "  ")).expect("api");
         assert_eq!(
             api.url("/api/releases"),
             "https://example.test/kubernaut/api/releases"
         );
         assert!(api.token.is_none(), "a blank token is not sent");
+        let api = Api::new(&server("http://127.0.0.1:8080", "s3cret")).expect("api");
+        assert_eq!(api.url("/healthz"), "http://127.0.0.1:8080/healthz");
+        assert!(!format!("{api:?}").contains("s3cret"));
     }
 
     #[test]
     fn a_url_without_http_is_bad_usage() {
-        for bad in ["127.0.0.1:8080", "ftp://x", "not a url"] {
-            let error = Api::new(&server(bad)).expect_err(bad);
+        for bad in [
+            "127.0.0.1:8080",
+            "ftp://x",
+            "not a url",
+            "http://x/?a=b",
+            "",
+        ] {
+            let error = parse_base(bad).expect_err(bad);
             assert_eq!(error.exit_code(), 2, "{bad}");
         }
+    }
+
+    #[test]
+    fn values_cannot_escape_their_path_segment_or_query_value() {
+        assert_eq!(encode("0193-ab_c.d~"), "0193-ab_c.d~");
+        assert_eq!(encode("../x?y&z=1 é"), "..%2Fx%3Fy%26z%3D1%20%C3%A9");
     }
 }

@@ -5,16 +5,16 @@ use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::cli::CliError;
-use crate::cli::api::{Api, decode};
+use crate::cli::api::{Api, decode, encode};
 use crate::cli::args::{
     ClientCommand, DeployArgs, OutputFormat, ReleaseArgs, ReleaseCommand, RollbackArgs, ServerArgs,
     StatusArgs,
 };
-use crate::cli::follow::{follow, path_segment};
+use crate::cli::follow::follow;
 use crate::cli::output::{self, Progress};
 use crate::cli::wire::{Deployment, Page, Release, Status};
 
@@ -69,9 +69,7 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
                 "attributes": attributes,
                 "comment": comment,
             });
-            let (status, value) = api
-                .json(api.request(Method::POST, "/api/releases").json(&body))
-                .await?;
+            let (status, value) = api.post("/api/releases", Some(&body)).await?;
             if json_output {
                 output::json(&value);
             } else {
@@ -112,7 +110,7 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
         }
         ReleaseCommand::Show { id } => {
             let value = api
-                .get(&format!("/api/releases/{}", path_segment(&id)), &[])
+                .get(&format!("/api/releases/{}", encode(&id)), &[])
                 .await?;
             if json_output {
                 output::json(&value);
@@ -122,7 +120,7 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
             }
         }
         ReleaseCommand::Delete { id } => {
-            api.delete(&format!("/api/releases/{}", path_segment(&id)))
+            api.delete(&format!("/api/releases/{}", encode(&id)))
                 .await?;
             if json_output {
                 output::json(&json!({ "id": id, "deleted": true }));
@@ -164,9 +162,7 @@ async fn deploy(args: DeployArgs) -> Result<(), CliError> {
     if let (Some(timeout), Some(body)) = (args.options.timeout, body.as_object_mut()) {
         body.insert("timeout_seconds".to_owned(), json!(timeout.as_secs()));
     }
-    let (_, value) = api
-        .json(api.request(Method::POST, "/api/deployments").json(&body))
-        .await?;
+    let (_, value) = api.post("/api/deployments", Some(&body)).await?;
     conclude(&api, &args.server, value, args.options.wait).await
 }
 
@@ -195,8 +191,8 @@ async fn rollback(args: RollbackArgs) -> Result<(), CliError> {
             ));
         }
     };
-    let path = format!("/api/deployments/{}/rollback", path_segment(&id));
-    let (_, value) = api.json(api.request(Method::POST, &path)).await?;
+    let path = format!("/api/deployments/{}/rollback", encode(&id));
+    let (_, value) = api.post(&path, None).await?;
     conclude(&api, &args.server, value, args.wait).await
 }
 

@@ -4,13 +4,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use reqwest::{Method, header};
+use http::Method;
+use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::cli::CliError;
-use crate::cli::api::{Api, decode};
+use crate::cli::api::{Api, decode, encode};
 use crate::cli::output::Progress;
 use crate::cli::wire::{Deployment, StatusEvent, TimelineEntry};
 
@@ -33,7 +33,7 @@ pub async fn follow(
     progress: &mut Progress,
 ) -> Result<Value, CliError> {
     let deadline = Instant::now() + budget;
-    let path = format!("/api/deployments/{}", path_segment(id));
+    let path = format!("/api/deployments/{}", encode(id));
     let mut shown = 0;
     // Any stream failure (a proxy that buffers, a dropped connection) falls back to the
     // long poll, which reports the transport errors that matter.
@@ -41,12 +41,16 @@ pub async fn follow(
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let wait = remaining.min(LONG_POLL);
-        let request = api
-            .request(Method::GET, &path)
-            .query(&[("wait", wait.as_secs().to_string())]);
+        let query = [("wait", wait.as_secs().to_string())];
         let value = with_ticks(
             progress,
-            api.json_within(request, wait + Duration::from_secs(30)),
+            api.json(
+                Method::GET,
+                &path,
+                &query,
+                None,
+                wait + Duration::from_secs(30),
+            ),
         )
         .await?
         .1;
@@ -71,25 +75,23 @@ async fn stream_events(
     progress: &mut Progress,
     shown: &mut usize,
 ) -> Result<(), String> {
-    let request = api
-        .request(Method::GET, &format!("{path}/events"))
-        .header(header::ACCEPT, "text/event-stream");
+    let events = format!("{path}/events");
     let budget = deadline.saturating_duration_since(Instant::now());
-    let response = with_ticks(progress, api.send(request, budget))
+    let response = with_ticks(progress, api.send(Method::GET, &events, &[], None, budget))
         .await
         .map_err(|e| format!("{e:?}"))?;
-    let mut body = response.bytes_stream();
+    let mut body = response.into_body();
     let mut buffer: Vec<u8> = Vec::new();
     let mut ticker = tokio::time::interval(TICK);
     let mut last_data = Instant::now();
     let mut timeline_seen = 0usize;
     loop {
         tokio::select! {
-            chunk = body.next() => {
-                let bytes = match chunk {
+            frame = body.frame() => {
+                let bytes = match frame {
                     None => return Err("the event stream ended before the verdict".to_owned()),
                     Some(Err(error)) => return Err(error.to_string()),
-                    Some(Ok(bytes)) => bytes,
+                    Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
                 };
                 last_data = Instant::now();
                 buffer.extend(bytes.iter().filter(|&&b| b != b'\r'));
@@ -177,19 +179,6 @@ fn take_event(buffer: &mut Vec<u8>) -> Option<SseEvent> {
     }
 }
 
-/// A user-supplied id as one URL path segment.
-pub fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,11 +214,5 @@ mod tests {
                 data: "a\nb".to_owned()
             })
         );
-    }
-
-    #[test]
-    fn ids_cannot_escape_their_path_segment() {
-        assert_eq!(path_segment("0193-ab_c.d~"), "0193-ab_c.d~");
-        assert_eq!(path_segment("../x?y"), "..%2Fx%3Fy");
     }
 }

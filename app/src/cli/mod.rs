@@ -56,9 +56,6 @@ impl CliError {
 /// Runs a client command against the server its flags (or `KUBERNAUT_URL`) name and
 /// returns the exit code. `cli` builds the whole command line (for `completions`).
 pub async fn run(command: ClientCommand, cli: impl FnOnce() -> clap::Command) -> ExitCode {
-    // reqwest is built without a default crypto provider so that the binary carries
-    // only ring (which kube uses), not aws-lc; a second install is harmless.
-    let _already_installed = rustls::crypto::ring::default_provider().install_default();
     match commands::execute(command, cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -1,0 +1,192 @@
+//! A Kubernaut server (port 0, fresh database, optionally a simulated cluster) and a
+//! way to run the real `kubernaut` binary against it.
+
+use std::path::PathBuf;
+
+use kubernaut::Application;
+use kubernaut::settings::{ClusterConfig, DatabaseUrl, Settings};
+use kubernaut_testkit::database::TestDatabase;
+use kubernaut_testkit::sim::Simulator;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// Simulated seconds per real second: rollouts take a fraction of a second.
+pub const TIME_SCALE: f64 = 20.0;
+/// The namespace the simulated cluster has for deploys.
+pub const NAMESPACE: &str = "shop";
+
+/// A running server, its database, its cluster (when asked for) and a scratch folder.
+pub struct Server {
+    pub url: String,
+    pub sim: Option<Simulator>,
+    pub scratch: TempDir,
+    _database: TestDatabase,
+}
+
+/// A server without clusters: enough for releases and bad input.
+pub async fn spawn_server() -> Server {
+    spawn(None).await
+}
+
+/// A server wired to a simulated cluster named `sim` that has the namespace `shop`.
+pub async fn spawn_server_with_cluster() -> Server {
+    let sim = Simulator::builder()
+        .time_scale(TIME_SCALE)
+        .start()
+        .await
+        .expect("the simulator starts");
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/namespaces", sim.url()))
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}))
+        .send()
+        .await
+        .expect("namespace request");
+    assert!(
+        response.status().is_success(),
+        "namespace: {}",
+        response.status()
+    );
+    spawn(Some(sim)).await
+}
+
+async fn spawn(sim: Option<Simulator>) -> Server {
+    let database = TestDatabase::create().expect("a fresh test database");
+    let mut settings = Settings::load(None).expect("default settings");
+    settings.database.url = DatabaseUrl::new(database.url());
+    settings.database.pool_size = 4;
+    settings.deployments.use_current_kubeconfig_context = false;
+    settings.deployments.unschedulable_grace_seconds = 1;
+    settings.server.bind = "127.0.0.1:0".to_owned();
+    settings.server.workers = 1;
+    if let Some(sim) = &sim {
+        settings.clusters = vec![ClusterConfig {
+            name: "sim".to_owned(),
+            kubeconfig: Some(sim.kubeconfig_path().to_path_buf()),
+            context: None,
+            in_cluster: false,
+            clock_scale: TIME_SCALE,
+            rules: Default::default(),
+        }];
+    }
+    let application = Application::build(settings)
+        .await
+        .expect("the application builds");
+    let url = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    Server {
+        url,
+        sim,
+        scratch: tempfile::tempdir().expect("a scratch folder"),
+        _database: database,
+    }
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Standard output as JSON, failing the test when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code of {self:#?}");
+        self
+    }
+}
+
+/// Runs `kubernaut ARGS` with `KUBERNAUT_URL` set to `url` (no token, no terminal).
+pub async fn kubernaut(url: &str, args: &[&str]) -> Run {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubernaut"))
+        .args(args)
+        .env("KUBERNAUT_URL", url)
+        .env_remove("KUBERNAUT_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the kubernaut binary runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A Deployment and a Service; the template needs `replicas` from the release.
+pub const TEMPLATE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ service }}\nspec:\n  replicas: {{ replicas }}\n  progressDeadlineSeconds: 60\n  selector:\n    matchLabels:\n      app: {{ service }}\n  template:\n    metadata:\n      labels:\n        app: {{ service }}\n    spec:\n      containers:\n      - name: web\n        image: {{ image }}\n        ports:\n        - containerPort: 8080\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {{ service }}\nspec:\n  selector:\n    app: {{ service }}\n  ports:\n  - port: 80\n    targetPort: 8080\n";
+
+impl Server {
+    pub async fn run(&self, args: &[&str]) -> Run {
+        kubernaut(&self.url, args).await
+    }
+
+    pub fn sim(&self) -> &Simulator {
+        self.sim.as_ref().expect("a server with a cluster")
+    }
+
+    /// The template written to a file for `release create --template`.
+    pub fn template_file(&self) -> PathBuf {
+        let path = self.scratch.path().join("manifest.yaml.j2");
+        std::fs::write(&path, TEMPLATE).expect("template written");
+        path
+    }
+
+    /// Registers a release through the CLI, returning its JSON.
+    pub async fn release(&self, service: &str, version: &str, image: &str) -> Value {
+        let template = self.template_file();
+        let template = template.to_str().expect("a UTF-8 path");
+        let run = self
+            .run(&[
+                "release",
+                "create",
+                "--service",
+                service,
+                "--version",
+                version,
+                "--image",
+                image,
+                "--template",
+                template,
+                "--attr",
+                "replicas=2",
+                "--output",
+                "json",
+            ])
+            .await;
+        run.assert_code(0);
+        run.json()
+    }
+
+    /// Deploys `service` `version` to sim/shop and waits for the verdict.
+    pub async fn deploy_and_wait(&self, service: &str, version: &str, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "deploy",
+            "--service",
+            service,
+            "--version",
+            version,
+            "--cluster",
+            "sim",
+            "--namespace",
+            NAMESPACE,
+            "--wait",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args).await
+    }
+}
+
+/// A local port nothing listens on.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
