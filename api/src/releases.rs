@@ -31,6 +31,9 @@ pub struct ReleaseBody {
     pub comment: Option<String>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// The manifest digest the image's registry reported at registration; `null` when
+    /// its registry is not checked.
+    pub image_digest: Option<String>,
 }
 
 impl From<&Release> for ReleaseBody {
@@ -51,6 +54,7 @@ impl From<&Release> for ReleaseBody {
             comment: release.comment.clone(),
             created_at: release.created_at,
             created_by: release.created_by.to_string(),
+            image_digest: release.image_digest.clone(),
         }
     }
 }
@@ -66,6 +70,9 @@ pub struct ReleaseSummaryBody {
     pub comment: Option<String>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// The manifest digest the image's registry reported at registration; `null` when
+    /// its registry is not checked.
+    pub image_digest: Option<String>,
 }
 
 impl From<&ReleaseSummary> for ReleaseSummaryBody {
@@ -79,6 +86,7 @@ impl From<&ReleaseSummary> for ReleaseSummaryBody {
             comment: release.comment.clone(),
             created_at: release.created_at,
             created_by: release.created_by.to_string(),
+            image_digest: release.image_digest.clone(),
         }
     }
 }
@@ -113,16 +121,7 @@ pub async fn create(
     let outcome = service
         .create(new, Actor::anonymous())
         .await
-        .map_err(|error| match error {
-            CreateReleaseError::Conflict { existing } => ApiError::conflict(
-                format!(
-                    "release {existing} already registers {} {} with another image, template or attributes; delete it first or choose a new version",
-                    raw.service, raw.version
-                ),
-                existing,
-            ),
-            CreateReleaseError::Repository(error) => ApiError::internal(error),
-        })?;
+        .map_err(|error| create_failed(error, &raw.service, &raw.version))?;
     let mut response = match &outcome {
         CreatedRelease::Created(_) => HttpResponse::Created(),
         CreatedRelease::AlreadyExists(_) => HttpResponse::Ok(),
@@ -131,6 +130,35 @@ pub async fn create(
     Ok(response
         .insert_header((header::LOCATION, location_of(release.id)))
         .json(ReleaseBody::from(release)))
+}
+
+/// The problem a failed registration answers with.
+fn create_failed(error: CreateReleaseError, service: &str, version: &str) -> ApiError {
+    match error {
+        CreateReleaseError::Conflict { existing } => ApiError::conflict(
+            format!(
+                "release {existing} already registers {service} {version} with another image, template or attributes; delete it first or choose a new version"
+            ),
+            existing,
+        ),
+        CreateReleaseError::ImageNotFound { image } => {
+            ApiError::validation(ValidationErrors::single(
+                "image",
+                format!(
+                    "is not in the registry {}: push {image} before registering the release",
+                    image.registry()
+                ),
+            ))
+        }
+        CreateReleaseError::RegistryUnavailable(error) => ApiError::unavailable(
+            format!(
+                "the registry {} could not be asked whether the image exists; retry later",
+                error.registry()
+            ),
+            error,
+        ),
+        CreateReleaseError::Repository(error) => ApiError::internal(error),
+    }
 }
 
 /// The query string of `GET /api/releases`.
@@ -239,4 +267,46 @@ pub async fn delete(
             DeleteReleaseError::Repository(error) => ApiError::internal(error),
         })?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use kubernaut_domain::ImageRef;
+    use kubernaut_domain::ports::RegistryError;
+
+    use super::*;
+    use crate::problem::ProblemType;
+
+    #[test]
+    fn an_image_missing_from_its_registry_is_a_validation_problem_naming_the_image() {
+        let image = ImageRef::parse("127.0.0.1:5000/hello:9").expect("image");
+        let problem =
+            create_failed(CreateReleaseError::ImageNotFound { image }, "hello", "9").problem();
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.errors.len(), 1);
+        assert_eq!(problem.errors[0].field, "image");
+        assert!(
+            problem.errors[0]
+                .reason
+                .contains("not in the registry 127.0.0.1:5000"),
+            "{problem:?}"
+        );
+    }
+
+    #[test]
+    fn a_registry_that_cannot_be_asked_is_a_503_that_names_it_but_not_its_cause() {
+        let error = create_failed(
+            CreateReleaseError::RegistryUnavailable(RegistryError::new(
+                "127.0.0.1:5000",
+                "secret detail",
+            )),
+            "hello",
+            "9",
+        );
+        assert_eq!(error.kind(), ProblemType::Unavailable);
+        let problem = error.problem();
+        assert_eq!(problem.status, 503);
+        assert!(problem.detail.contains("127.0.0.1:5000"), "{problem:?}");
+        assert!(!problem.detail.contains("secret detail"), "{problem:?}");
+    }
 }

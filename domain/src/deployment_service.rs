@@ -145,6 +145,7 @@ pub struct DeploymentService {
     runners: Arc<Mutex<Runners>>,
     changes: broadcast::Sender<DeploymentId>,
     retry_delay: Duration,
+    pin_image_digest: bool,
 }
 
 impl std::fmt::Debug for DeploymentService {
@@ -176,7 +177,17 @@ impl DeploymentService {
             runners: Arc::new(Mutex::new(Runners::default())),
             changes,
             retry_delay: Duration::from_secs(1),
+            pin_image_digest: false,
         }
+    }
+
+    /// With `pin` set, the `image` template variable of a release whose digest was
+    /// recorded is `registry/repository@digest`, so a deploy runs the image that was
+    /// checked at release time even when its tag has moved since.
+    #[must_use]
+    pub fn with_digest_pinning(mut self, pin: bool) -> Self {
+        self.pin_image_digest = pin;
+        self
     }
 
     /// Sets the first delay between retries of an unreachable cluster (tests shorten it).
@@ -245,7 +256,10 @@ impl DeploymentService {
         }
         variables.set("service", release.service.as_str());
         variables.set("version", release.version.as_str());
-        variables.set("image", release.image().as_str());
+        match release.pinned_image().filter(|_| self.pin_image_digest) {
+            Some(pinned) => variables.set("image", &pinned),
+            None => variables.set("image", release.image().as_str()),
+        }
         variables.set("cluster", target.cluster.as_str());
         variables.set("namespace", target.namespace.as_str());
         for (name, value) in attributes {

@@ -659,3 +659,40 @@ async fn a_restart_resumes_active_deployments_and_reaches_a_verdict() {
     assert_eq!(done.status, DeploymentStatus::Succeeded);
     assert!(done.timeline.iter().any(|e| e.message.contains("resumed")));
 }
+
+#[tokio::test]
+async fn with_digest_pinning_a_release_with_a_recorded_digest_deploys_its_image_by_digest() {
+    let digest = format!("sha256:{}", "b".repeat(64));
+    let mut pinned = release("1.0.0");
+    pinned.image_digest = Some(digest.clone());
+    let unpinned = release("2.0.0");
+    let image_of = |preview: &Preview| {
+        preview.objects[0]
+            .pointer("/spec/template/spec/containers/0/image")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+
+    let (service, _) = service_with(vec![pinned.clone(), unpinned.clone()], MockCluster::new());
+    let service = service.with_digest_pinning(true);
+    let preview = service
+        .preview(pinned.id, &target(), &BTreeMap::new())
+        .await
+        .expect("preview");
+    assert_eq!(
+        image_of(&preview),
+        Some(format!("docker.io/library/hello@{digest}"))
+    );
+    let preview = service
+        .preview(unpinned.id, &target(), &BTreeMap::new())
+        .await
+        .expect("preview");
+    assert_eq!(image_of(&preview).as_deref(), Some("hello:2.0.0"));
+
+    let (service, _) = service_with(vec![pinned.clone()], MockCluster::new());
+    let preview = service
+        .preview(pinned.id, &target(), &BTreeMap::new())
+        .await
+        .expect("preview");
+    assert_eq!(image_of(&preview).as_deref(), Some("hello:1.0.0"));
+}

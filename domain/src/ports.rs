@@ -17,7 +17,9 @@ use crate::deployment::{
     Deployment, DeploymentId, DeploymentQuery, Namespace, ResourceRef, Target, TimelineEntry,
     Transition,
 };
-use crate::release::{Release, ReleaseId, ReleaseQuery, ReleaseSummary, ServiceName, Version};
+use crate::release::{
+    ImageRef, Release, ReleaseId, ReleaseQuery, ReleaseSummary, ServiceName, Version,
+};
 
 /// A failure of the storage behind a port that the caller cannot correct: the
 /// database is down, a query failed. The cause chain is kept for the log.
@@ -263,4 +265,73 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Whether the cluster answers, and its version.
     async fn status(&self) -> ClusterStatus;
+}
+
+/// What a registry says about an image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageLookup {
+    /// The registry holds the manifest; `digest` (`sha256:...`) is its content digest,
+    /// the one a pull by digest would fetch.
+    Found { digest: String },
+    /// The registry answered and holds no such repository, tag or digest.
+    NotFound,
+}
+
+/// The registry could not be asked: it did not answer, refused our credentials, or
+/// failed (5xx). Says nothing about whether the image exists.
+#[derive(Debug, thiserror::Error)]
+#[error("the registry {registry} could not be asked: {message}")]
+pub struct RegistryError {
+    registry: String,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl RegistryError {
+    pub fn new(registry: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            registry: registry.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn caused_by(
+        registry: impl Into<String>,
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            registry: registry.into(),
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The registry host (and port) that could not be asked.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+}
+
+/// Container image registries (Docker Registry HTTP API v2), asked whether an image
+/// exists before a release that names it is registered.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ImageRegistry: Send + Sync + 'static {
+    /// Whether the registry this implementation answers for holds `image` (its tag, or
+    /// its digest when it pins one), and the manifest's digest when it does.
+    /// Implementations handle the registry's authentication themselves.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the registry cannot give an answer (unreachable,
+    /// credentials refused, server errors). A missing image is never an error: it is
+    /// `Ok(ImageLookup::NotFound)`.
+    async fn resolve(&self, image: &ImageRef) -> Result<ImageLookup, RegistryError>;
+
+    /// Whether this registry answers for images whose registry part is `host`
+    /// (`host[:port]` as written in the reference). Images of other hosts are not
+    /// checked.
+    fn covers(&self, host: &str) -> bool;
 }

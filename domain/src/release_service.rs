@@ -6,8 +6,11 @@ use chrono::{SubsecRound as _, Utc};
 
 use crate::actor::Actor;
 use crate::pagination::Page;
-use crate::ports::{InsertReleaseError, ReleaseRepository, RepositoryError, SoftDeleteOutcome};
-use crate::release::{NewRelease, Release, ReleaseId, ReleaseQuery, ReleaseSummary};
+use crate::ports::{
+    ImageLookup, ImageRegistry, InsertReleaseError, RegistryError, ReleaseRepository,
+    RepositoryError, SoftDeleteOutcome,
+};
+use crate::release::{ImageRef, NewRelease, Release, ReleaseId, ReleaseQuery, ReleaseSummary};
 
 /// The outcome of a successful [`ReleaseService::create`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,12 @@ pub enum CreateReleaseError {
     /// An active release of this service and version has other content.
     #[error("release {existing} already registers this service and version with other content")]
     Conflict { existing: ReleaseId },
+    /// The image's registry is one Kubernaut checks, and it does not hold the image.
+    #[error("the image {image} is not in its registry")]
+    ImageNotFound { image: ImageRef },
+    /// The image's registry is one Kubernaut checks, and it could not be asked.
+    #[error(transparent)]
+    RegistryUnavailable(RegistryError),
     #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
@@ -68,10 +77,12 @@ pub enum ListReleasesError {
     Repository(#[from] RepositoryError),
 }
 
-/// The release registry's use cases over a [`ReleaseRepository`].
+/// The release registry's use cases over a [`ReleaseRepository`], checking images
+/// against an [`ImageRegistry`] when one is set.
 #[derive(Clone)]
 pub struct ReleaseService {
     repository: Arc<dyn ReleaseRepository>,
+    registry: Option<Arc<dyn ImageRegistry>>,
 }
 
 impl std::fmt::Debug for ReleaseService {
@@ -82,22 +93,73 @@ impl std::fmt::Debug for ReleaseService {
 
 impl ReleaseService {
     pub fn new(repository: Arc<dyn ReleaseRepository>) -> Self {
-        Self { repository }
+        Self {
+            repository,
+            registry: None,
+        }
+    }
+
+    /// Checks the image of every new release whose registry host `registry` covers,
+    /// and records its digest.
+    #[must_use]
+    pub fn with_registry(mut self, registry: Arc<dyn ImageRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The digest of `image` when its registry is checked, `Ok(None)` when it is not.
+    async fn image_digest(&self, image: &ImageRef) -> Result<Option<String>, CreateReleaseError> {
+        let Some(registry) = self
+            .registry
+            .as_ref()
+            .filter(|registry| registry.covers(image.registry()))
+        else {
+            return Ok(None);
+        };
+        match registry.resolve(image).await {
+            Ok(ImageLookup::Found { digest }) => Ok(Some(digest)),
+            Ok(ImageLookup::NotFound) => Err(CreateReleaseError::ImageNotFound {
+                image: image.clone(),
+            }),
+            Err(error) => Err(CreateReleaseError::RegistryUnavailable(error)),
+        }
     }
 
     /// Registers `new` on behalf of `actor`. Idempotent for retries: registering the
     /// same service and version again with identical content (image, template,
     /// attributes) returns the existing release and changes nothing.
     ///
+    /// When the image's registry is checked, the image must be in it and its digest is
+    /// recorded. A retry is still answered with the existing release when the registry
+    /// has since lost the image or cannot be asked.
+    ///
     /// # Errors
     /// [`CreateReleaseError::Conflict`] naming the existing release when the same
-    /// service and version is active with other content.
+    /// service and version is active with other content;
+    /// [`CreateReleaseError::ImageNotFound`] when the registry does not hold the image;
+    /// [`CreateReleaseError::RegistryUnavailable`] when it cannot be asked.
     pub async fn create(
         &self,
         new: NewRelease,
         actor: Actor,
     ) -> Result<CreatedRelease, CreateReleaseError> {
-        let release = Release::register(new, actor);
+        let image_digest = match self.image_digest(&new.content.image).await {
+            Ok(digest) => digest,
+            Err(error) => {
+                let existing = self
+                    .repository
+                    .find_active_by_version(&new.service, &new.version)
+                    .await?;
+                return match existing {
+                    Some(existing) if existing.content == new.content => {
+                        Ok(CreatedRelease::AlreadyExists(existing))
+                    }
+                    _ => Err(error),
+                };
+            }
+        };
+        let mut release = Release::register(new, actor);
+        release.image_digest = image_digest;
         match self.repository.insert(&release).await {
             Ok(()) => Ok(CreatedRelease::Created(release)),
             Err(InsertReleaseError::Repository(error)) => Err(error.into()),
@@ -187,7 +249,7 @@ mod tests {
 
     use super::*;
     use crate::pagination::PageLimit;
-    use crate::ports::MockReleaseRepository;
+    use crate::ports::{MockImageRegistry, MockReleaseRepository};
     use crate::release::UnvalidatedRelease;
 
     const TEMPLATE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ service }}\n";
@@ -278,6 +340,141 @@ mod tests {
             .await
             .expect_err("failure");
         assert!(matches!(error, CreateReleaseError::Repository(_)));
+    }
+
+    const CHECKED_IMAGE: &str = "registry.local:5000/team/hello:1";
+    const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
+    fn registry_answering(
+        answer: fn() -> Result<ImageLookup, RegistryError>,
+    ) -> Arc<MockImageRegistry> {
+        let mut registry = MockImageRegistry::new();
+        registry
+            .expect_covers()
+            .returning(|host| host == "registry.local:5000");
+        registry.expect_resolve().returning(move |_| answer());
+        Arc::new(registry)
+    }
+
+    #[tokio::test]
+    async fn an_image_its_registry_holds_is_registered_with_its_digest() {
+        let mut repository = MockReleaseRepository::new();
+        repository
+            .expect_insert()
+            .withf(|release| release.image_digest.as_deref() == Some(DIGEST))
+            .times(1)
+            .returning(|_| Ok(()));
+        let outcome = service(repository)
+            .with_registry(registry_answering(|| {
+                Ok(ImageLookup::Found {
+                    digest: DIGEST.into(),
+                })
+            }))
+            .create(new_release(CHECKED_IMAGE), Actor::anonymous())
+            .await
+            .expect("created");
+        let release = outcome.into_release();
+        assert_eq!(release.image_digest.as_deref(), Some(DIGEST));
+        assert_eq!(
+            release.pinned_image(),
+            Some(format!("registry.local:5000/team/hello@{DIGEST}"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_image_missing_from_its_registry_is_refused_and_nothing_is_stored() {
+        let mut repository = MockReleaseRepository::new();
+        repository.expect_insert().never();
+        repository
+            .expect_find_active_by_version()
+            .returning(|_, _| Ok(None));
+        let error = service(repository)
+            .with_registry(registry_answering(|| Ok(ImageLookup::NotFound)))
+            .create(new_release(CHECKED_IMAGE), Actor::anonymous())
+            .await
+            .expect_err("missing image");
+        assert!(
+            matches!(&error, CreateReleaseError::ImageNotFound { image } if image.as_str() == CHECKED_IMAGE),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_cannot_be_asked_is_unavailable_rather_than_a_missing_image() {
+        let mut repository = MockReleaseRepository::new();
+        repository.expect_insert().never();
+        repository
+            .expect_find_active_by_version()
+            .returning(|_, _| Ok(None));
+        let error = service(repository)
+            .with_registry(registry_answering(|| {
+                Err(RegistryError::new(
+                    "registry.local:5000",
+                    "connection refused",
+                ))
+            }))
+            .create(new_release(CHECKED_IMAGE), Actor::anonymous())
+            .await
+            .expect_err("unavailable");
+        assert!(
+            matches!(&error, CreateReleaseError::RegistryUnavailable(e) if e.registry() == "registry.local:5000"),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn images_of_registries_that_are_not_configured_are_not_checked() {
+        let mut registry = MockImageRegistry::new();
+        registry.expect_covers().returning(|_| false);
+        registry.expect_resolve().never();
+        let mut repository = MockReleaseRepository::new();
+        repository
+            .expect_insert()
+            .withf(|release| release.image_digest.is_none())
+            .times(1)
+            .returning(|_| Ok(()));
+        let outcome = service(repository)
+            .with_registry(Arc::new(registry))
+            .create(new_release("docker.io/library/hello:1"), Actor::anonymous())
+            .await
+            .expect("created");
+        assert!(matches!(outcome, CreatedRelease::Created(_)));
+    }
+
+    #[tokio::test]
+    async fn a_retry_is_answered_with_the_existing_release_even_when_the_registry_is_down() {
+        let mut existing = Release::register(new_release(CHECKED_IMAGE), Actor::anonymous());
+        existing.image_digest = Some(DIGEST.into());
+        let stored = existing.clone();
+        let mut repository = MockReleaseRepository::new();
+        repository.expect_insert().never();
+        repository
+            .expect_find_active_by_version()
+            .returning(move |_, _| Ok(Some(stored.clone())));
+        let outcome = service(repository)
+            .with_registry(registry_answering(|| {
+                Err(RegistryError::new("registry.local:5000", "503"))
+            }))
+            .create(new_release(CHECKED_IMAGE), Actor::anonymous())
+            .await
+            .expect("idempotent");
+        assert_eq!(outcome, CreatedRelease::AlreadyExists(existing));
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_under_a_version_registered_with_another_image_is_still_refused() {
+        let other = Release::register(new_release("hello:1"), Actor::anonymous());
+        let mut repository = MockReleaseRepository::new();
+        repository.expect_insert().never();
+        repository
+            .expect_find_active_by_version()
+            .returning(move |_, _| Ok(Some(other.clone())));
+        let error = service(repository)
+            .with_registry(registry_answering(|| Ok(ImageLookup::NotFound)))
+            .create(new_release(CHECKED_IMAGE), Actor::anonymous())
+            .await
+            .expect_err("missing image");
+        assert!(matches!(error, CreateReleaseError::ImageNotFound { .. }));
     }
 
     #[tokio::test]

@@ -53,6 +53,19 @@ async fn a_good_rollout_succeeds_once_every_replica_is_available() {
         "{:?}",
         watched.progress
     );
+    assert!(
+        !watched.told("status"),
+        "the watches starting up are not news: {:?}",
+        watched.progress
+    );
+    let lines: Vec<&str> = watched
+        .progress
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect();
+    let mut deduplicated = lines.clone();
+    deduplicated.dedup();
+    assert_eq!(lines, deduplicated, "a line is told only when it changes");
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ pub(crate) struct ReleaseRow {
     pub created_by: String,
     pub deleted_at: Option<DateTime<Utc>>,
     pub deleted_by: Option<String>,
+    pub image_digest: Option<String>,
 }
 
 /// A release as listings show it: every column but the template's.
@@ -50,6 +51,7 @@ pub(crate) struct ReleaseSummaryRow {
     pub comment: Option<String>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    pub image_digest: Option<String>,
 }
 
 impl ReleaseRow {
@@ -84,6 +86,7 @@ impl ReleaseRow {
                 .deleted_by
                 .as_ref()
                 .map(|actor| actor.as_str().to_owned()),
+            image_digest: release.image_digest.clone(),
         })
     }
 }
@@ -111,6 +114,7 @@ impl TryFrom<ReleaseRow> for Release {
             created_by: stored_actor(&row.created_by),
             deleted_at: row.deleted_at,
             deleted_by,
+            image_digest: row.image_digest,
         })
     }
 }
@@ -129,6 +133,7 @@ impl TryFrom<ReleaseSummaryRow> for ReleaseSummary {
             comment: row.comment,
             created_at: row.created_at,
             created_by: stored_actor(&row.created_by),
+            image_digest: row.image_digest,
         })
     }
 }

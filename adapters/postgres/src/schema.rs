@@ -15,6 +15,7 @@ diesel::table! {
         created_by -> Text,
         deleted_at -> Nullable<Timestamptz>,
         deleted_by -> Nullable<Text>,
+        image_digest -> Nullable<Text>,
     }
 }
 

@@ -169,6 +169,27 @@ async fn a_release_without_comment_or_attributes_reads_back_without_them() {
 }
 
 #[tokio::test]
+async fn the_image_digest_reads_back_by_id_and_in_listings() {
+    let harness = Harness::new();
+    let mut stored = release("payments", "1.0.0");
+    stored.image_digest = Some(format!("sha256:{}", "c".repeat(64)));
+    harness.insert(&stored).await;
+
+    let found = harness
+        .repository
+        .find_active(stored.id)
+        .await
+        .expect("the lookup succeeds");
+    assert_eq!(found.as_ref(), Some(&stored));
+    let listed = harness
+        .repository
+        .list_active(&ReleaseQuery::default(), 10)
+        .await
+        .expect("the listing succeeds");
+    assert_eq!(listed, vec![ReleaseSummary::from(stored)]);
+}
+
+#[tokio::test]
 async fn unknown_ids_and_versions_are_absent_not_errors() {
     let harness = Harness::new();
     harness.insert(&release("payments", "1.0.0")).await;

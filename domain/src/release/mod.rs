@@ -163,6 +163,10 @@ pub struct Release {
     pub created_by: Actor,
     pub deleted_at: Option<DateTime<Utc>>,
     pub deleted_by: Option<Actor>,
+    /// The manifest digest (`sha256:...`) the image's registry reported when the
+    /// release was registered; `None` when its registry is not one Kubernaut checks.
+    /// Not part of the content: a retry is the same release even if the tag moved.
+    pub image_digest: Option<String>,
 }
 
 impl Release {
@@ -179,11 +183,25 @@ impl Release {
             created_by: actor,
             deleted_at: None,
             deleted_by: None,
+            image_digest: None,
         }
     }
 
     pub fn image(&self) -> &ImageRef {
         &self.content.image
+    }
+
+    /// The image pinned to its recorded digest, `registry/repository@digest`, so that
+    /// a deploy runs exactly what was checked at release time even if the tag moves;
+    /// `None` when no digest was recorded.
+    pub fn pinned_image(&self) -> Option<String> {
+        self.image_digest.as_ref().map(|digest| {
+            format!(
+                "{}/{}@{digest}",
+                self.content.image.registry(),
+                self.content.image.repository()
+            )
+        })
     }
 
     pub fn template(&self) -> &ManifestTemplate {
@@ -217,6 +235,8 @@ pub struct ReleaseSummary {
     pub comment: Option<String>,
     pub created_at: DateTime<Utc>,
     pub created_by: Actor,
+    /// See [`Release::image_digest`].
+    pub image_digest: Option<String>,
 }
 
 impl ReleaseSummary {
@@ -239,6 +259,7 @@ impl From<Release> for ReleaseSummary {
             comment: release.comment,
             created_at: release.created_at,
             created_by: release.created_by,
+            image_digest: release.image_digest,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Watches a rollout to its verdict.
 //!
 //! One watch per applied workload (by name), and, once a workload's selector is known,
-//! one on its pods (and for Deployments its ReplicaSets); one on the namespace's
-//! warning events, for failing probes. kube-runtime's watcher resumes from the last
+//! one on its pods (and for Deployments its ReplicaSets); once a pod runs without
+//! becoming ready, one on the namespace's warning events, which alone tell of failing
+//! readiness probes. kube-runtime's watcher resumes from the last
 //! resourceVersion, relists after `410 Gone` and backs off on errors; an error is only
 //! ever logged here, never a verdict. Every change re-judges the whole rollout from
 //! the watched state, and a short tick re-judges the rules that depend on time
@@ -39,6 +40,18 @@ use verdict::{Judgement, Observed};
 
 /// How often the time-dependent rules are re-judged between changes.
 const TICK: Duration = Duration::from_millis(250);
+
+// What a resource waits for while its watches start: not worth a timeline line.
+const FIRST_STATUS: &str = "waiting for the first status";
+const PODS_STATUS: &str = "waiting for the pods' status";
+const REPLICA_SETS_STATUS: &str = "waiting for the ReplicaSets' status";
+
+fn syncing(message: &str) -> Judgement {
+    Judgement::Waiting {
+        message: message.to_owned(),
+        new_pods: Vec::new(),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorkloadKind {
@@ -341,10 +354,7 @@ pub(crate) async fn watch(
         .collect();
     for (index, resource) in tracked.iter_mut().enumerate() {
         let Some(kind) = resource.kind else { continue };
-        resource.judgement = Judgement::Waiting {
-            message: "waiting for the first status".to_owned(),
-            new_pods: Vec::new(),
-        };
+        resource.judgement = syncing(FIRST_STATUS);
         let namespace = namespace_of(resource.applied);
         let config = watcher::Config::default()
             .fields(&format!("metadata.name={}", resource.applied.resource.name));
@@ -381,18 +391,11 @@ pub(crate) async fn watch(
             ),
         }
     }
-    if tracked.iter().any(|t| t.kind.is_some()) {
-        spawn_watch(
-            &mut tasks,
-            Api::<CoreEvent>::namespaced(cluster.client.clone(), &default_namespace),
-            watcher::Config::default().fields("type=Warning"),
-            updates.clone(),
-            |e| Update::Events(Box::new(e)),
-        );
-    }
 
     let mut state = State::default();
     let mut started_pod_watches = HashSet::new();
+    let mut started_replica_set_watches = HashSet::new();
+    let mut started_event_watch = false;
     let mut told: HashMap<String, String> = HashMap::new();
     let mut told_pods: HashMap<String, String> = HashMap::new();
     let deadline =
@@ -432,19 +435,14 @@ pub(crate) async fn watch(
             let namespace = namespace_of(resource.applied);
             let selector = selector_string(workload.selector());
             let key = format!("{namespace}|{selector}");
-            wanted_watches.push((namespace, selector, key.clone()));
+            let is_deployment = matches!(workload, Workload::Deployment(_));
+            wanted_watches.push((namespace, selector, key.clone(), is_deployment));
             let pods_synced = state.pods.get(&key).is_some_and(|s| s.synced);
             let rs_synced = state.replica_sets.get(&key).is_some_and(|s| s.synced);
             let generation = resource.applied.generation;
             resource.judgement = match workload {
-                _ if !pods_synced => Judgement::Waiting {
-                    message: "waiting for the pods' status".to_owned(),
-                    new_pods: Vec::new(),
-                },
-                Workload::Deployment(_) if !rs_synced => Judgement::Waiting {
-                    message: "waiting for the ReplicaSets' status".to_owned(),
-                    new_pods: Vec::new(),
-                },
+                _ if !pods_synced => syncing(PODS_STATUS),
+                Workload::Deployment(_) if !rs_synced => syncing(REPLICA_SETS_STATUS),
                 Workload::Deployment(d) => verdict::deployment(d, generation, &observed),
                 Workload::StatefulSet(s) => verdict::stateful_set(s, generation, &observed),
                 Workload::DaemonSet(d) => verdict::daemon_set(d, generation, &observed),
@@ -452,11 +450,24 @@ pub(crate) async fn watch(
             };
         }
         tell_progress(&tracked, &all_pods, &progress, &mut told, &mut told_pods);
+        // Failing readiness probes show only in events: watch them once a pod runs
+        // without becoming ready, not before (most rollouts never need them).
+        let probes_matter = all_pods.iter().any(|p| pods::running_unready(p));
         drop(all_pods);
         drop(all_replica_sets);
-        for (namespace, selector, key) in wanted_watches {
+        if probes_matter && !started_event_watch {
+            started_event_watch = true;
+            spawn_watch(
+                &mut tasks,
+                Api::<CoreEvent>::namespaced(cluster.client.clone(), &default_namespace),
+                watcher::Config::default().fields("type=Warning"),
+                updates.clone(),
+                |e| Update::Events(Box::new(e)),
+            );
+        }
+        for (namespace, selector, key, is_deployment) in wanted_watches {
+            let config = watcher::Config::default().labels(&selector);
             if started_pod_watches.insert(key.clone()) {
-                let config = watcher::Config::default().labels(&selector);
                 let pods_key = key.clone();
                 spawn_watch(
                     &mut tasks,
@@ -465,8 +476,8 @@ pub(crate) async fn watch(
                     updates.clone(),
                     move |e| Update::Pods(pods_key.clone(), Box::new(e)),
                 );
-                // Every selector gets a ReplicaSet watch too: a Deployment sharing its
-                // selector with another workload still finds its ReplicaSets.
+            }
+            if is_deployment && started_replica_set_watches.insert(key.clone()) {
                 spawn_watch(
                     &mut tasks,
                     Api::<ReplicaSet>::namespaced(cluster.client.clone(), &namespace),
@@ -572,6 +583,11 @@ fn tell_progress(
         let display = resource.applied.resource.to_string();
         let line = match &resource.judgement {
             Judgement::Done { .. } => "rolled out".to_owned(),
+            Judgement::Waiting { message, .. }
+                if [FIRST_STATUS, PODS_STATUS, REPLICA_SETS_STATUS].contains(&message.as_str()) =>
+            {
+                continue;
+            }
             Judgement::Waiting { message, .. } => message.clone(),
             Judgement::Failed(failure) => format!("failed: {}", failure.message),
         };
