@@ -244,10 +244,17 @@ fn tick(world: &mut World, cfg: &SimConfig, behaviours: &HashMap<String, Behavio
 }
 
 fn garbage_collect(world: &mut World) {
-    let uids: HashSet<String> = world.store.all().map(|(_, o)| uid(o)).collect();
+    // Events neither own anything nor are owned; skipping them keeps the pass cheap.
+    let uids: HashSet<String> = world
+        .store
+        .all()
+        .filter(|(kind, _)| *kind != "Event")
+        .map(|(_, o)| uid(o))
+        .collect();
     let orphans: Vec<(&'static str, String, String)> = world
         .store
         .all()
+        .filter(|(kind, _)| *kind != "Event")
         .filter(|(_, o)| {
             o.pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)

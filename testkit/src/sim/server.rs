@@ -791,3 +791,25 @@ fn logs(shared: &Arc<Shared>, target: &Target<'_>, query: &Query) -> HttpRespons
         Err(e) => error_response(&e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_with_empty_pairs_are_tolerated() {
+        let q = Query::parse("&force=true&&fieldManager=kubernaut&labelSelector=app%3Dweb");
+        assert!(q.flag("force"));
+        assert_eq!(q.get("fieldManager"), Some("kubernaut"));
+        assert_eq!(q.get("labelSelector"), Some("app=web"));
+    }
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        assert_eq!(
+            unhex(&hex("42|default/web")).as_deref(),
+            Some("42|default/web")
+        );
+        assert_eq!(unhex("zz"), None);
+    }
+}
