@@ -5,6 +5,8 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{self, ApiCapabilities, ApiResource, Scope};
 use serde_json::Value;
 
+use std::time::Duration;
+
 use kubernaut_domain::cluster::{AppliedResource, resource_ref_of};
 use kubernaut_domain::deployment::ResourceRef;
 use kubernaut_domain::ports::ClusterError;
@@ -19,16 +21,26 @@ pub(crate) async fn apply_all(
     cluster: &KubernetesCluster,
     objects: &[Value],
 ) -> Result<Vec<AppliedResource>, ClusterError> {
-    let mut applied = Vec::with_capacity(objects.len());
+    let mut applied: Vec<AppliedResource> = Vec::with_capacity(objects.len());
     for object in objects {
-        applied.push(apply_one(cluster, object).await?);
+        // A custom resource may follow its definition in the same manifest: the API
+        // server serves the new kind a moment after accepting the definition.
+        let defines_kinds = applied.iter().any(|a| {
+            a.resource.kind == "CustomResourceDefinition"
+                && a.resource.api_version.starts_with("apiextensions.k8s.io/")
+        });
+        applied.push(apply_one(cluster, object, defines_kinds).await?);
     }
     Ok(applied)
 }
 
+/// How long a kind defined earlier in the same manifest may take to be served.
+const NEW_KIND_WAIT: Duration = Duration::from_secs(10);
+
 async fn apply_one(
     cluster: &KubernetesCluster,
     object: &Value,
+    wait_for_new_kinds: bool,
 ) -> Result<AppliedResource, ClusterError> {
     let reference = resource_ref_of(object);
     let display = reference.to_string();
@@ -45,7 +57,19 @@ async fn apply_one(
             reference.api_version, reference.kind
         ))
     })?;
-    let (resource, capabilities) = cluster.resolve(&gvk, &display).await?;
+    let waiting_since = tokio::time::Instant::now();
+    let (resource, capabilities) = loop {
+        match cluster.resolve(&gvk).await {
+            Ok(found) => break found,
+            Err(Resolve::Unknown)
+                if wait_for_new_kinds && waiting_since.elapsed() < NEW_KIND_WAIT =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(Resolve::Unknown) => return Err(unknown_kind(&gvk, &display)),
+            Err(Resolve::Failed(error)) => return Err(to_cluster_error(&error, &display)),
+        }
+    };
     let api = match (&capabilities.scope, reference.namespace.as_deref()) {
         (Scope::Cluster, _) => Api::<DynamicObject>::all_with(cluster.client.clone(), &resource),
         (Scope::Namespaced, Some(namespace)) => {
@@ -88,23 +112,30 @@ pub(crate) fn group_version_kind(reference: &ResourceRef) -> Option<GroupVersion
         .then(|| GroupVersionKind::gvk(group, version, &reference.kind))
 }
 
+/// Why a kind could not be resolved.
+#[derive(Debug)]
+enum Resolve {
+    /// The API server does not serve this group, version or kind.
+    Unknown,
+    Failed(kube::Error),
+}
+
 impl KubernetesCluster {
     /// The resource and capabilities of a kind, from the cache or, on a miss, from the
     /// API server's discovery of its group version.
-    pub(crate) async fn resolve(
+    async fn resolve(
         &self,
         gvk: &GroupVersionKind,
-        display: &str,
-    ) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
+    ) -> Result<(ApiResource, ApiCapabilities), Resolve> {
         if let Some(found) = self.discovery.read().await.get(gvk) {
             return Ok(found.clone());
         }
         let found = retrying(&self.settings, || discovery::pinned_kind(&self.client, gvk))
             .await
             .map_err(|error| match error {
-                kube::Error::Discovery(_) => unknown_kind(gvk, display),
-                error if status_code(&error) == Some(404) => unknown_kind(gvk, display),
-                error => to_cluster_error(&error, display),
+                kube::Error::Discovery(_) => Resolve::Unknown,
+                error if status_code(&error) == Some(404) => Resolve::Unknown,
+                error => Resolve::Failed(error),
             })?;
         self.discovery
             .write()
