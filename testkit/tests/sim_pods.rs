@@ -179,6 +179,19 @@ async fn a_crashing_container_loops_with_rising_restarts_and_serves_its_logs() {
         .expect("last terminated state");
     assert_eq!(last.exit_code, 1);
     assert_eq!(last.reason.as_deref(), Some("Error"));
+    let waiting = status
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.message.clone())
+        .unwrap_or_default();
+    assert!(
+        waiting.contains(&format!(
+            "restarting failed container=app pod={}_default(",
+            pod.name_any()
+        )),
+        "{waiting}"
+    );
     let backoff = wait_event(&client, &pod.name_any(), "BackOff").await;
     assert_eq!(backoff.type_.as_deref(), Some("Warning"));
     assert!(
@@ -688,4 +701,30 @@ async fn deleted_pods_terminate_gracefully_with_killing_events() {
         c.ready && p.name_any() != name
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_refused_pull_backs_off_without_saying_not_found() {
+    let (_sim, client) = start().await;
+    apply(&client, "private", "acme/api-denied:1", 1).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod = wait_container(&pods, "private", "ImagePullBackOff", |_, c| {
+        waiting_reason(c) == Some("ImagePullBackOff")
+    })
+    .await;
+    let status = &pod
+        .status
+        .as_ref()
+        .expect("status")
+        .container_statuses
+        .as_ref()
+        .expect("statuses")[0];
+    let message = status
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("pull access denied"), "{message}");
+    assert!(!message.contains("not found"), "{message}");
 }

@@ -19,7 +19,8 @@ use super::{SimConfig, World};
 /// convention in the image reference (case-insensitive): `notfound`, `does-not-exist`
 /// or `nonexistent` -> [`Behaviour::ImageNotFound`]; `crashloop` or `fail` ->
 /// [`Behaviour::CrashLoop`]; `neverready` or `never-ready` -> [`Behaviour::NeverReady`];
-/// `unschedulable` -> [`Behaviour::Unschedulable`]; `slow` -> [`Behaviour::SlowStart`].
+/// `unschedulable` -> [`Behaviour::Unschedulable`]; `slow` -> [`Behaviour::SlowStart`];
+/// `denied` or `unauthorized` -> [`Behaviour::PullAccessDenied`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Behaviour {
@@ -28,6 +29,9 @@ pub enum Behaviour {
     Healthy,
     /// The registry does not know the image: `ErrImagePull`, then `ImagePullBackOff`.
     ImageNotFound,
+    /// The registry refuses the pull (private repository, no credentials): also
+    /// `ErrImagePull` and `ImagePullBackOff`, but the message does not say "not found".
+    PullAccessDenied,
     /// Starts, prints `logs`, exits with `exit_code`; restarted with back-off
     /// (`CrashLoopBackOff`) or, under `restartPolicy: Never`, the pod fails.
     CrashLoop {
@@ -70,6 +74,8 @@ impl Behaviour {
             .any(|k| lower.contains(k))
         {
             Self::ImageNotFound
+        } else if ["denied", "unauthorized"].iter().any(|k| lower.contains(k)) {
+            Self::PullAccessDenied
         } else if lower.contains("crashloop") || lower.contains("fail") {
             Self::crash_default(image)
         } else if lower.contains("neverready") || lower.contains("never-ready") {
@@ -210,6 +216,17 @@ fn not_found_message(image: &str) -> String {
     format!(
         "rpc error: code = NotFound desc = failed to pull and unpack image \"{q}\": failed to resolve reference \"{q}\": {q}: not found"
     )
+}
+
+fn pull_error_message(c: &ContainerSim) -> String {
+    if c.behaviour == Behaviour::PullAccessDenied {
+        let q = qualified_image(&c.image);
+        format!(
+            "rpc error: code = Unknown desc = failed to pull and unpack image \"{q}\": failed to resolve reference \"{q}\": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed"
+        )
+    } else {
+        not_found_message(&c.image)
+    }
 }
 
 fn backoff(cfg_attempt: u32) -> f64 {
@@ -527,8 +544,11 @@ fn step_container(
     match c.state.clone() {
         CState::Unscheduled | CState::Terminated { .. } => {}
         CState::Pulling { until } if now >= until => {
-            if c.behaviour == Behaviour::ImageNotFound {
-                let msg = not_found_message(&c.image);
+            if matches!(
+                c.behaviour,
+                Behaviour::ImageNotFound | Behaviour::PullAccessDenied
+            ) {
+                let msg = pull_error_message(c);
                 record_event(
                     world,
                     pod,
@@ -772,17 +792,17 @@ fn start_container(
     };
 }
 
-fn container_status(c: &ContainerSim) -> Value {
+fn container_status(c: &ContainerSim, pod_ref: &str) -> Value {
     let state = match &c.state {
         CState::Unscheduled | CState::Pulling { .. } | CState::Creating { .. } => {
             json!({"waiting": {"reason": "ContainerCreating"}})
         }
         CState::ErrImagePull { .. } => {
-            json!({"waiting": {"reason": "ErrImagePull", "message": not_found_message(&c.image)}})
+            json!({"waiting": {"reason": "ErrImagePull", "message": pull_error_message(c)}})
         }
         CState::ImagePullBackOff { .. } => json!({"waiting": {
             "reason": "ImagePullBackOff",
-            "message": format!("Back-off pulling image \"{}\": ErrImagePull: {}", c.image, not_found_message(&c.image))
+            "message": format!("Back-off pulling image \"{}\": ErrImagePull: {}", c.image, pull_error_message(c))
         }}),
         CState::Running { started, .. } => json!({"running": {"startedAt": started}}),
         CState::ConfigError { message, .. } => {
@@ -790,7 +810,7 @@ fn container_status(c: &ContainerSim) -> Value {
         }
         CState::CrashLoopBackOff { .. } => json!({"waiting": {
             "reason": "CrashLoopBackOff",
-            "message": format!("back-off {}s restarting failed container={}", backoff(c.restarts.saturating_sub(0)) as u64, c.name)
+            "message": format!("back-off {}s restarting failed container={} pod={pod_ref}", backoff(c.restarts) as u64, c.name)
         }}),
         CState::Terminated {
             exit_code,
@@ -846,7 +866,17 @@ fn render_status(pod: &Value, sim: &PodSim) -> Value {
         return status;
     }
     let sched_time = sim.scheduled_time.clone().unwrap_or_default();
-    let statuses: Vec<Value> = sim.containers.iter().map(container_status).collect();
+    let pod_ref = format!(
+        "{}_{}({})",
+        pod["metadata"]["name"].as_str().unwrap_or_default(),
+        pod["metadata"]["namespace"].as_str().unwrap_or_default(),
+        pod["metadata"]["uid"].as_str().unwrap_or_default()
+    );
+    let statuses: Vec<Value> = sim
+        .containers
+        .iter()
+        .map(|c| container_status(c, &pod_ref))
+        .collect();
     let ever_started = sim.containers.iter().all(|c| {
         matches!(
             c.state,
