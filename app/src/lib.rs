@@ -18,6 +18,7 @@ use kubernaut_domain::deployment::ClusterName;
 use kubernaut_domain::deployment_service::{ClusterHandle, DeploymentService};
 use kubernaut_kubernetes::KubernetesCluster;
 use kubernaut_postgres::{Database, PoolOptions};
+use kubernaut_registry::{Credentials, DockerRegistries, DockerRegistry, Password};
 use tracing_actix_web::TracingLogger;
 
 pub use settings::Settings;
@@ -130,6 +131,26 @@ pub async fn connect_clusters(settings: &Settings) -> anyhow::Result<Vec<Cluster
     Ok(handles)
 }
 
+/// A client for every configured container registry.
+///
+/// # Errors
+/// When a registry's URL is not usable or TLS cannot be set up.
+pub fn connect_registries(settings: &Settings) -> anyhow::Result<DockerRegistries> {
+    settings
+        .registries
+        .iter()
+        .map(|config| {
+            let credentials = config.username.as_ref().map(|username| Credentials {
+                username: username.clone(),
+                password: Password::new(config.password.as_ref().map_or("", |p| p.expose())),
+            });
+            DockerRegistry::new(&config.url, config.host.as_deref(), credentials)
+                .with_context(|| format!("registry {}", config.url))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(DockerRegistries::new)
+}
+
 impl Application {
     /// Opens the database, wires the services and binds the listener (port 0 picks a
     /// free port, see [`Application::port`]).
@@ -139,13 +160,18 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let database = open_database(&settings, settings.database.migrate_on_start).await?;
         let release_repository = Arc::new(database.release_repository());
-        let releases = ReleaseService::new(release_repository.clone());
+        let mut releases = ReleaseService::new(release_repository.clone());
+        let registries = connect_registries(&settings)?;
+        if !registries.is_empty() {
+            releases = releases.with_registry(Arc::new(registries));
+        }
         let clusters = connect_clusters(&settings).await?;
         let deployments = DeploymentService::new(
             release_repository,
             Arc::new(database.deployment_repository()),
             clusters,
-        );
+        )
+        .with_digest_pinning(settings.deployments.pin_image_digest);
         let services = ApiServices {
             releases,
             deployments: deployments.clone(),

@@ -20,6 +20,46 @@ pub struct Settings {
     pub clusters: Vec<ClusterConfig>,
     #[serde(default)]
     pub deployments: DeploymentSettings,
+    /// The container registries whose images are checked when a release is registered.
+    /// Empty: no image is checked.
+    #[serde(default)]
+    pub registries: Vec<RegistryConfig>,
+}
+
+/// One container registry (Docker Registry HTTP API v2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegistryConfig {
+    /// Where its API answers: `https://registry.example.com`, `http://127.0.0.1:5000`.
+    pub url: String,
+    /// The registry part of the image references it holds; unset: the URL's
+    /// `host[:port]`.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// A secret setting that never reaches a log: `Debug` shows `***`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
 }
 
 /// One cluster: how to reach it and its rules.
@@ -55,6 +95,10 @@ pub struct DeploymentSettings {
     pub unschedulable_grace_seconds: u64,
     /// With no `[[clusters]]`, use the current context of `KUBECONFIG` / `~/.kube/config`.
     pub use_current_kubeconfig_context: bool,
+    /// Deploy a release whose image digest was recorded as `registry/repository@digest`
+    /// rather than by its tag.
+    #[serde(default)]
+    pub pin_image_digest: bool,
 }
 
 impl Default for DeploymentSettings {
@@ -63,6 +107,7 @@ impl Default for DeploymentSettings {
             resume_on_start: true,
             unschedulable_grace_seconds: 15,
             use_current_kubeconfig_context: true,
+            pin_image_digest: false,
         }
     }
 }
@@ -181,6 +226,37 @@ mod tests {
         );
         assert!(!format!("{url:?}").contains("hunter2"));
         assert!(url.expose().contains("hunter2"));
+    }
+
+    #[test]
+    fn registries_are_read_with_their_credentials_and_the_password_is_never_shown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.toml");
+        std::fs::write(
+            &path,
+            "[deployments]\npin_image_digest = true\n\n[[registries]]\nurl = \"http://127.0.0.1:5000\"\n\n[[registries]]\nurl = \"https://registry.example.com\"\nhost = \"images.example.com\"\nusername = \"jenkins\"\npassword = \"hunter2\"\n",
+        )
+        .expect("write");
+        let settings = Settings::load(Some(&path)).expect("settings");
+        assert!(settings.deployments.pin_image_digest);
+        assert_eq!(settings.registries.len(), 2);
+        assert_eq!(settings.registries[0].url, "http://127.0.0.1:5000");
+        assert!(settings.registries[0].password.is_none());
+        let private = &settings.registries[1];
+        assert_eq!(private.host.as_deref(), Some("images.example.com"));
+        assert_eq!(private.username.as_deref(), Some("jenkins"));
+        assert_eq!(
+            private.password.as_ref().map(Secret::expose),
+            Some("hunter2")
+        );
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn by_default_no_registry_is_checked_and_deploys_use_tags() {
+        let settings = Settings::load(None).expect("defaults");
+        assert!(settings.registries.is_empty());
+        assert!(!settings.deployments.pin_image_digest);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kubernaut_domain::deployment::{
 
 use crate::KubernetesCluster;
 use crate::failures::retrying;
-use crate::rollout::pods::FailingContainer;
+use crate::rollout::pods::{self, FailingContainer};
 
 /// At most this many objects' events and containers' logs per resource: a rollout of
 /// 50 crash-looping pods says the same thing 50 times.
@@ -64,9 +64,21 @@ pub(crate) async fn gather(
                 });
             }
         }
+        // A pod first seen in `ImagePullBackOff` shows only "Back-off pulling image";
+        // the kubelet's events still say whether the registry lacked the image.
+        let reason = if subject.reason == FailureReason::ImagePullFailed
+            && events.iter().any(|e| {
+                e.reason == "Failed"
+                    && e.message.to_ascii_lowercase().contains("image")
+                    && pods::says_not_found(&e.message)
+            }) {
+            FailureReason::ImageNotFound
+        } else {
+            subject.reason
+        };
         resources.push(ResourceDiagnosis {
             resource: subject.resource,
-            reason: subject.reason,
+            reason,
             message: subject.message,
             events,
             logs,

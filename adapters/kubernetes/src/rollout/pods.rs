@@ -44,7 +44,8 @@ fn all_container_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
     })
 }
 
-fn says_not_found(message: &str) -> bool {
+/// Whether a pull failure's message says the registry has no such image.
+pub(crate) fn says_not_found(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
     [
         "not found",
