@@ -66,10 +66,15 @@ async fn a_kubernaut_killed_mid_rollout_resumes_and_reaches_the_verdict() {
     crate::helpers::install_crypto_provider();
     let sim = start_simulator().await;
     create_namespace(&sim, "shop").await;
-    // Slow enough to be caught mid-rollout, then healthy.
+    // Slow enough (5 s) to be caught mid-rollout even on a loaded machine, then
+    // healthy; the progress deadline is far beyond it.
     sim.set_image_behaviour(
         "registry.local/phoenix:1",
-        Behaviour::SlowStart { seconds: 30 },
+        Behaviour::SlowStart { seconds: 100 },
+    );
+    let template = web_template(false).replace(
+        "progressDeadlineSeconds: 60",
+        "progressDeadlineSeconds: 3600",
     );
     let database = TestDatabase::create().expect("database");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -92,7 +97,7 @@ async fn a_kubernaut_killed_mid_rollout_resumes_and_reaches_the_verdict() {
         .post(format!("{base}/api/releases"))
         .json(&json!({
             "service": "phoenix", "version": "1", "image": "registry.local/phoenix:1",
-            "template": web_template(false), "attributes": {"replicas": "2"},
+            "template": template, "attributes": {"replicas": "2"},
         }))
         .send()
         .await
