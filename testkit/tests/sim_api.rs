@@ -552,3 +552,29 @@ async fn the_scale_subresource_reads_and_sets_replicas() {
     assert_eq!(d.spec.and_then(|s| s.replicas), Some(4));
     assert_eq!(d.metadata.generation, Some(2));
 }
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_what_it_contains() {
+    let (sim, client) = start().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+    let cms: Api<ConfigMap> = Api::namespaced(client, "doomed");
+    cms.create(&PostParams::default(), &config_map("inside", json!({})))
+        .await
+        .expect("create");
+    namespaces
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    assert!(sim.get_object("ConfigMap", "doomed", "inside").is_none());
+    let err = cms
+        .get("inside")
+        .await
+        .expect_err("gone with its namespace");
+    assert_eq!(api_code(err).0, 404);
+}

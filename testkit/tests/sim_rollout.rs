@@ -296,3 +296,71 @@ async fn scaling_down_removes_pods_and_keeps_the_revision() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_recreate_rollout_stops_every_old_pod_before_starting_new_ones() {
+    let (_sim, client) = start().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let mut d = deployment("recreate", "nginx:1", 2);
+    d.spec.as_mut().expect("spec").strategy =
+        Some(serde_json::from_value(json!({"type": "Recreate"})).expect("strategy"));
+    let pp = PatchParams::apply("test");
+    deployments
+        .patch("recreate", &pp, &Patch::Apply(&d))
+        .await
+        .expect("apply");
+    wait_rolled_out(&deployments, "recreate").await;
+
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let listed = pods
+        .list(&ListParams::default().labels("app=recreate"))
+        .await
+        .expect("list");
+    let rv = listed.metadata.resource_version.expect("rv");
+    let mut old: std::collections::BTreeSet<String> =
+        listed.items.iter().map(ResourceExt::name_any).collect();
+    let mut stream = pods
+        .watch(
+            &WatchParams::default().labels("app=recreate").timeout(60),
+            &rv,
+        )
+        .await
+        .expect("watch")
+        .boxed();
+    d.spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("pod spec")
+        .containers[0]
+        .image = Some("nginx:2".into());
+    deployments
+        .patch("recreate", &pp, &Patch::Apply(&d))
+        .await
+        .expect("update");
+    let mut new_pods = 0;
+    while new_pods < 2 {
+        let event = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("events")
+            .expect("stream")
+            .expect("event");
+        match event {
+            WatchEvent::Deleted(p) => {
+                old.remove(&p.name_any());
+            }
+            WatchEvent::Added(p) => {
+                assert!(
+                    old.is_empty(),
+                    "new pod {} created while old pods remain: {old:?}",
+                    p.name_any()
+                );
+                new_pods += 1;
+            }
+            _ => {}
+        }
+    }
+    wait_rolled_out(&deployments, "recreate").await;
+}

@@ -649,9 +649,26 @@ fn reconcile_deployment(world: &mut World, cfg: &SimConfig, d: &Value, now: Inst
     max_unavailable = max_unavailable.min(desired);
     if !paused {
         if recreate {
-            let old_active = olds
-                .iter()
-                .any(|rs| i(rs, "/spec/replicas") > 0 || i(rs, "/status/replicas") > 0);
+            // Like the real controller, wait until no old pod runs, terminating ones included.
+            let old_uids: HashSet<String> = olds.iter().map(uid).collect();
+            let old_pods_running = world
+                .store
+                .list(res("Pod"), Some(&ns))
+                .into_iter()
+                .any(|p| {
+                    !matches!(s(p, "/status/phase"), "Succeeded" | "Failed")
+                        && p.pointer("/metadata/ownerReferences")
+                            .and_then(Value::as_array)
+                            .is_some_and(|refs| {
+                                refs.iter().any(|r| {
+                                    old_uids.contains(r["uid"].as_str().unwrap_or_default())
+                                })
+                            })
+                });
+            let old_active = old_pods_running
+                || olds
+                    .iter()
+                    .any(|rs| i(rs, "/spec/replicas") > 0 || i(rs, "/status/replicas") > 0);
             for rs in &mut olds {
                 if i(rs, "/spec/replicas") > 0 {
                     *rs = set_rs_replicas(world, &d_now, rs, 0);
