@@ -195,3 +195,31 @@ async fn kinds_without_a_rollout_succeed_once_applied() {
     .await
     .assert_succeeded();
 }
+
+#[tokio::test]
+async fn a_refused_image_pull_fails_as_a_pull_failure_not_a_missing_image() {
+    let (_sim, cluster) = start().await;
+    let watched = deploy(
+        &cluster,
+        &[deployment("web", "private.example.com/web:denied", 1)],
+        GENEROUS,
+    )
+    .await;
+    watched.assert_failed_with(FailureReason::ImagePullFailed);
+}
+
+#[tokio::test]
+async fn a_container_whose_secret_is_missing_fails_as_misconfigured() {
+    let (_sim, cluster) = start().await;
+    let mut misconfigured = deployment("web", "nginx:1.27", 1);
+    misconfigured["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{
+        "name": "DATABASE_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "database", "key": "password"}}
+    }]);
+    let watched = deploy(&cluster, &[misconfigured], GENEROUS).await;
+    let diagnostics = watched.assert_failed_with(FailureReason::ContainerConfigError);
+    assert!(
+        diagnostics.resources[0].message.contains("database"),
+        "{diagnostics:#?}"
+    );
+}

@@ -47,14 +47,11 @@ fn all_container_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
 /// Whether a pull failure's message says the registry has no such image.
 pub(crate) fn says_not_found(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
-    [
-        "not found",
-        "manifest unknown",
-        "does not exist",
-        "repository not exist",
-    ]
-    .iter()
-    .any(|needle| message.contains(needle))
+    // Not "repository does not exist": registries say so also for a private
+    // repository without credentials ("... or may require authorization").
+    ["not found", "manifest unknown"]
+        .iter()
+        .any(|needle| message.contains(needle))
 }
 
 /// Whether the pod is doomed (krane's rules), and why.
@@ -334,6 +331,11 @@ mod tests {
         );
         let first_failure = waiting("ErrImagePull", "i/o timeout");
         assert!(doom(&first_failure, Rules::Service).is_none());
+        let denied = waiting(
+            "ErrImagePull",
+            "pull access denied, repository does not exist or may require authorization",
+        );
+        assert!(doom(&denied, Rules::Service).is_none());
         let backing_off = waiting("ImagePullBackOff", "unauthorized");
         assert_eq!(
             doom(&backing_off, Rules::Batch).map(|d| d.reason),
