@@ -4,6 +4,7 @@ pub mod body;
 pub mod clusters;
 pub mod deployments;
 pub mod health;
+pub mod pages;
 mod params;
 pub mod problem;
 pub mod releases;
@@ -77,6 +78,7 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
                 web::post().to(deployments::rollback),
             )
             .route("/api/clusters", web::get().to(clusters::list))
+            .configure(pages::configure)
             .default_service(web::to(not_found));
     }
 }

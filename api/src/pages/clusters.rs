@@ -1,0 +1,89 @@
+//! `/clusters`: the configured clusters, whether they answer, and the namespaces
+//! Kubernaut deployed to in each.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use actix_web::web::Data;
+use askama::Template;
+use askama_web::WebTemplate;
+use kubernaut_domain::deployment::DeploymentQuery;
+use kubernaut_domain::deployment_service::DeploymentService;
+
+use super::PageError;
+use super::view::{MAX_SCANNED, deployments_matching};
+
+/// A namespace deployed to, and the services deployed there.
+#[derive(Debug)]
+pub struct NamespaceRow {
+    pub name: String,
+    pub services: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct ClusterView {
+    pub name: String,
+    pub reachable: bool,
+    pub version: Option<String>,
+    pub error: Option<String>,
+    /// Namespaces deploys may target; empty means all.
+    pub allowed_namespaces: Vec<String>,
+    pub allow_cluster_scoped: bool,
+    pub allow_other_namespaces: bool,
+    pub attributes: Vec<(String, String)>,
+    pub namespaces: Vec<NamespaceRow>,
+}
+
+#[derive(Debug, Template, WebTemplate)]
+#[template(path = "clusters.html")]
+pub struct ClustersPage {
+    section: &'static str,
+    clusters: Vec<ClusterView>,
+}
+
+/// `GET /clusters`
+pub async fn list(service: Data<DeploymentService>) -> Result<ClustersPage, PageError> {
+    let deployments = deployments_matching(&service, DeploymentQuery::default(), MAX_SCANNED)
+        .await
+        .map_err(|e| PageError::internal(&e))?;
+    let mut in_use: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for deployment in &deployments {
+        in_use
+            .entry((
+                deployment.target.cluster.to_string(),
+                deployment.target.namespace.to_string(),
+            ))
+            .or_default()
+            .insert(deployment.service.to_string());
+    }
+    let clusters = service
+        .clusters()
+        .await
+        .into_iter()
+        .map(|cluster| {
+            let name = cluster.name.to_string();
+            let namespaces = in_use
+                .iter()
+                .filter(|((c, _), _)| *c == name)
+                .map(|((_, namespace), services)| NamespaceRow {
+                    name: namespace.clone(),
+                    services: services.iter().cloned().collect(),
+                })
+                .collect();
+            ClusterView {
+                reachable: cluster.status.reachable,
+                version: cluster.status.version,
+                error: cluster.status.error,
+                allowed_namespaces: cluster.settings.allowed_namespaces,
+                allow_cluster_scoped: cluster.settings.allow_cluster_scoped,
+                allow_other_namespaces: cluster.settings.allow_other_namespaces,
+                attributes: cluster.settings.attributes.into_iter().collect(),
+                namespaces,
+                name,
+            }
+        })
+        .collect();
+    Ok(ClustersPage {
+        section: "clusters",
+        clusters,
+    })
+}

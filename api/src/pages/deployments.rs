@@ -1,0 +1,312 @@
+//! `/deployments` and `/deployments/{id}`: the deploys, one deploy's timeline (live
+//! while it runs), the status of each of its resources, and on failure why.
+
+use actix_web::web::{self, Data};
+use askama::Template;
+use askama_web::WebTemplate;
+use kubernaut_domain::ServiceName;
+use kubernaut_domain::cluster::resource_ref_of;
+use kubernaut_domain::deployment::{
+    ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Namespace,
+    ResourceDiagnosis,
+};
+use kubernaut_domain::deployment_service::{DeploymentLookupError, DeploymentService};
+
+use super::PageError;
+use super::view::{
+    DeploymentRow, FilterError, When, filled, parse_cursor, parse_filter, status_label,
+};
+
+/// The filters of the deployments listing, as the form sends them.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DeploymentFilters {
+    pub service: Option<String>,
+    pub cluster: Option<String>,
+    pub namespace: Option<String>,
+    pub status: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// A choice of the status filter.
+#[derive(Debug)]
+pub struct StatusChoice {
+    pub value: &'static str,
+    pub label: String,
+    pub selected: bool,
+}
+
+#[derive(Debug, Template, WebTemplate)]
+#[template(path = "deployments.html")]
+pub struct DeploymentsPage {
+    section: &'static str,
+    service: String,
+    cluster: String,
+    namespace: String,
+    status: String,
+    statuses: Vec<StatusChoice>,
+    errors: Vec<FilterError>,
+    deployments: Vec<DeploymentRow>,
+    next_cursor: Option<String>,
+    paged: bool,
+}
+
+/// `GET /deployments?service=&cluster=&namespace=&status=&cursor=`
+pub async fn list(
+    service: Data<DeploymentService>,
+    filters: web::Query<DeploymentFilters>,
+) -> Result<DeploymentsPage, PageError> {
+    let filters = filters.into_inner();
+    let mut errors = Vec::new();
+    let query = DeploymentQuery {
+        service: parse_filter(
+            &mut errors,
+            "service",
+            filters.service.as_ref(),
+            ServiceName::parse,
+        ),
+        cluster: parse_filter(
+            &mut errors,
+            "cluster",
+            filters.cluster.as_ref(),
+            ClusterName::parse,
+        ),
+        namespace: parse_filter(
+            &mut errors,
+            "namespace",
+            filters.namespace.as_ref(),
+            Namespace::parse,
+        ),
+        status: parse_filter(&mut errors, "status", filters.status.as_ref(), |s| {
+            DeploymentStatus::parse(s).ok_or("is not a status of a deployment")
+        }),
+        after: parse_cursor(&mut errors, filters.cursor.as_ref()),
+        ..DeploymentQuery::default()
+    };
+    let (deployments, next_cursor) = if errors.is_empty() {
+        let page = service
+            .list(&query)
+            .await
+            .map_err(|e| PageError::internal(&e))?;
+        (
+            page.items.iter().map(DeploymentRow::from).collect(),
+            page.next_cursor.map(|c| c.encode()),
+        )
+    } else {
+        (Vec::new(), None)
+    };
+    let text = |value: Option<&String>| filled(value).unwrap_or_default().to_owned();
+    let status = text(filters.status.as_ref());
+    Ok(DeploymentsPage {
+        section: "deployments",
+        service: text(filters.service.as_ref()),
+        cluster: text(filters.cluster.as_ref()),
+        namespace: text(filters.namespace.as_ref()),
+        statuses: DeploymentStatus::ALL
+            .into_iter()
+            .map(|s| StatusChoice {
+                value: s.as_str(),
+                label: status_label(s),
+                selected: s.as_str() == status,
+            })
+            .collect(),
+        status,
+        errors,
+        deployments,
+        next_cursor,
+        paged: query.after.is_some(),
+    })
+}
+
+/// A line of the timeline.
+#[derive(Debug)]
+pub struct TimelineRow {
+    pub at: When,
+    pub phase: String,
+    pub phase_label: String,
+    pub message: String,
+    pub resource: Option<String>,
+}
+
+/// The state of one applied object.
+#[derive(Debug)]
+pub struct ResourceRow {
+    pub resource: String,
+    /// The CSS class of its badge: `succeeded`, `failed`, `rolling_out`, ...
+    pub state: String,
+    pub state_label: String,
+    /// The last thing the timeline or the diagnosis says about it.
+    pub detail: String,
+}
+
+/// An event of a failing resource.
+#[derive(Debug)]
+pub struct EventRow {
+    pub at: Option<When>,
+    pub warning: bool,
+    pub kind: String,
+    pub reason: String,
+    pub object: String,
+    pub message: String,
+    pub count: i32,
+}
+
+/// The last lines of a failing container.
+#[derive(Debug)]
+pub struct LogBlock {
+    pub pod: String,
+    pub container: String,
+    pub lines: Vec<String>,
+}
+
+/// What went wrong with one resource.
+#[derive(Debug)]
+pub struct DiagnosisView {
+    pub resource: String,
+    pub reason: String,
+    pub message: String,
+    pub events: Vec<EventRow>,
+    pub logs: Vec<LogBlock>,
+}
+
+impl From<&ResourceDiagnosis> for DiagnosisView {
+    fn from(diagnosis: &ResourceDiagnosis) -> Self {
+        // Warnings first: they are what explains a failure.
+        let mut events: Vec<EventRow> = diagnosis
+            .events
+            .iter()
+            .map(|e| EventRow {
+                at: e.at.map(When::from),
+                warning: e.event_type.eq_ignore_ascii_case("warning"),
+                kind: e.event_type.clone(),
+                reason: e.reason.clone(),
+                object: e.object.clone(),
+                message: e.message.clone(),
+                count: e.count,
+            })
+            .collect();
+        events.sort_by_key(|e| !e.warning);
+        Self {
+            resource: diagnosis.resource.to_string(),
+            reason: diagnosis.reason.as_str().replace('_', " "),
+            message: diagnosis.message.clone(),
+            events,
+            logs: diagnosis
+                .logs
+                .iter()
+                .map(|l| LogBlock {
+                    pod: l.pod.clone(),
+                    container: l.container.clone(),
+                    lines: l.lines.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Template, WebTemplate)]
+#[template(path = "deployment.html")]
+pub struct DeploymentPage {
+    section: &'static str,
+    deployment: DeploymentRow,
+    started_at: Option<When>,
+    finished_at: Option<When>,
+    deadline: When,
+    timeout_seconds: u64,
+    prune: bool,
+    rollback_on_failure: bool,
+    rollback_of: Option<String>,
+    active: bool,
+    diagnoses: Vec<DiagnosisView>,
+    resources: Vec<ResourceRow>,
+    timeline: Vec<TimelineRow>,
+    manifest: String,
+}
+
+/// `GET /deployments/{id}`
+pub async fn show(
+    service: Data<DeploymentService>,
+    id: web::Path<String>,
+) -> Result<DeploymentPage, PageError> {
+    let not_found = || PageError::NotFound(format!("No deployment has the id {id}."));
+    let deployment_id = DeploymentId::parse(&id).ok_or_else(not_found)?;
+    let deployment = service
+        .get(deployment_id)
+        .await
+        .map_err(|error| match error {
+            DeploymentLookupError::NotFound => not_found(),
+            other => PageError::internal(&other),
+        })?;
+    let diagnoses: Vec<DiagnosisView> = deployment
+        .diagnostics
+        .iter()
+        .flat_map(|d| d.resources.iter().map(DiagnosisView::from))
+        .collect();
+    Ok(DeploymentPage {
+        section: "deployments",
+        started_at: deployment.started_at.map(When::from),
+        finished_at: deployment.finished_at.map(When::from),
+        deadline: deployment.deadline().into(),
+        timeout_seconds: deployment.options.timeout.as_secs(),
+        prune: deployment.options.prune,
+        rollback_on_failure: deployment.options.rollback_on_failure,
+        rollback_of: deployment.rollback_of.map(|id| id.to_string()),
+        active: deployment.status.is_active(),
+        resources: resource_rows(&deployment, &diagnoses),
+        diagnoses,
+        timeline: deployment
+            .timeline
+            .iter()
+            .map(|entry| TimelineRow {
+                at: entry.at.into(),
+                phase: entry.phase.as_str().to_owned(),
+                phase_label: status_label(entry.phase),
+                message: entry.message.clone(),
+                resource: entry.resource.clone(),
+            })
+            .collect(),
+        manifest: deployment.manifest.clone(),
+        deployment: DeploymentRow::from(&deployment),
+    })
+}
+
+/// Each applied object with its state: failed when diagnosed, else the deployment's
+/// own state, with the timeline's last word on it.
+fn resource_rows(deployment: &Deployment, diagnoses: &[DiagnosisView]) -> Vec<ResourceRow> {
+    deployment
+        .objects
+        .iter()
+        .map(|object| {
+            let resource = resource_ref_of(object).to_string();
+            let last_note = deployment
+                .timeline
+                .iter()
+                .rev()
+                .find(|entry| entry.resource.as_deref() == Some(resource.as_str()))
+                .map(|entry| entry.message.clone());
+            match diagnoses.iter().find(|d| d.resource == resource) {
+                Some(diagnosis) => ResourceRow {
+                    resource,
+                    state: "failed".to_owned(),
+                    state_label: diagnosis.reason.clone(),
+                    detail: diagnosis.message.clone(),
+                },
+                None => {
+                    let (state, state_label) = match deployment.status {
+                        DeploymentStatus::Succeeded => ("succeeded".to_owned(), "ready".to_owned()),
+                        // Not blamed by the diagnosis, but not known to be ready either.
+                        DeploymentStatus::Failed | DeploymentStatus::TimedOut => {
+                            ("applied".to_owned(), "not blamed".to_owned())
+                        }
+                        other => (other.as_str().to_owned(), status_label(other)),
+                    };
+                    ResourceRow {
+                        resource,
+                        state,
+                        state_label,
+                        detail: last_note.unwrap_or_default(),
+                    }
+                }
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,106 @@
+//! `/services/{name}`: a service's release history and where each version went.
+
+use std::collections::BTreeMap;
+
+use actix_web::web::{self, Data};
+use askama::Template;
+use askama_web::WebTemplate;
+use kubernaut_domain::deployment::DeploymentQuery;
+use kubernaut_domain::deployment_service::DeploymentService;
+use kubernaut_domain::{ListReleasesError, ReleaseQuery, ReleaseService, ServiceName};
+
+use super::PageError;
+use super::home::{Cell, Scan};
+use super::releases::ReleaseRow;
+use super::view::{DeploymentRow, largest_page};
+
+/// What runs on one target now.
+#[derive(Debug)]
+pub struct TargetRow {
+    pub cluster: String,
+    pub namespace: String,
+    pub cell: Cell,
+}
+
+/// A release of the service and the newest deployment of it on each target.
+#[derive(Debug)]
+pub struct HistoryRow {
+    pub release: ReleaseRow,
+    pub went_to: Vec<DeploymentRow>,
+}
+
+#[derive(Debug, Template, WebTemplate)]
+#[template(path = "service.html")]
+pub struct ServicePage {
+    section: &'static str,
+    name: String,
+    targets: Vec<TargetRow>,
+    history: Vec<HistoryRow>,
+    /// Whether older releases exist than those shown.
+    more_releases: bool,
+}
+
+/// `GET /services/{name}`
+pub async fn show(
+    releases: Data<ReleaseService>,
+    deployments: Data<DeploymentService>,
+    name: web::Path<String>,
+) -> Result<ServicePage, PageError> {
+    let not_found = || PageError::NotFound(format!("Kubernaut knows no service {name}."));
+    let service = ServiceName::parse(&name).map_err(|_| not_found())?;
+    let page = releases
+        .list(&ReleaseQuery {
+            service: Some(service.clone()),
+            limit: largest_page(),
+            ..ReleaseQuery::default()
+        })
+        .await
+        .map_err(|error| match error {
+            ListReleasesError::Repository(e) => PageError::internal(&e),
+        })?;
+    let scan = Scan::read(
+        &deployments,
+        DeploymentQuery {
+            service: Some(service.clone()),
+            ..DeploymentQuery::default()
+        },
+    )
+    .await
+    .map_err(|e| PageError::internal(&e))?;
+    if page.items.is_empty() && scan.all.is_empty() {
+        return Err(not_found());
+    }
+    let targets = scan
+        .placements()
+        .iter()
+        .map(|((_, cluster, namespace), placement)| TargetRow {
+            cluster: cluster.clone(),
+            namespace: namespace.clone(),
+            cell: Cell::of(placement),
+        })
+        .collect();
+    let history = page
+        .items
+        .iter()
+        .map(|release| {
+            // The newest deployment of this release on each target.
+            let mut newest = BTreeMap::new();
+            for deployment in scan.all.iter().filter(|d| d.release_id == release.id) {
+                newest
+                    .entry(deployment.target.to_string())
+                    .or_insert_with(|| DeploymentRow::from(deployment));
+            }
+            HistoryRow {
+                release: ReleaseRow::from(release),
+                went_to: newest.into_values().collect(),
+            }
+        })
+        .collect();
+    Ok(ServicePage {
+        section: "services",
+        name: service.to_string(),
+        targets,
+        history,
+        more_releases: page.next_cursor.is_some(),
+    })
+}
