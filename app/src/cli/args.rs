@@ -83,10 +83,13 @@ pub struct ReleaseArgs {
 pub enum ReleaseCommand {
     /// Register a release: a version of a service, its image and manifest template.
     Create {
+        /// The service (a DNS label such as `web`).
         #[arg(long)]
         service: String,
+        /// The version (no whitespace; `1.4.2`, a Git hash, a build number).
         #[arg(long)]
         version: String,
+        /// The image reference, `[registry[:port]/]path[:tag][@digest]`.
         #[arg(long)]
         image: String,
         /// The manifest template file (`-` reads standard input).
@@ -95,11 +98,13 @@ pub enum ReleaseCommand {
         /// An attribute the template can use, as name=value (repeatable).
         #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attribute)]
         attributes: Vec<(String, String)>,
+        /// Free text kept with the release (a build URL, a changelog line).
         #[arg(long)]
         comment: Option<String>,
     },
     /// List active releases, newest first.
     List {
+        /// Only the releases of this service.
         #[arg(long)]
         service: Option<String>,
         /// At most this many releases (the server allows up to 500).
@@ -107,21 +112,31 @@ pub enum ReleaseCommand {
         limit: Option<u32>,
     },
     /// Show a release with its template.
-    Show { id: String },
+    Show {
+        /// The release's id.
+        id: String,
+    },
     /// Retire a release (a soft delete).
-    Delete { id: String },
+    Delete {
+        /// The release's id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    /// The service to deploy.
     #[arg(long)]
     pub service: String,
+    /// The version of the service's release to deploy.
     #[arg(long)]
     pub version: String,
+    /// A cluster the server knows (see its settings).
     #[arg(long)]
     pub cluster: String,
+    /// The namespace to deploy into.
     #[arg(long)]
     pub namespace: String,
     /// A variable for the template, as name=value (repeatable; overrides the release's).
@@ -158,8 +173,10 @@ pub struct RollbackArgs {
     /// Roll back the latest deployment of this service to --cluster and --namespace.
     #[arg(long, requires_all = ["cluster", "namespace"])]
     pub service: Option<String>,
+    /// The cluster of the target to roll back.
     #[arg(long, requires = "service")]
     pub cluster: Option<String>,
+    /// The namespace of the target to roll back.
     #[arg(long, requires = "service")]
     pub namespace: Option<String>,
     /// Follow the rollback to its verdict and exit with it.
@@ -171,6 +188,7 @@ pub struct RollbackArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    /// The service to report on.
     #[arg(long)]
     pub service: String,
 }

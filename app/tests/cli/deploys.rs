@@ -11,7 +11,7 @@ async fn a_good_deploy_with_wait_shows_timestamped_progress_and_exits_0() {
         .release("web", "1.0.0", "registry.local/web:1.0.0")
         .await;
     let run = server
-        .deploy_and_wait("web", "1.0.0", &["--timeout", "1m"])
+        .deploy_and_wait("web", "1.0.0", &["--timeout", "1m", "--attr", "replicas=3"])
         .await;
     run.assert_code(0);
     let lines: Vec<&str> = run.stdout.lines().collect();
@@ -39,6 +39,10 @@ async fn a_good_deploy_with_wait_shows_timestamped_progress_and_exits_0() {
     assert_eq!(
         deployed["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.local/web:1.0.0"
+    );
+    assert_eq!(
+        deployed["spec"]["replicas"], 3,
+        "--attr overrides the release's"
     );
 }
 

@@ -2,6 +2,7 @@
 //! real server on port 0, a fresh database and, for deploys, the simulated cluster.
 
 mod deploys;
+mod follow;
 mod helpers;
 mod releases;
 mod status;
