@@ -223,3 +223,21 @@ async fn a_container_whose_secret_is_missing_fails_as_misconfigured() {
         "{diagnostics:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_progress_deadline_left_over_from_the_previous_rollout_does_not_fail_the_next() {
+    let (sim, cluster) = start().await;
+    sim.set_image_behaviour("shop/web:stuck", Behaviour::SlowStart { seconds: 100_000 });
+    let mut stuck = deployment("web", "shop/web:stuck", 1);
+    stuck["spec"]["progressDeadlineSeconds"] = json!(10);
+    deploy(&cluster, &[stuck], GENEROUS)
+        .await
+        .assert_failed_with(FailureReason::ProgressDeadlineExceeded);
+
+    // The fix goes out while the Deployment still says ProgressDeadlineExceeded.
+    let mut fixed = deployment("web", "nginx:1.27", 1);
+    fixed["spec"]["progressDeadlineSeconds"] = json!(600);
+    deploy(&cluster, &[fixed], GENEROUS)
+        .await
+        .assert_succeeded();
+}
