@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
 
 pub mod database;
+pub mod registry;
 pub mod sim;
