@@ -6,15 +6,15 @@ use actix_web::http::header;
 use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use kubernaut_domain::pagination::InvalidPageLimit;
 use kubernaut_domain::{
-    Actor, CreateReleaseError, CreatedRelease, Cursor, DeleteReleaseError, GetReleaseError,
-    ListReleasesError, NewRelease, PageLimit, Release, ReleaseId, ReleaseQuery, ReleaseService,
+    Actor, CreateReleaseError, CreatedRelease, DeleteReleaseError, GetReleaseError,
+    ListReleasesError, NewRelease, Release, ReleaseId, ReleaseQuery, ReleaseService,
     ReleaseSummary, ServiceName, ValidationErrors, Version,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::body::read_release;
+use crate::params::Window;
 use crate::problem::ApiError;
 
 /// A release as the API shows it.
@@ -182,39 +182,22 @@ impl ListParameters {
         let version = self
             .version
             .and_then(|v| errors.check("version", Version::parse(&v)));
-        let created_after = self
-            .created_after
-            .and_then(|t| errors.check("created_after", parse_time(&t)));
-        let created_before = self
-            .created_before
-            .and_then(|t| errors.check("created_before", parse_time(&t)));
-        let limit = match self.limit {
-            None => Some(PageLimit::default()),
-            Some(text) => errors.check(
-                "limit",
-                text.parse::<i64>()
-                    .map_err(|_| InvalidPageLimit)
-                    .and_then(PageLimit::new),
-            ),
-        };
-        let after = self
-            .cursor
-            .and_then(|c| errors.check("cursor", Cursor::decode(&c)));
+        let window = Window::parse(
+            &mut errors,
+            self.created_after,
+            self.created_before,
+            self.limit,
+            self.cursor,
+        );
         errors.into_result(|| ReleaseQuery {
             service,
             version,
-            created_after,
-            created_before,
-            after,
-            limit: limit.unwrap_or_default(),
+            created_after: window.created_after,
+            created_before: window.created_before,
+            after: window.after,
+            limit: window.limit,
         })
     }
-}
-
-fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "must be an RFC 3339 time such as 2026-11-24T12:00:00Z".to_owned())
 }
 
 /// `GET /api/releases`
