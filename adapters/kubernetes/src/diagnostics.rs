@@ -19,6 +19,10 @@ use crate::rollout::pods::{self, FailingContainer};
 const MAX_OBJECTS: usize = 10;
 const MAX_CONTAINERS: usize = 5;
 
+/// How long reading events and logs may take in all: a cluster that stopped answering
+/// must not hold the verdict back by the retries of every read.
+const BUDGET: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One resource to diagnose, with the objects and containers that tell why.
 #[derive(Debug)]
 pub(crate) struct Subject {
@@ -35,6 +39,7 @@ pub(crate) async fn gather(
     started_at: DateTime<Utc>,
     subjects: Vec<Subject>,
 ) -> Diagnostics {
+    let budget_end = tokio::time::Instant::now() + BUDGET;
     let mut resources = Vec::with_capacity(subjects.len());
     for subject in subjects {
         let mut names = vec![subject.resource.name.clone()];
@@ -45,7 +50,12 @@ pub(crate) async fn gather(
         }
         let mut events = Vec::new();
         for name in &names {
-            events.extend(events_of(cluster, namespace, name, started_at).await);
+            if let Ok(found) =
+                tokio::time::timeout_at(budget_end, events_of(cluster, namespace, name, started_at))
+                    .await
+            {
+                events.extend(found);
+            }
         }
         events.sort_by_key(|e| e.at);
         let mut logs = Vec::new();
@@ -56,7 +66,9 @@ pub(crate) async fn gather(
                 continue;
             }
             seen.push(key);
-            if let Some(lines) = logs_of(cluster, namespace, &container).await {
+            if let Ok(Some(lines)) =
+                tokio::time::timeout_at(budget_end, logs_of(cluster, namespace, &container)).await
+            {
                 logs.push(ContainerLogs {
                     pod: container.pod,
                     container: container.container,
