@@ -128,7 +128,8 @@ impl TryFrom<ReleaseSummaryRow> for ReleaseSummary {
             id: ReleaseId::from_uuid(id),
             service: stored(id, "service", ServiceName::parse(&row.service))?,
             version: stored(id, "version", Version::parse(&row.version))?,
-            image: stored(id, "image", ImageRef::parse(&row.image))?,
+            // Checked when stored; listings skip the grammar (a quarter of their CPU).
+            image: ImageRef::from_trusted(row.image),
             attributes: stored_attributes(id, row.attributes)?,
             comment: row.comment,
             created_at: row.created_at,

@@ -1,17 +1,30 @@
 use std::fmt;
 use std::str::FromStr as _;
+use std::sync::OnceLock;
 
 use oci_spec::distribution::Reference;
 use serde::{Deserialize, Serialize};
 
 /// A container image reference in the Docker grammar
 /// `[registry[:port]/]path[:tag][@sha256:digest]`, kept as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// References read back from storage were checked when they were stored; they are
+/// taken apart only when a part is asked for, so listings do not pay for the grammar.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ImageRef {
     written: String,
-    parsed: Reference,
+    #[serde(skip)]
+    parsed: OnceLock<Reference>,
 }
+
+impl PartialEq for ImageRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.written == other.written
+    }
+}
+
+impl Eq for ImageRef {}
 
 /// Why a text is not an [`ImageRef`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,7 +43,30 @@ impl ImageRef {
         let parsed = Reference::from_str(text).map_err(|e| InvalidImageRef(e.to_string()))?;
         Ok(Self {
             written: text.to_owned(),
-            parsed,
+            parsed: OnceLock::from(parsed),
+        })
+    }
+
+    /// A reference that passed [`ImageRef::parse`] before (read back from storage): kept
+    /// as written and taken apart only when a part is asked for.
+    pub fn from_trusted(written: String) -> Self {
+        Self {
+            written,
+            parsed: OnceLock::new(),
+        }
+    }
+
+    fn parsed(&self) -> &Reference {
+        self.parsed.get_or_init(|| {
+            Reference::from_str(&self.written).unwrap_or_else(|_| {
+                // Not reachable for references that were parsed when stored; keep the
+                // text whole as a repository rather than fail a read.
+                Reference::with_tag(
+                    "docker.io".to_owned(),
+                    self.written.clone(),
+                    "latest".to_owned(),
+                )
+            })
         })
     }
 
@@ -40,22 +76,22 @@ impl ImageRef {
 
     /// The registry host (and port), `docker.io` when the reference names none.
     pub fn registry(&self) -> &str {
-        self.parsed.registry()
+        self.parsed().registry()
     }
 
     /// The repository path within the registry (`library/nginx` for `nginx`).
     pub fn repository(&self) -> &str {
-        self.parsed.repository()
+        self.parsed().repository()
     }
 
     /// The tag, `latest` when the reference names neither tag nor digest.
     pub fn tag(&self) -> Option<&str> {
-        self.parsed.tag()
+        self.parsed().tag()
     }
 
     /// The digest (`sha256:...`) when the reference pins one.
     pub fn digest(&self) -> Option<&str> {
-        self.parsed.digest()
+        self.parsed().digest()
     }
 }
 
@@ -108,6 +144,16 @@ mod tests {
         ] {
             assert!(ImageRef::parse(text).is_ok(), "{text}");
         }
+    }
+
+    #[test]
+    fn a_trusted_reference_is_taken_apart_only_when_asked_and_equals_the_parsed_one() {
+        let text = "registry.example.com:5000/team/hello-world:1.2.3";
+        let trusted = ImageRef::from_trusted(text.to_owned());
+        assert_eq!(trusted, ImageRef::parse(text).expect("valid"));
+        assert_eq!(trusted.registry(), "registry.example.com:5000");
+        assert_eq!(trusted.repository(), "team/hello-world");
+        assert_eq!(trusted.tag(), Some("1.2.3"));
     }
 
     #[test]
