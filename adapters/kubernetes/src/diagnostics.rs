@@ -199,3 +199,29 @@ async fn logs_of(
     let skip = lines.len().saturating_sub(Diagnostics::LOG_LINES);
     Some(lines.into_iter().skip(skip).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event_at(time: &str) -> Event {
+        serde_json::from_value(json!({
+            "metadata": {"name": "e"},
+            "involvedObject": {"kind": "Pod", "name": "web-1"},
+            "lastTimestamp": time,
+        }))
+        .expect("an event")
+    }
+
+    #[test]
+    fn events_of_the_second_the_deploy_started_in_count_and_earlier_ones_do_not() {
+        let started_at = DateTime::parse_from_rfc3339("2026-11-24T15:00:00.700Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        assert!(since(&event_at("2026-11-24T15:00:00Z"), started_at));
+        assert!(since(&event_at("2026-11-24T15:00:05Z"), started_at));
+        assert!(!since(&event_at("2026-11-24T14:59:59Z"), started_at));
+    }
+}
