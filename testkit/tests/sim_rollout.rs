@@ -287,6 +287,18 @@ async fn scaling_down_removes_pods_and_keeps_the_revision() {
     let d = wait_rolled_out(&deployments, "scale").await;
     assert_eq!(d.annotations()["deployment.kubernetes.io/revision"], "1");
     let pods: Api<Pod> = Api::namespaced(client, "default");
+    // Scaled-down pods terminate gracefully, then disappear.
+    wait_for("one pod left", || {
+        let pods = pods.clone();
+        async move {
+            let left = pods
+                .list(&ListParams::default().labels("app=scale"))
+                .await
+                .ok()?;
+            (left.items.len() == 1).then_some(())
+        }
+    })
+    .await;
     assert_eq!(
         pods.list(&ListParams::default().labels("app=scale"))
             .await

@@ -210,6 +210,8 @@ pub(crate) fn bootstrap(world: &mut World, cfg: &SimConfig) {
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(Duration::from_millis(shared.config.tick_ms));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_rv = 0;
+    let mut last_pass = Instant::now();
     loop {
         interval.tick().await;
         let behaviours = shared
@@ -218,7 +220,19 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             .map(|b| b.clone())
             .unwrap_or_default();
         let mut world = shared.lock_world();
-        tick(&mut world, &shared.config, &behaviours, Instant::now());
+        let now = Instant::now();
+        // An idle cluster costs nothing: a pass runs when an object changed, a timer
+        // expired, or (as a safety net) a second has gone by.
+        let changed = world.store.resource_version() != last_rv;
+        let due = world.wake_at.is_some_and(|w| now >= w);
+        if !changed && !due && now < last_pass + Duration::from_secs(1) {
+            continue;
+        }
+        world.wake_at = None;
+        // Changes made by this pass trigger the next one, until a pass changes nothing.
+        last_rv = world.store.resource_version();
+        tick(&mut world, &shared.config, &behaviours, now);
+        last_pass = now;
     }
 }
 
@@ -351,7 +365,12 @@ fn pod_available(
         return false;
     }
     let since = *world.controllers.ready_since.entry(id).or_insert(now);
-    min_ready_seconds <= 0 || now >= since + cfg.real(min_ready_seconds as f64)
+    let available_at = since + cfg.real(min_ready_seconds as f64);
+    if min_ready_seconds > 0 && now < available_at {
+        world.wake(available_at);
+        return false;
+    }
+    true
 }
 
 /// Creates a pod from a template for an owner.
@@ -783,6 +802,9 @@ fn reconcile_deployment(world: &mut World, cfg: &SimConfig, d: &Value, now: Inst
     sim.last_counts = counts;
     sim.new_rs.clone_from(&new_name);
     let progress_at = sim.progress_at;
+    if let Some(dl) = deadline {
+        world.wake(progress_at + cfg.real(dl));
+    }
 
     let previous_progressing = find_condition(d, "Progressing");
     let previous_available = find_condition(d, "Available");

@@ -271,6 +271,9 @@ pub(crate) fn tick(
             None => new_pod_sim(&pod, behaviours, now),
         };
         step_pod(world, cfg, &pod, &uid, &mut sim, now);
+        if let Some(at) = next_wake(cfg, &sim) {
+            world.wake(at);
+        }
         let status = render_status(&pod, &sim);
         if pod.get("status") != Some(&status)
             || (sim.node.is_some() && pod.pointer("/spec/nodeName").is_none())
@@ -310,7 +313,9 @@ fn terminate(world: &mut World, cfg: &SimConfig, pod: &Value, uid: &str, now: In
                 .pointer("/metadata/deletionGracePeriodSeconds")
                 .and_then(Value::as_f64)
                 .unwrap_or(30.0);
-            sim.terminate_at = Some(now + cfg.real(grace.min(TERMINATION_DURATION)));
+            let at = now + cfg.real(grace.min(TERMINATION_DURATION));
+            sim.terminate_at = Some(at);
+            world.wake(at);
             let source = EventSource::kubelet(sim.node.as_deref().unwrap_or_default());
             for c in &mut sim.containers {
                 c.ready = false;
@@ -339,6 +344,36 @@ fn terminate(world: &mut World, cfg: &SimConfig, pod: &Value, uid: &str, now: In
         Some(_) => {}
     }
     world.kubelet.pods.insert(uid.to_owned(), sim);
+}
+
+/// When this pod's next step is due, if it waits for one.
+fn next_wake(cfg: &SimConfig, sim: &PodSim) -> Option<Instant> {
+    if !sim.scheduled {
+        return Some(
+            sim.next_schedule_attempt
+                .unwrap_or(sim.created + cfg.real(SCHEDULE_DELAY)),
+        );
+    }
+    let mut times: Vec<Instant> = sim.terminate_at.into_iter().collect();
+    for c in &sim.containers {
+        match &c.state {
+            CState::Pulling { until }
+            | CState::ErrImagePull { until }
+            | CState::ImagePullBackOff { until }
+            | CState::Creating { until }
+            | CState::CrashLoopBackOff { until }
+            | CState::ConfigError { until, .. } => times.push(*until),
+            CState::Running {
+                ready_at, exit_at, ..
+            } => {
+                times.extend(ready_at.filter(|_| !c.ready));
+                times.extend(*exit_at);
+                times.extend(c.next_probe_event);
+            }
+            CState::Unscheduled | CState::Terminated { .. } => {}
+        }
+    }
+    times.into_iter().min()
 }
 
 fn new_pod_sim(pod: &Value, behaviours: &HashMap<String, Behaviour>, now: Instant) -> PodSim {

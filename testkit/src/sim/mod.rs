@@ -73,9 +73,21 @@ pub(crate) struct World {
     pub node_port_counter: u32,
     pub kubelet: kubelet::KubeletState,
     pub controllers: controllers::ControllerState,
+    /// The earliest moment a timer (image pull, back-off, deadline...) expires; the
+    /// controllers sleep until then unless an object changes first.
+    pub wake_at: Option<tokio::time::Instant>,
 }
 
 impl World {
+    /// Asks for a controller pass no later than `at`.
+    /// Times already past are ignored: whatever waits on them is blocked on something
+    /// else (a finalizer, an exceeded deadline) and must not spin the loop.
+    pub fn wake(&mut self, at: tokio::time::Instant) {
+        if at > tokio::time::Instant::now() {
+            self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+        }
+    }
+
     /// Drops simulation state kept for an object that is gone.
     pub fn forget(&mut self, uid: &str) {
         self.kubelet.forget(uid);
@@ -190,6 +202,7 @@ impl SimulatorBuilder {
             node_port_counter: 0,
             kubelet: kubelet::KubeletState::default(),
             controllers: controllers::ControllerState::default(),
+            wake_at: None,
         };
         controllers::bootstrap(&mut world, &config);
         let shared = Arc::new(Shared {
