@@ -5,10 +5,6 @@
 //! `.ci/run` installs both programs; elsewhere the tests skip with the reason printed
 //! when one is missing (and fail instead when `CI` is set).
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use kubernaut::Application;
 use kubernaut::settings::{DatabaseUrl, RegistryConfig, Settings};
@@ -16,204 +12,29 @@ use kubernaut_domain::ImageRef;
 use kubernaut_domain::ports::{ImageLookup, ImageRegistry as _};
 use kubernaut_registry::{DockerRegistry, MANIFEST_MEDIA_TYPES};
 use kubernaut_testkit::database::TestDatabase;
+use kubernaut_testkit::registry::TestRegistry;
 use serde_json::{Value, json};
 
-const REGISTRY: &str = "/usr/bin/docker-registry";
-const SKOPEO: &str = "/usr/bin/skopeo";
 const TEMPLATE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: \"{{service}}\"\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - name: app\n        image: \"{{image}}\"\n";
 
-/// Whether the programs are there; when they are not, says why the test skips (or
-/// fails under CI, which installs them).
-fn programs_installed() -> bool {
-    let missing: Vec<_> = [REGISTRY, SKOPEO]
-        .into_iter()
-        .filter(|program| !Path::new(program).exists())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI installs docker-registry and skopeo, yet {missing:?} is missing"
-    );
-    eprintln!("skipped: {missing:?} is not installed (apt-get install docker-registry skopeo)");
-    false
-}
-
-/// A `docker-registry serve` on a free port with its storage in a temporary folder;
-/// killed when dropped.
-struct RealRegistry {
-    port: u16,
-    process: Child,
-    _storage: tempfile::TempDir,
-}
-
-impl Drop for RealRegistry {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-impl RealRegistry {
-    async fn start() -> Self {
-        let storage = tempfile::tempdir().expect("a storage folder");
-        let port = free_port();
-        let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.path().join("data").display()
-            ),
-        )
-        .expect("the registry's configuration");
-        let process = Command::new(REGISTRY)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // It logs every 404 as an error; a registry that fails to start shows as
-            // the wait below running out.
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry starts");
-        let registry = Self {
-            port,
-            process,
-            _storage: storage,
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let answer = client.get(format!("{}/v2/", registry.url())).send().await;
-            if answer.is_ok_and(|r| r.status() == 200) {
-                break registry;
-            }
-            assert!(Instant::now() < deadline, "docker-registry did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Pushes a one-layer image built as an OCI layout to `repository:tag`. (skopeo
-    /// may rewrite the manifest on the way, so only the registry knows its digest.)
-    fn push(&self, repository: &str, tag: &str) {
-        let layout = tempfile::tempdir().expect("a layout folder");
-        write_oci_layout(layout.path(), tag);
-        let output = Command::new(SKOPEO)
-            .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:{tag}", layout.path().display()))
-            .arg(format!("docker://{}/{repository}:{tag}", self.host()))
-            .output()
-            .expect("skopeo runs");
-        assert!(
-            output.status.success(),
-            "skopeo copy failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// The digest the registry itself reports for `repository:reference`.
-    async fn reported_digest(&self, repository: &str, reference: &str) -> String {
-        let response = reqwest::Client::new()
-            .head(format!(
-                "{}/v2/{repository}/manifests/{reference}",
-                self.url()
-            ))
-            .header("accept", MANIFEST_MEDIA_TYPES)
-            .send()
-            .await
-            .expect("the registry answers");
-        assert_eq!(response.status(), 200);
-        response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .expect("a Docker-Content-Digest header")
-            .to_owned()
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// `sha256:<hex>` of `bytes`, by coreutils' `sha256sum`.
-fn sha256(bytes: &[u8]) -> String {
-    let file = tempfile::NamedTempFile::new().expect("a temporary file");
-    std::fs::write(file.path(), bytes).expect("write");
-    let output = Command::new("sha256sum")
-        .arg(file.path())
-        .output()
-        .expect("sha256sum runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let hex = text.split_whitespace().next().expect("a digest");
-    format!("sha256:{hex}")
-}
-
-/// Stores `bytes` as a blob of the layout, returning its descriptor's digest and size.
-fn write_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
-    let digest = sha256(bytes);
-    let hex = digest.trim_start_matches("sha256:");
-    let folder = layout.join("blobs").join("sha256");
-    std::fs::create_dir_all(&folder).expect("blobs folder");
-    std::fs::write(folder.join(hex), bytes).expect("blob");
-    (digest, bytes.len())
-}
-
-/// An OCI image layout holding one image tagged `tag`: an empty tar as its layer.
-fn write_oci_layout(layout: &Path, tag: &str) {
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .expect("oci-layout");
-    // Two zero blocks: the end-of-archive marker, an empty but valid tar.
-    let layer = vec![0_u8; 1024];
-    let (layer_digest, layer_size) = write_blob(layout, &layer);
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    });
-    let (config_digest, config_size) = write_blob(layout, config.to_string().as_bytes());
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config_size,
-        },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": layer_digest,
-            "size": layer_size,
-        }],
-    });
-    let (manifest_digest, manifest_size) = write_blob(layout, manifest.to_string().as_bytes());
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest_size,
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }],
-    });
-    std::fs::write(layout.join("index.json"), index.to_string()).expect("index.json");
+/// The digest the registry itself reports for `repository:reference`.
+async fn reported_digest(registry: &TestRegistry, repository: &str, reference: &str) -> String {
+    let response = reqwest::Client::new()
+        .head(format!(
+            "{}/v2/{repository}/manifests/{reference}",
+            registry.url()
+        ))
+        .header("accept", MANIFEST_MEDIA_TYPES)
+        .send()
+        .await
+        .expect("the registry answers");
+    assert_eq!(response.status(), 200);
+    response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .expect("a Docker-Content-Digest header")
+        .to_owned()
 }
 
 fn image(text: &str) -> ImageRef {
@@ -222,12 +43,12 @@ fn image(text: &str) -> ImageRef {
 
 #[tokio::test]
 async fn the_adapter_finds_a_pushed_image_with_the_digest_the_registry_reports() {
-    if !programs_installed() {
+    if !TestRegistry::available() {
         return;
     }
-    let registry = RealRegistry::start().await;
-    registry.push("hello-world", "1.0");
-    let reported = registry.reported_digest("hello-world", "1.0").await;
+    let registry = TestRegistry::start().expect("the registry starts");
+    registry.push("hello-world", "1.0").expect("skopeo pushes");
+    let reported = reported_digest(&registry, "hello-world", "1.0").await;
     let host = registry.host();
     let adapter = DockerRegistry::new(&registry.url(), None, None).expect("the adapter");
     assert!(adapter.covers(&host));
@@ -327,12 +148,12 @@ impl TestApp {
 
 #[tokio::test]
 async fn releases_are_checked_against_the_registry_and_record_the_digest() {
-    if !programs_installed() {
+    if !TestRegistry::available() {
         return;
     }
-    let mut registry = RealRegistry::start().await;
-    registry.push("hello-world", "1.0");
-    let reported = registry.reported_digest("hello-world", "1.0").await;
+    let mut registry = TestRegistry::start().expect("the registry starts");
+    registry.push("hello-world", "1.0").expect("skopeo pushes");
+    let reported = reported_digest(&registry, "hello-world", "1.0").await;
     let host = registry.host();
     let app = TestApp::spawn(&registry.url()).await;
 
@@ -366,8 +187,7 @@ async fn releases_are_checked_against_the_registry_and_record_the_digest() {
 
     // With the registry gone, a new release cannot be checked: 503, not 422 or 500;
     // a retry of a registered one is still answered.
-    let _ = registry.process.kill();
-    let _ = registry.process.wait();
+    registry.stop();
     let (status, problem) = app
         .post_release("4.0.0", &format!("{host}/hello-world:1.0"))
         .await;

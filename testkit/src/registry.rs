@@ -105,6 +105,12 @@ impl TestRegistry {
         Ok(registry)
     }
 
+    /// Stops the registry (to see how clients fare when it is gone).
+    pub fn stop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

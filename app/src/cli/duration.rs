@@ -2,48 +2,22 @@
 
 use std::time::Duration;
 
-/// Parses a sum of `<number><unit>` parts with the units `h`, `m` and `s`; a bare
-/// number is seconds.
+/// Parses a duration in humantime's notation (`90s`, `10m`, `1h30m`, `1h 30m`); a bare
+/// number is seconds. Deploy timeouts are whole seconds, so at least one.
 ///
 /// # Errors
-/// When the text is empty, has an unknown unit, or adds up to zero.
+/// When the text is not a duration or is shorter than a second.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration such as 90s, 10m or 1h30m");
     let text = text.trim();
-    if text.is_empty() {
+    let duration = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text).map_err(|_| invalid())?,
+    };
+    if duration.as_secs() == 0 {
         return Err(invalid());
     }
-    if let Ok(seconds) = text.parse::<u64>() {
-        return positive(seconds).ok_or_else(invalid);
-    }
-    let mut total: u64 = 0;
-    let mut number = String::new();
-    for character in text.chars() {
-        if character.is_ascii_digit() {
-            number.push(character);
-            continue;
-        }
-        let unit = match character {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return Err(invalid()),
-        };
-        let value: u64 = number.parse().map_err(|_| invalid())?;
-        total = value
-            .checked_mul(unit)
-            .and_then(|part| total.checked_add(part))
-            .ok_or_else(invalid)?;
-        number.clear();
-    }
-    if !number.is_empty() {
-        return Err(invalid());
-    }
-    positive(total).ok_or_else(invalid)
-}
-
-fn positive(seconds: u64) -> Option<Duration> {
-    (seconds > 0).then(|| Duration::from_secs(seconds))
+    Ok(Duration::from_secs(duration.as_secs()))
 }
 
 #[cfg(test)]
@@ -57,6 +31,8 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2m5s"), Ok(Duration::from_secs(125)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
     }
 
     #[test]
@@ -74,7 +50,7 @@ mod tests {
             "0s",
             "0",
             "-5s",
-            "1.5h",
+            "500ms",
             "99999999999999999999h",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
