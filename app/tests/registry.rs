@@ -5,7 +5,6 @@
 //! `.ci/run` installs both programs; elsewhere the tests skip with the reason printed
 //! when one is missing (and fail instead when `CI` is set).
 
-
 use kubernaut::Application;
 use kubernaut::settings::{DatabaseUrl, RegistryConfig, Settings};
 use kubernaut_domain::ImageRef;
