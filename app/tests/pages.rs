@@ -126,7 +126,8 @@ async fn the_failed_deployment_page_shows_the_reason_the_events_and_the_log_line
             "Service/crashy",
             "not blamed",
             "<ol id=\"timeline\"",
-            "failed: Deployment/crashy",
+            // (Not the verdict's own line: it is written just after the verdict.)
+            "applied Deployment/crashy",
         ],
     );
     assert!(
