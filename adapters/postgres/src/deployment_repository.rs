@@ -14,6 +14,7 @@ use kubernaut_domain::ports::{DeploymentRepository, InsertDeploymentError, Repos
 use kubernaut_domain::release::{ReleaseId, ServiceName};
 use uuid::Uuid;
 
+use crate::blocking::{query_failed, with_connection};
 use crate::database::PgPool;
 use crate::deployment_row::{
     DeploymentRow, DeploymentSummaryRow, NewTimelineRow, TimelineRow, diagnostics_json,
@@ -54,7 +55,7 @@ impl PostgresDeploymentRepository {
         limit: usize,
     ) -> Result<String, RepositoryError> {
         let query = query.clone();
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             let lines: Vec<String> = Explain(list_query(&query, limit))
                 .load(connection)
                 .map_err(query_failed("explaining the deployment listing"))?;
@@ -62,28 +63,6 @@ impl PostgresDeploymentRepository {
         })
         .await
     }
-
-    /// Runs `work` with a pooled connection on the blocking pool.
-    async fn with_connection<T, E, F>(&self, work: F) -> Result<T, E>
-    where
-        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: From<RepositoryError> + Send + 'static,
-    {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut connection = pool.get().map_err(|error| {
-                RepositoryError::caused_by("no database connection is available", error)
-            })?;
-            work(&mut connection)
-        })
-        .await
-        .map_err(|error| RepositoryError::caused_by("the database task did not finish", error))?
-    }
-}
-
-fn query_failed(what: &'static str) -> impl FnOnce(DieselError) -> RepositoryError {
-    move |error| RepositoryError::caused_by(format!("{what} failed"), error)
 }
 
 fn status_texts(statuses: &[DeploymentStatus]) -> Vec<&'static str> {
@@ -203,7 +182,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
             .iter()
             .map(|entry| NewTimelineRow::from_entry(deployment.id, entry))
             .collect();
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             for _ in 0..INSERT_ATTEMPTS {
                 // The partial unique index decides, so concurrent requests cannot both
                 // pass; the loser learns the winner's id once its transaction is over.
@@ -243,7 +222,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
 
     #[tracing::instrument(skip(self))]
     async fn find(&self, id: DeploymentId) -> Result<Option<Deployment>, RepositoryError> {
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             let row = deployments::table
                 .find(id.as_uuid())
                 .select(DeploymentRow::as_select())
@@ -262,7 +241,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
         limit: usize,
     ) -> Result<Vec<Deployment>, RepositoryError> {
         let query = query.clone();
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             list_query(&query, limit)
                 .load(connection)
                 .map_err(query_failed("listing deployments"))?
@@ -275,7 +254,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
 
     #[tracing::instrument(skip(self))]
     async fn list_active(&self) -> Result<Vec<Deployment>, RepositoryError> {
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             let rows = deployments::table
                 .filter(deployments::status.eq_any(status_texts(&DeploymentStatus::ACTIVE)))
                 .order((deployments::created_at.asc(), deployments::id.asc()))
@@ -295,7 +274,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
     ) -> Result<bool, RepositoryError> {
         let diagnostics = diagnostics_json(id, transition.diagnostics.as_ref())?;
         let update = TransitionUpdate::new(id.as_uuid(), transition, diagnostics);
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             // A compare-and-set on the status, so a cancel and the driver cannot both win.
             let moved = update
                 .execute(connection)
@@ -312,7 +291,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
         entry: &TimelineEntry,
     ) -> Result<(), RepositoryError> {
         let row = NewTimelineRow::from_entry(id, entry);
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             match diesel::insert_into(deployment_timeline::table)
                 .values(&row)
                 .execute(connection)
@@ -339,7 +318,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
         let service = service.as_str().to_owned();
         let cluster = target.cluster.as_str().to_owned();
         let namespace = target.namespace.as_str().to_owned();
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             let mut select = deployments::table
                 .filter(deployments::service.eq(service))
                 .filter(deployments::cluster.eq(cluster))

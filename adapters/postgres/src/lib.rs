@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod blocking;
 mod database;
 mod deployment_repository;
 mod deployment_row;

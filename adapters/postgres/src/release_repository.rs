@@ -13,6 +13,7 @@ use kubernaut_domain::release::{
     Release, ReleaseId, ReleaseQuery, ReleaseSummary, ServiceName, Version,
 };
 
+use crate::blocking::{query_failed, with_connection};
 use crate::database::PgPool;
 use crate::explain::Explain;
 use crate::keyset::OlderThan;
@@ -42,7 +43,7 @@ impl PostgresReleaseRepository {
         limit: usize,
     ) -> Result<String, RepositoryError> {
         let query = query.clone();
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             let lines: Vec<String> = Explain(list_active_query(&query, limit))
                 .load(connection)
                 .map_err(query_failed("explaining the release listing"))?;
@@ -50,28 +51,6 @@ impl PostgresReleaseRepository {
         })
         .await
     }
-
-    /// Runs `work` with a pooled connection on the blocking pool.
-    async fn with_connection<T, E, F>(&self, work: F) -> Result<T, E>
-    where
-        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: From<RepositoryError> + Send + 'static,
-    {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut connection = pool.get().map_err(|error| {
-                RepositoryError::caused_by("no database connection is available", error)
-            })?;
-            work(&mut connection)
-        })
-        .await
-        .map_err(|error| RepositoryError::caused_by("the database task did not finish", error))?
-    }
-}
-
-fn query_failed(what: &'static str) -> impl FnOnce(diesel::result::Error) -> RepositoryError {
-    move |error| RepositoryError::caused_by(format!("{what} failed"), error)
 }
 
 type ListActiveQuery =
@@ -113,7 +92,7 @@ impl ReleaseRepository for PostgresReleaseRepository {
     #[tracing::instrument(skip_all, fields(release.id = %release.id))]
     async fn insert(&self, release: &Release) -> Result<(), InsertReleaseError> {
         let row = ReleaseRow::from_release(release)?;
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             // Conflicts with an active release are skipped rather than raised, so a CI
             // retry leaves no unique-violation error in the server's log.
             let inserted = diesel::insert_into(releases::table)
@@ -134,7 +113,7 @@ impl ReleaseRepository for PostgresReleaseRepository {
 
     #[tracing::instrument(skip(self))]
     async fn find_active(&self, id: ReleaseId) -> Result<Option<Release>, RepositoryError> {
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             releases::table
                 .find(id.as_uuid())
                 .filter(releases::deleted_at.is_null())
@@ -156,7 +135,7 @@ impl ReleaseRepository for PostgresReleaseRepository {
     ) -> Result<Option<Release>, RepositoryError> {
         let service = service.as_str().to_owned();
         let version = version.as_str().to_owned();
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             releases::table
                 .filter(releases::service.eq(service))
                 .filter(releases::version.eq(version))
@@ -178,7 +157,7 @@ impl ReleaseRepository for PostgresReleaseRepository {
         limit: usize,
     ) -> Result<Vec<ReleaseSummary>, RepositoryError> {
         let query = query.clone();
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             list_active_query(&query, limit)
                 .load(connection)
                 .map_err(query_failed("listing releases"))?
@@ -197,7 +176,7 @@ impl ReleaseRepository for PostgresReleaseRepository {
         at: DateTime<Utc>,
     ) -> Result<SoftDeleteOutcome, RepositoryError> {
         let actor = actor.as_str().to_owned();
-        self.with_connection(move |connection| {
+        with_connection(&self.pool, move |connection| {
             let active = releases::table
                 .find(id.as_uuid())
                 .filter(releases::deleted_at.is_null());
@@ -222,7 +201,7 @@ impl ReleaseRepository for PostgresReleaseRepository {
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {
-        self.with_connection(|connection| {
+        with_connection(&self.pool, |connection| {
             diesel::sql_query("SELECT 1")
                 .execute(connection)
                 .map(drop)
