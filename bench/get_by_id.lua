@@ -1,6 +1,10 @@
 -- wrk script: GET /api/releases/{id} with an id picked at random, per request, from
 -- the file given as the first script argument (one id per line).
 --   wrk -s bench/get_by_id.lua http://127.0.0.1:PORT -- bench/out/ids.txt
+-- Options of bench/common.lua: BENCH_TOKEN, BENCH_STOP_AFTER.
+local common = dofile("bench/common.lua")
+common.authorize()
+common.stop_after_responses()
 local ids = {}
 
 function init(args)

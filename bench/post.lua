@@ -2,6 +2,10 @@
 -- ("<start time>-<thread>-<counter>", so every request creates a release: 201), with
 -- the template of the file given as the script argument.
 --   wrk -s bench/post.lua http://127.0.0.1:PORT -- bench/template.yaml
+-- Options of bench/common.lua: BENCH_TOKEN, BENCH_STOP_AFTER.
+local common = dofile("bench/common.lua")
+common.authorize()
+common.stop_after_responses()
 local threads = 0
 
 function setup(thread)
@@ -27,7 +31,9 @@ function init(args)
   local file = assert(io.open(args[1], "r"))
   local template = file:read("*a")
   file:close()
-  prefix = os.time() .. "-" .. tostring(thread_number)
+  -- A random part too, so that runs started within the same second do not collide.
+  math.randomseed(os.time() + (tonumber(tostring({}):match("0x(%x+)"), 16) or 0))
+  prefix = os.time() .. "-" .. tostring(thread_number) .. "-" .. math.random(1000000000)
   head = '{"service":"wrk-bench","version":"'
   tail = '","image":"registry.example.com/team-3/wrk-bench:2.0.0","template":'
     .. json_string(template)
