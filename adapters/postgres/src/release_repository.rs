@@ -91,7 +91,7 @@ fn list_active_query(query: &ReleaseQuery, limit: usize) -> ListActiveQuery {
 impl ReleaseRepository for PostgresReleaseRepository {
     #[tracing::instrument(skip_all, fields(release.id = %release.id))]
     async fn insert(&self, release: &Release) -> Result<(), InsertReleaseError> {
-        let row = ReleaseRow::from_release(release)?;
+        let row = ReleaseRow::from_release(release);
         with_connection(&self.pool, move |connection| {
             // Conflicts with an active release are skipped rather than raised, so a CI
             // retry leaves no unique-violation error in the server's log.

@@ -7,8 +7,8 @@ use crate::validation::{FieldError, ValidationErrors};
 
 /// The name of a release attribute: `[A-Za-z_][A-Za-z0-9_.-]*`, at most 128 characters,
 /// and none of the variable names Kubernaut itself sets.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct AttributeName(String);
 
 /// Why a text is not an [`AttributeName`].
@@ -35,6 +35,11 @@ impl AttributeName {
     /// # Errors
     /// [`InvalidAttributeName`] naming the broken rule.
     pub fn parse(text: &str) -> Result<Self, InvalidAttributeName> {
+        Self::check(text)?;
+        Ok(Self(text.to_owned()))
+    }
+
+    fn check(text: &str) -> Result<(), InvalidAttributeName> {
         let mut bytes = text.bytes();
         let first_ok = bytes
             .next()
@@ -47,7 +52,7 @@ impl AttributeName {
         if Self::RESERVED.contains(&text) {
             return Err(InvalidAttributeName::Reserved(text.to_owned()));
         }
-        Ok(Self(text.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
@@ -58,7 +63,17 @@ impl AttributeName {
 impl TryFrom<String> for AttributeName {
     type Error = InvalidAttributeName;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
+        // Keeps the string read (attributes are read back with every listed release).
+        Self::check(&value)?;
+        Ok(Self(value))
+    }
+}
+
+/// Written as the plain string, without the copy `#[serde(into = "String")]` would make
+/// for every attribute of every release a listing serialises.
+impl Serialize for AttributeName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 
