@@ -13,7 +13,9 @@ use std::time::Duration;
 use chrono::{SubsecRound as _, Utc};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::access::{AccessDenied, Caller, Permission};
 use crate::actor::Actor;
+use crate::audit::{AuditAction, AuditEntry};
 use crate::cluster::{
     ClusterSettings, ClusterStatus, ManifestRejected, RolloutOutcome, RolloutRequest,
     prepare_objects, resource_ref_of,
@@ -91,6 +93,8 @@ pub enum RequestDeploymentError {
     #[error("there is no earlier successful release on this target to roll back to")]
     NothingToRollBackTo,
     #[error(transparent)]
+    Forbidden(#[from] AccessDenied),
+    #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
 
@@ -99,6 +103,8 @@ pub enum RequestDeploymentError {
 pub enum DeploymentLookupError {
     #[error("no deployment has this id")]
     NotFound,
+    #[error(transparent)]
+    Forbidden(#[from] AccessDenied),
     #[error("the deployment already ended: {0}")]
     AlreadyFinished(DeploymentStatus),
     #[error(transparent)]
@@ -286,7 +292,11 @@ impl DeploymentService {
         release: ReleaseId,
         target: &Target,
         attributes: &BTreeMap<AttributeName, String>,
+        caller: &Caller,
     ) -> Result<Preview, PreviewError> {
+        caller
+            .require(Permission::Read)
+            .map_err(RequestDeploymentError::from)?;
         let release = self
             .releases
             .find_active(release)
@@ -308,25 +318,28 @@ impl DeploymentService {
     }
 
     /// Starts a deploy: renders, stores it `queued` and drives it in the background.
+    /// The caller needs [`Permission::Deploy`] on the target.
     ///
     /// # Errors
     /// [`RequestDeploymentError`] naming why nothing was started.
     pub async fn request(
         &self,
         request: DeploymentRequest,
-        actor: Actor,
+        caller: &Caller,
     ) -> Result<Deployment, RequestDeploymentError> {
+        caller.require(Permission::Deploy(request.target.clone()))?;
         let release = self.resolve_release(&request.release).await?;
-        self.start(release, request, actor, None).await
+        self.start(release, request, caller, None).await
     }
 
     async fn start(
         &self,
         release: Release,
         request: DeploymentRequest,
-        actor: Actor,
+        caller: &Caller,
         rollback_of: Option<DeploymentId>,
     ) -> Result<Deployment, RequestDeploymentError> {
+        let actor = caller.actor().clone();
         let (manifest, objects, handle) =
             self.render(&release, &request.target, &request.attributes)?;
         let id = DeploymentId::generate();
@@ -393,8 +406,24 @@ impl DeploymentService {
             diagnostics: None,
             rollback_of,
         };
+        let audit = caller.audit(
+            if rollback_of.is_some() {
+                AuditAction::DeploymentRolledBack
+            } else {
+                AuditAction::DeploymentRequested
+            },
+            format!("deployment/{}", deployment.id),
+            serde_json::json!({
+                "service": deployment.service.as_str(),
+                "version": deployment.version.as_str(),
+                "release": deployment.release_id.to_string(),
+                "cluster": deployment.target.cluster.as_str(),
+                "namespace": deployment.target.namespace.as_str(),
+                "rollback_of": rollback_of.map(|of| of.to_string()),
+            }),
+        );
         self.deployments
-            .insert(&deployment)
+            .insert(&deployment, &audit)
             .await
             .map_err(|error| match error {
                 InsertDeploymentError::ActiveExists { active } => {
@@ -410,7 +439,16 @@ impl DeploymentService {
     ///
     /// # Errors
     /// [`DeploymentLookupError::NotFound`] for unknown ids.
-    pub async fn get(&self, id: DeploymentId) -> Result<Deployment, DeploymentLookupError> {
+    pub async fn get(
+        &self,
+        id: DeploymentId,
+        caller: &Caller,
+    ) -> Result<Deployment, DeploymentLookupError> {
+        caller.require(Permission::Read)?;
+        self.find(id).await
+    }
+
+    async fn find(&self, id: DeploymentId) -> Result<Deployment, DeploymentLookupError> {
         self.deployments
             .find(id)
             .await?
@@ -425,11 +463,13 @@ impl DeploymentService {
         &self,
         id: DeploymentId,
         wait: Duration,
+        caller: &Caller,
     ) -> Result<Deployment, DeploymentLookupError> {
+        caller.require(Permission::Read)?;
         let mut changes = self.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let deployment = self.get(id).await?;
+            let deployment = self.find(id).await?;
             if deployment.status.is_verdict() {
                 return Ok(deployment);
             }
@@ -452,7 +492,7 @@ impl DeploymentService {
             )
             .await;
             if woke.is_err() && tokio::time::Instant::now() >= deadline {
-                return self.get(id).await;
+                return self.find(id).await;
             }
         }
     }
@@ -460,8 +500,14 @@ impl DeploymentService {
     /// A page of deployments, newest first.
     ///
     /// # Errors
-    /// [`RepositoryError`] when the storage fails.
-    pub async fn list(&self, query: &DeploymentQuery) -> Result<Page<Deployment>, RepositoryError> {
+    /// [`DeploymentLookupError::Forbidden`] for callers without a role;
+    /// [`DeploymentLookupError::Repository`] when the storage fails.
+    pub async fn list(
+        &self,
+        query: &DeploymentQuery,
+        caller: &Caller,
+    ) -> Result<Page<Deployment>, DeploymentLookupError> {
+        caller.require(Permission::Read)?;
         let limit = usize::from(query.limit.get());
         let mut items = self.deployments.list(query, limit + 1).await?;
         let next_cursor = if items.len() > limit {
@@ -481,9 +527,11 @@ impl DeploymentService {
     pub async fn cancel(
         &self,
         id: DeploymentId,
-        actor: &Actor,
+        caller: &Caller,
     ) -> Result<Deployment, DeploymentLookupError> {
-        let deployment = self.get(id).await?;
+        let deployment = self.find(id).await?;
+        caller.require(Permission::Deploy(deployment.target.clone()))?;
+        let actor = caller.actor();
         if deployment.status.is_verdict() {
             return Err(DeploymentLookupError::AlreadyFinished(deployment.status));
         }
@@ -497,11 +545,21 @@ impl DeploymentService {
                     to: DeploymentStatus::Cancelled,
                     at,
                     diagnostics: None,
+                    audit: Some(caller.audit(
+                        AuditAction::DeploymentCancelled,
+                        format!("deployment/{id}"),
+                        serde_json::json!({
+                            "service": deployment.service.as_str(),
+                            "version": deployment.version.as_str(),
+                            "cluster": deployment.target.cluster.as_str(),
+                            "namespace": deployment.target.namespace.as_str(),
+                        }),
+                    )),
                 },
             )
             .await?;
         if !moved {
-            let now_status = self.get(id).await?.status;
+            let now_status = self.find(id).await?.status;
             return Err(DeploymentLookupError::AlreadyFinished(now_status));
         }
         self.deployments
@@ -521,7 +579,7 @@ impl DeploymentService {
             let _ = cancel.send(true);
         }
         let _ = self.changes.send(id);
-        self.get(id).await
+        self.find(id).await
     }
 
     /// Deploys again the newest release that succeeded on the deployment's target,
@@ -532,16 +590,19 @@ impl DeploymentService {
     pub async fn rollback(
         &self,
         id: DeploymentId,
-        actor: Actor,
+        caller: &Caller,
     ) -> Result<Deployment, RollbackError> {
-        let deployment = self.get(id).await?;
-        Ok(self.roll_back_from(&deployment, actor).await?)
+        let deployment = self.find(id).await?;
+        caller
+            .require(Permission::Deploy(deployment.target.clone()))
+            .map_err(DeploymentLookupError::from)?;
+        Ok(self.roll_back_from(&deployment, caller).await?)
     }
 
     async fn roll_back_from(
         &self,
         deployment: &Deployment,
-        actor: Actor,
+        caller: &Caller,
     ) -> Result<Deployment, RequestDeploymentError> {
         let good = self
             .deployments
@@ -570,12 +631,16 @@ impl DeploymentService {
             prune: good.options.prune,
             rollback_on_failure: false,
         };
-        self.start(release, request, actor, Some(deployment.id))
+        self.start(release, request, caller, Some(deployment.id))
             .await
     }
 
     /// The configured clusters and whether each answers.
-    pub async fn clusters(&self) -> Vec<ClusterOverview> {
+    ///
+    /// # Errors
+    /// [`AccessDenied`] for callers without a role.
+    pub async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterOverview>, AccessDenied> {
+        caller.require(Permission::Read)?;
         let mut overviews = Vec::with_capacity(self.clusters.len());
         for handle in self.clusters.values() {
             overviews.push(ClusterOverview {
@@ -584,7 +649,7 @@ impl DeploymentService {
                 status: handle.cluster.status().await,
             });
         }
-        overviews
+        Ok(overviews)
     }
 
     /// Drives every deployment a previous process left active to its verdict. Call once
@@ -658,6 +723,9 @@ impl DeploymentService {
                     from: from.to_vec(),
                     to,
                     at: now(),
+                    audit: to
+                        .is_verdict()
+                        .then(|| finished(id, to, diagnostics.as_ref())),
                     diagnostics,
                 },
             )
@@ -917,7 +985,10 @@ impl DeploymentService {
             return Ok(());
         }
         match self
-            .roll_back_from(deployment, Actor::named("kubernaut (rollback on failure)"))
+            .roll_back_from(
+                deployment,
+                &Caller::system("kubernaut (rollback on failure)"),
+            )
             .await
         {
             Ok(rollback) => {
@@ -952,6 +1023,25 @@ pub enum RollbackError {
     Lookup(#[from] DeploymentLookupError),
     #[error(transparent)]
     Request(#[from] RequestDeploymentError),
+}
+
+/// The audit record of a deployment reaching `verdict`, decided by Kubernaut itself.
+fn finished(
+    id: DeploymentId,
+    verdict: DeploymentStatus,
+    diagnostics: Option<&Diagnostics>,
+) -> AuditEntry {
+    AuditEntry::new(
+        Actor::named("kubernaut"),
+        AuditAction::DeploymentFinished,
+        format!("deployment/{id}"),
+        None,
+        None,
+        serde_json::json!({
+            "status": verdict.to_string(),
+            "reason": diagnostics.map(headline),
+        }),
+    )
 }
 
 async fn wait_cancelled(cancelled: &mut watch::Receiver<bool>) {

@@ -18,11 +18,27 @@ use crate::release::{NewRelease, Release, UnvalidatedRelease};
 #[derive(Default)]
 struct MemoryDeployments {
     rows: Mutex<Vec<Deployment>>,
+    audit: Mutex<Vec<AuditEntry>>,
+}
+
+impl MemoryDeployments {
+    fn audit_actions(&self) -> Vec<(AuditAction, String)> {
+        self.audit
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|a| (a.action, a.actor.to_string()))
+            .collect()
+    }
 }
 
 #[async_trait]
 impl DeploymentRepository for MemoryDeployments {
-    async fn insert(&self, deployment: &Deployment) -> Result<(), InsertDeploymentError> {
+    async fn insert(
+        &self,
+        deployment: &Deployment,
+        audit: &AuditEntry,
+    ) -> Result<(), InsertDeploymentError> {
         let mut rows = self.rows.lock().expect("lock");
         if let Some(active) = rows.iter().find(|d| {
             d.status.is_active() && d.service == deployment.service && d.target == deployment.target
@@ -30,6 +46,7 @@ impl DeploymentRepository for MemoryDeployments {
             return Err(InsertDeploymentError::ActiveExists { active: active.id });
         }
         rows.push(deployment.clone());
+        self.audit.lock().expect("lock").push(audit.clone());
         Ok(())
     }
 
@@ -85,6 +102,9 @@ impl DeploymentRepository for MemoryDeployments {
             row.finished_at = Some(transition.at);
             row.diagnostics.clone_from(&transition.diagnostics);
         }
+        if let Some(audit) = &transition.audit {
+            self.audit.lock().expect("lock").push(audit.clone());
+        }
         Ok(true)
     }
 
@@ -137,6 +157,14 @@ fn release(version: &str) -> Release {
         .expect("valid"),
         Actor::anonymous(),
     )
+}
+
+/// A deployer of every namespace of every cluster.
+fn deployer(name: &str) -> Caller {
+    Caller::new(crate::access::Principal {
+        actor: Actor::named(name),
+        grants: vec![crate::access::Grant::global(crate::access::Role::Deployer)],
+    })
 }
 
 fn target() -> Target {
@@ -212,7 +240,7 @@ fn request(release: &Release) -> DeploymentRequest {
 
 async fn verdict(service: &DeploymentService, id: DeploymentId) -> Deployment {
     service
-        .wait(id, Duration::from_secs(10))
+        .wait(id, Duration::from_secs(10), &deployer("reader"))
         .await
         .expect("deployment")
 }
@@ -246,7 +274,7 @@ async fn a_deploy_that_rolls_out_is_applied_watched_pruned_and_succeeds() {
     });
     let (service, _) = service_with(vec![good.clone()], cluster);
     let started = service
-        .request(request(&good), Actor::named("ci"))
+        .request(request(&good), &deployer("ci"))
         .await
         .expect("started");
     assert_eq!(started.status, DeploymentStatus::Queued);
@@ -289,7 +317,7 @@ async fn a_failed_rollout_stores_its_diagnostics() {
     cluster.expect_prune().never();
     let (service, _) = service_with(vec![bad.clone()], cluster);
     let started = service
-        .request(request(&bad), Actor::anonymous())
+        .request(request(&bad), &deployer("ci"))
         .await
         .expect("started");
     let done = verdict(&service, started.id).await;
@@ -313,7 +341,7 @@ async fn a_manifest_the_cluster_refuses_fails_without_a_watch() {
     cluster.expect_watch_rollout().never();
     let (service, _) = service_with(vec![bad.clone()], cluster);
     let started = service
-        .request(request(&bad), Actor::anonymous())
+        .request(request(&bad), &deployer("ci"))
         .await
         .expect("started");
     let done = verdict(&service, started.id).await;
@@ -345,7 +373,7 @@ async fn an_unreachable_cluster_is_retried_until_it_answers() {
     cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
     let (service, _) = service_with(vec![good.clone()], cluster);
     let started = service
-        .request(request(&good), Actor::anonymous())
+        .request(request(&good), &deployer("ci"))
         .await
         .expect("started");
     assert_eq!(
@@ -370,11 +398,11 @@ async fn a_second_deploy_to_an_active_target_is_refused_naming_the_active_one() 
     cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
     let (service, _) = service_with(vec![good.clone()], cluster);
     let first = service
-        .request(request(&good), Actor::anonymous())
+        .request(request(&good), &deployer("ci"))
         .await
         .expect("first");
     let error = service
-        .request(request(&good), Actor::anonymous())
+        .request(request(&good), &deployer("ci"))
         .await
         .expect_err("second is refused");
     assert!(
@@ -397,7 +425,7 @@ async fn a_deploy_that_cannot_supply_the_templates_variables_is_refused_by_name(
         }],
     );
     let error = service
-        .request(request(&good), Actor::anonymous())
+        .request(request(&good), &deployer("ci"))
         .await
         .expect_err("region is missing");
     assert!(
@@ -417,7 +445,7 @@ async fn unknown_clusters_and_forbidden_namespaces_are_refused() {
     let mut elsewhere = request(&good);
     elsewhere.target.cluster = ClusterName::parse("mars").expect("name");
     assert!(matches!(
-        service.request(elsewhere, Actor::anonymous()).await,
+        service.request(elsewhere, &deployer("ci")).await,
         Err(RequestDeploymentError::UnknownCluster(_))
     ));
 
@@ -435,7 +463,7 @@ async fn unknown_clusters_and_forbidden_namespaces_are_refused() {
         }],
     );
     assert!(matches!(
-        strict.request(request(&good), Actor::anonymous()).await,
+        strict.request(request(&good), &deployer("ci")).await,
         Err(RequestDeploymentError::NamespaceNotAllowed { .. })
     ));
 }
@@ -466,7 +494,7 @@ async fn a_failure_with_rollback_on_failure_deploys_the_last_good_release() {
     cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
     let (service, deployments) = service_with(vec![good.clone(), bad.clone()], cluster);
     let first = service
-        .request(request(&good), Actor::anonymous())
+        .request(request(&good), &deployer("ci"))
         .await
         .expect("good");
     assert_eq!(
@@ -477,7 +505,7 @@ async fn a_failure_with_rollback_on_failure_deploys_the_last_good_release() {
     let mut failing = request(&bad);
     failing.rollback_on_failure = true;
     let second = service
-        .request(failing, Actor::anonymous())
+        .request(failing, &deployer("ci"))
         .await
         .expect("bad");
     let failed = verdict(&service, second.id).await;
@@ -529,17 +557,17 @@ async fn a_manual_rollback_deploys_the_release_before_and_says_so() {
     cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
     let (service, _) = service_with(vec![good.clone(), newer.clone()], cluster);
     let first = service
-        .request(request(&good), Actor::anonymous())
+        .request(request(&good), &deployer("ci"))
         .await
         .expect("first");
     verdict(&service, first.id).await;
     let second = service
-        .request(request(&newer), Actor::anonymous())
+        .request(request(&newer), &deployer("ci"))
         .await
         .expect("second");
     verdict(&service, second.id).await;
     let rollback = service
-        .rollback(second.id, Actor::named("oncall"))
+        .rollback(second.id, &deployer("oncall"))
         .await
         .expect("rollback");
     assert_eq!(rollback.release_id, good.id);
@@ -568,12 +596,12 @@ async fn a_manual_rollback_deploys_the_release_before_and_says_so() {
         cluster
     });
     let only = service
-        .request(request(&lonely), Actor::anonymous())
+        .request(request(&lonely), &deployer("ci"))
         .await
         .expect("only");
     verdict(&service, only.id).await;
     assert!(matches!(
-        service.rollback(only.id, Actor::anonymous()).await,
+        service.rollback(only.id, &deployer("ci")).await,
         Err(RollbackError::Request(
             RequestDeploymentError::NothingToRollBackTo
         ))
@@ -594,11 +622,11 @@ async fn cancelling_stops_the_watch_and_ends_cancelled() {
     cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
     let (service, _) = service_with(vec![good.clone()], cluster);
     let started = service
-        .request(request(&good), Actor::anonymous())
+        .request(request(&good), &deployer("ci"))
         .await
         .expect("started");
     let cancelled = service
-        .cancel(started.id, &Actor::named("oncall"))
+        .cancel(started.id, &deployer("oncall"))
         .await
         .expect("cancelled");
     assert_eq!(cancelled.status, DeploymentStatus::Cancelled);
@@ -609,7 +637,7 @@ async fn cancelling_stops_the_watch_and_ends_cancelled() {
         "the watch's verdict does not overwrite it"
     );
     assert!(matches!(
-        service.cancel(started.id, &Actor::anonymous()).await,
+        service.cancel(started.id, &deployer("ci")).await,
         Err(DeploymentLookupError::AlreadyFinished(
             DeploymentStatus::Cancelled
         ))
@@ -676,7 +704,7 @@ async fn with_digest_pinning_a_release_with_a_recorded_digest_deploys_its_image_
     let (service, _) = service_with(vec![pinned.clone(), unpinned.clone()], MockCluster::new());
     let service = service.with_digest_pinning(true);
     let preview = service
-        .preview(pinned.id, &target(), &BTreeMap::new())
+        .preview(pinned.id, &target(), &BTreeMap::new(), &deployer("ci"))
         .await
         .expect("preview");
     assert_eq!(
@@ -684,15 +712,92 @@ async fn with_digest_pinning_a_release_with_a_recorded_digest_deploys_its_image_
         Some(format!("docker.io/library/hello@{digest}"))
     );
     let preview = service
-        .preview(unpinned.id, &target(), &BTreeMap::new())
+        .preview(unpinned.id, &target(), &BTreeMap::new(), &deployer("ci"))
         .await
         .expect("preview");
     assert_eq!(image_of(&preview).as_deref(), Some("hello:2.0.0"));
 
     let (service, _) = service_with(vec![pinned.clone()], MockCluster::new());
     let preview = service
-        .preview(pinned.id, &target(), &BTreeMap::new())
+        .preview(pinned.id, &target(), &BTreeMap::new(), &deployer("ci"))
         .await
         .expect("preview");
     assert_eq!(image_of(&preview).as_deref(), Some("hello:1.0.0"));
+}
+
+#[tokio::test]
+async fn a_deployer_outside_its_scope_is_refused_and_nothing_is_stored_or_audited() {
+    let good = release("1");
+    let mut cluster = MockCluster::new();
+    cluster.expect_apply().never();
+    let (service, deployments) = service_with(vec![good.clone()], cluster);
+    let staging_only = Caller::new(crate::access::Principal {
+        actor: Actor::named("intern"),
+        grants: vec![
+            crate::access::Grant::new(
+                crate::access::Role::Deployer,
+                crate::access::Scope::parse("staging/*").expect("scope"),
+            )
+            .expect("grant"),
+        ],
+    });
+    let error = service
+        .request(request(&good), &staging_only)
+        .await
+        .expect_err("forbidden");
+    assert!(
+        matches!(error, RequestDeploymentError::Forbidden(ref denied) if denied.permission == Permission::Deploy(target())),
+        "{error:?}"
+    );
+    assert!(deployments.rows.lock().expect("lock").is_empty());
+    assert!(deployments.audit_actions().is_empty());
+}
+
+#[tokio::test]
+async fn requests_verdicts_and_cancels_are_audited_with_who_did_them() {
+    let good = release("1");
+    let mut cluster = MockCluster::new();
+    cluster
+        .expect_apply()
+        .returning(|objects| Ok(applied(objects)));
+    cluster
+        .expect_watch_rollout()
+        .returning(|_, _| Ok(RolloutOutcome::Succeeded { warnings: vec![] }));
+    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    let (service, deployments) = service_with(vec![good.clone()], cluster);
+    let caller = deployer("jenkins").with_request(Some("req-9".into()), Some("10.0.0.9".into()));
+    let started = service
+        .request(request(&good), &caller)
+        .await
+        .expect("started");
+    let done = verdict(&service, started.id).await;
+    assert_eq!(done.status, DeploymentStatus::Succeeded);
+    assert_eq!(
+        deployments.audit_actions(),
+        vec![
+            (AuditAction::DeploymentRequested, "jenkins".to_owned()),
+            (AuditAction::DeploymentFinished, "kubernaut".to_owned()),
+        ]
+    );
+    let audit = deployments.audit.lock().expect("lock").clone();
+    assert_eq!(audit[0].target, format!("deployment/{}", started.id));
+    assert_eq!(audit[0].request_id.as_deref(), Some("req-9"));
+    assert_eq!(audit[0].source.as_deref(), Some("10.0.0.9"));
+    assert_eq!(audit[0].details["namespace"], "shop");
+    assert_eq!(audit[1].details["status"], "succeeded");
+    // Reading is open to every role and not audited.
+    let viewer = Caller::new(crate::access::Principal {
+        actor: Actor::named("viewer"),
+        grants: vec![crate::access::Grant::global(crate::access::Role::Viewer)],
+    });
+    service.get(started.id, &viewer).await.expect("readable");
+    assert!(matches!(
+        service.cancel(started.id, &viewer).await,
+        Err(DeploymentLookupError::Forbidden(_))
+    ));
+    assert!(matches!(
+        service.rollback(started.id, &viewer).await,
+        Err(RollbackError::Lookup(DeploymentLookupError::Forbidden(_)))
+    ));
+    assert_eq!(deployments.audit_actions().len(), 2);
 }

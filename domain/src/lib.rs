@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+pub mod access;
+pub mod access_service;
 pub mod actor;
+pub mod audit;
 pub mod cluster;
 pub mod deployment;
 pub mod deployment_service;
@@ -9,9 +12,12 @@ pub mod ports;
 pub mod release;
 pub mod release_service;
 pub mod template;
+pub mod token;
 pub mod validation;
 
+pub use access::{AccessDenied, Caller, Grant, Permission, Principal, Role, Scope};
 pub use actor::Actor;
+pub use audit::{AuditAction, AuditEntry, AuditQuery};
 pub use pagination::{Cursor, Page, PageLimit};
 pub use release::{
     AttributeName, Attributes, ImageRef, NewRelease, Release, ReleaseContent, ReleaseId,

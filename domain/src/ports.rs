@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::access::{Account, AccountName, Grant};
 use crate::actor::Actor;
+use crate::audit::{AuditEntry, AuditQuery};
 use crate::cluster::{
     AppliedResource, ClusterStatus, RolloutOutcome, RolloutProgress, RolloutRequest,
 };
@@ -20,6 +22,7 @@ use crate::deployment::{
 use crate::release::{
     ImageRef, Release, ReleaseId, ReleaseQuery, ReleaseSummary, ServiceName, Version,
 };
+use crate::token::{ApiToken, TokenHash, TokenId};
 
 /// A failure of the storage behind a port that the caller cannot correct: the
 /// database is down, a query failed. The cause chain is kept for the log.
@@ -75,13 +78,14 @@ pub enum SoftDeleteOutcome {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait ReleaseRepository: Send + Sync + 'static {
-    /// Stores a new release.
+    /// Stores a new release and, in the same transaction, its `audit` record.
     ///
     /// # Errors
-    /// MUST return [`InsertReleaseError::Duplicate`], storing nothing, when an active
-    /// release with the same service and version exists (deleted ones do not count);
-    /// this MUST hold under concurrent inserts.
-    async fn insert(&self, release: &Release) -> Result<(), InsertReleaseError>;
+    /// MUST return [`InsertReleaseError::Duplicate`], storing nothing (no audit record
+    /// either), when an active release with the same service and version exists
+    /// (deleted ones do not count); this MUST hold under concurrent inserts.
+    async fn insert(&self, release: &Release, audit: &AuditEntry)
+    -> Result<(), InsertReleaseError>;
 
     /// The release with this id, if it exists and is not deleted.
     ///
@@ -110,7 +114,8 @@ pub trait ReleaseRepository: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ReleaseSummary>, RepositoryError>;
 
-    /// Marks the release deleted by `actor` at `at`, unless it already is.
+    /// Marks the release deleted by `actor` at `at`, unless it already is, and stores
+    /// `audit` in the same transaction when (and only when) it was deleted now.
     ///
     /// # Errors
     /// [`RepositoryError`] only when the storage fails.
@@ -119,6 +124,7 @@ pub trait ReleaseRepository: Send + Sync + 'static {
         id: ReleaseId,
         actor: &Actor,
         at: DateTime<Utc>,
+        audit: &AuditEntry,
     ) -> Result<SoftDeleteOutcome, RepositoryError>;
 
     /// Whether the storage answers, for readiness probes.
@@ -143,14 +149,19 @@ pub enum InsertDeploymentError {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait DeploymentRepository: Send + Sync + 'static {
-    /// Stores a new deployment (its timeline included).
+    /// Stores a new deployment (its timeline included) and, in the same transaction,
+    /// its `audit` record.
     ///
     /// # Errors
     /// MUST return [`InsertDeploymentError::ActiveExists`] naming the active one, storing
-    /// nothing, when a deployment of the same service to the same cluster and namespace
-    /// is active. The storage itself MUST enforce this (a unique constraint), so that
-    /// concurrent requests cannot both pass.
-    async fn insert(&self, deployment: &Deployment) -> Result<(), InsertDeploymentError>;
+    /// nothing (no audit record either), when a deployment of the same service to the
+    /// same cluster and namespace is active. The storage itself MUST enforce this (a
+    /// unique constraint), so that concurrent requests cannot both pass.
+    async fn insert(
+        &self,
+        deployment: &Deployment,
+        audit: &AuditEntry,
+    ) -> Result<(), InsertDeploymentError>;
 
     /// The deployment with its timeline, diagnostics and objects.
     ///
@@ -178,7 +189,8 @@ pub trait DeploymentRepository: Send + Sync + 'static {
     /// Moves the deployment to `transition.to` if, and only if, its status is one of
     /// `transition.from`; returns whether it moved. Entering `applying` sets
     /// `started_at` (once); entering a verdict sets `finished_at` and stores the
-    /// diagnostics.
+    /// diagnostics. When it moved, `transition.audit` (if any) is stored in the same
+    /// transaction; when it did not, nothing is.
     ///
     /// # Errors
     /// [`RepositoryError`] only when the storage fails.
@@ -209,6 +221,161 @@ pub trait DeploymentRepository: Send + Sync + 'static {
         target: &Target,
         excluding: Option<ReleaseId>,
     ) -> Result<Option<Deployment>, RepositoryError>;
+}
+
+/// Why [`AccessRepository::insert_account`] stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertAccountError {
+    #[error("an account with this name exists")]
+    Duplicate,
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// What [`AccessRepository::add_grant`] and [`AccessRepository::remove_grant`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantChange {
+    /// The grant was added (or removed).
+    Changed,
+    /// The account already held it (or did not hold it): nothing changed.
+    Unchanged,
+    AccountNotFound,
+}
+
+/// Why [`AccessRepository::insert_token`] stored nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertTokenError {
+    #[error("no account has this name")]
+    AccountNotFound,
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// What [`AccessRepository::revoke_token`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeTokenOutcome {
+    Revoked,
+    AlreadyRevoked,
+    NotFound,
+}
+
+/// Where accounts, their grants and their API tokens are kept. Every change stores its
+/// `audit` record in the same transaction, and only when something changed.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait AccessRepository: Send + Sync + 'static {
+    /// Stores a new account with its grants.
+    ///
+    /// # Errors
+    /// [`InsertAccountError::Duplicate`], storing nothing, when the name is taken.
+    async fn insert_account(
+        &self,
+        account: &Account,
+        audit: &AuditEntry,
+    ) -> Result<(), InsertAccountError>;
+
+    /// The account with its grants.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn find_account(&self, name: &AccountName) -> Result<Option<Account>, RepositoryError>;
+
+    /// Every account, by name.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn list_accounts(&self) -> Result<Vec<Account>, RepositoryError>;
+
+    /// Grants `grant` to the account.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn add_grant(
+        &self,
+        account: &AccountName,
+        grant: &Grant,
+        audit: &AuditEntry,
+    ) -> Result<GrantChange, RepositoryError>;
+
+    /// Takes `grant` from the account.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn remove_grant(
+        &self,
+        account: &AccountName,
+        grant: &Grant,
+        audit: &AuditEntry,
+    ) -> Result<GrantChange, RepositoryError>;
+
+    /// Stores a new token of `token.account`.
+    ///
+    /// # Errors
+    /// [`InsertTokenError::AccountNotFound`] when the account does not exist.
+    async fn insert_token(
+        &self,
+        token: &ApiToken,
+        audit: &AuditEntry,
+    ) -> Result<(), InsertTokenError>;
+
+    /// The token with this hash (revoked and expired ones included) and its account.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn find_token(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(ApiToken, Account)>, RepositoryError>;
+
+    /// The token with this id.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn find_token_by_id(&self, id: TokenId) -> Result<Option<ApiToken>, RepositoryError>;
+
+    /// The tokens of `account`, or of everyone, newest first.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn list_tokens(
+        &self,
+        account: Option<AccountName>,
+    ) -> Result<Vec<ApiToken>, RepositoryError>;
+
+    /// Revokes the token (by `by`, at `at`) unless it already is.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn revoke_token(
+        &self,
+        id: TokenId,
+        by: &Actor,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<RevokeTokenOutcome, RepositoryError>;
+
+    /// Records that the token was used at `at` (not audited: it is not a change).
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn touch_token(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), RepositoryError>;
+}
+
+/// Where the audit trail is read. (It is written by the other repositories, each in the
+/// transaction of its change.)
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait AuditRepository: Send + Sync + 'static {
+    /// Records matching `query`, newest first (by `at`, then `id`, both descending),
+    /// starting strictly after `query.after`, at most `limit`.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn list(
+        &self,
+        query: &AuditQuery,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, RepositoryError>;
 }
 
 /// Why a cluster operation failed.

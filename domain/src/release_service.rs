@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use chrono::{SubsecRound as _, Utc};
 
-use crate::actor::Actor;
+use crate::access::{AccessDenied, Caller, Permission};
+use crate::audit::AuditAction;
 use crate::pagination::Page;
 use crate::ports::{
     ImageLookup, ImageRegistry, InsertReleaseError, RegistryError, ReleaseRepository,
@@ -49,6 +50,8 @@ pub enum CreateReleaseError {
     #[error(transparent)]
     RegistryUnavailable(RegistryError),
     #[error(transparent)]
+    Forbidden(#[from] AccessDenied),
+    #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
 
@@ -57,6 +60,8 @@ pub enum CreateReleaseError {
 pub enum GetReleaseError {
     #[error("no active release has this id")]
     NotFound,
+    #[error(transparent)]
+    Forbidden(#[from] AccessDenied),
     #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
@@ -67,12 +72,16 @@ pub enum DeleteReleaseError {
     #[error("no release has this id")]
     NotFound,
     #[error(transparent)]
+    Forbidden(#[from] AccessDenied),
+    #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
 
 /// Why [`ReleaseService::list`] returned no page.
 #[derive(Debug, thiserror::Error)]
 pub enum ListReleasesError {
+    #[error(transparent)]
+    Forbidden(#[from] AccessDenied),
     #[error(transparent)]
     Repository(#[from] RepositoryError),
 }
@@ -125,7 +134,8 @@ impl ReleaseService {
         }
     }
 
-    /// Registers `new` on behalf of `actor`. Idempotent for retries: registering the
+    /// Registers `new` on behalf of `caller`, who needs [`Permission::ManageReleases`].
+    /// Idempotent for retries: registering the
     /// same service and version again with identical content (image, template,
     /// attributes) returns the existing release and changes nothing.
     ///
@@ -137,12 +147,14 @@ impl ReleaseService {
     /// [`CreateReleaseError::Conflict`] naming the existing release when the same
     /// service and version is active with other content;
     /// [`CreateReleaseError::ImageNotFound`] when the registry does not hold the image;
-    /// [`CreateReleaseError::RegistryUnavailable`] when it cannot be asked.
+    /// [`CreateReleaseError::RegistryUnavailable`] when it cannot be asked;
+    /// [`CreateReleaseError::Forbidden`] when the caller may not manage releases.
     pub async fn create(
         &self,
         new: NewRelease,
-        actor: Actor,
+        caller: &Caller,
     ) -> Result<CreatedRelease, CreateReleaseError> {
+        caller.require(Permission::ManageReleases)?;
         let image_digest = match self.image_digest(&new.content.image).await {
             Ok(digest) => digest,
             Err(error) => {
@@ -158,9 +170,18 @@ impl ReleaseService {
                 };
             }
         };
-        let mut release = Release::register(new, actor);
+        let mut release = Release::register(new, caller.actor().clone());
         release.image_digest = image_digest;
-        match self.repository.insert(&release).await {
+        let audit = caller.audit(
+            AuditAction::ReleaseCreated,
+            format!("release/{}", release.id),
+            serde_json::json!({
+                "service": release.service.as_str(),
+                "version": release.version.as_str(),
+                "image": release.image().as_str(),
+            }),
+        );
+        match self.repository.insert(&release, &audit).await {
             Ok(()) => Ok(CreatedRelease::Created(release)),
             Err(InsertReleaseError::Repository(error)) => Err(error.into()),
             Err(InsertReleaseError::Duplicate) => {
@@ -189,7 +210,8 @@ impl ReleaseService {
     ///
     /// # Errors
     /// [`GetReleaseError::NotFound`] for unknown and deleted ids.
-    pub async fn get(&self, id: ReleaseId) -> Result<Release, GetReleaseError> {
+    pub async fn get(&self, id: ReleaseId, caller: &Caller) -> Result<Release, GetReleaseError> {
+        caller.require(Permission::Read)?;
         self.repository
             .find_active(id)
             .await?
@@ -204,7 +226,9 @@ impl ReleaseService {
     pub async fn list(
         &self,
         query: &ReleaseQuery,
+        caller: &Caller,
     ) -> Result<Page<ReleaseSummary>, ListReleasesError> {
+        caller.require(Permission::Read)?;
         let limit = usize::from(query.limit.get());
         // One more than asked tells whether another page follows without a count.
         let mut items = self.repository.list_active(query, limit + 1).await?;
@@ -222,10 +246,21 @@ impl ReleaseService {
     /// Deleting a deleted release succeeds and changes nothing.
     ///
     /// # Errors
-    /// [`DeleteReleaseError::NotFound`] when no release ever had this id.
-    pub async fn delete(&self, id: ReleaseId, actor: &Actor) -> Result<(), DeleteReleaseError> {
+    /// [`DeleteReleaseError::NotFound`] when no release ever had this id;
+    /// [`DeleteReleaseError::Forbidden`] when the caller may not manage releases.
+    pub async fn delete(&self, id: ReleaseId, caller: &Caller) -> Result<(), DeleteReleaseError> {
+        caller.require(Permission::ManageReleases)?;
         let now = Utc::now().trunc_subsecs(6);
-        match self.repository.soft_delete(id, actor, now).await? {
+        let audit = caller.audit(
+            AuditAction::ReleaseDeleted,
+            format!("release/{id}"),
+            serde_json::Value::Null,
+        );
+        match self
+            .repository
+            .soft_delete(id, caller.actor(), now, &audit)
+            .await?
+        {
             SoftDeleteOutcome::Deleted | SoftDeleteOutcome::AlreadyDeleted => Ok(()),
             SoftDeleteOutcome::NotFound => Err(DeleteReleaseError::NotFound),
         }
@@ -248,6 +283,8 @@ mod tests {
     use mockall::predicate::eq;
 
     use super::*;
+    use crate::access::{Grant, Principal, Role};
+    use crate::actor::Actor;
     use crate::pagination::PageLimit;
     use crate::ports::{MockImageRegistry, MockReleaseRepository};
     use crate::release::UnvalidatedRelease;
@@ -266,6 +303,22 @@ mod tests {
         .expect("valid release")
     }
 
+    fn caller(name: &str, role: Role) -> Caller {
+        Caller::new(Principal {
+            actor: Actor::named(name),
+            grants: vec![Grant::global(role)],
+        })
+        .with_request(Some("req-1".into()), Some("192.0.2.7".into()))
+    }
+
+    fn releaser(name: &str) -> Caller {
+        caller(name, Role::Releaser)
+    }
+
+    fn viewer() -> Caller {
+        caller("reader", Role::Viewer)
+    }
+
     fn service(repository: MockReleaseRepository) -> ReleaseService {
         ReleaseService::new(Arc::new(repository))
     }
@@ -275,11 +328,11 @@ mod tests {
         let mut repository = MockReleaseRepository::new();
         repository
             .expect_insert()
-            .withf(|release| release.service.as_str() == "hello-world" && !release.is_deleted())
+            .withf(|release, _| release.service.as_str() == "hello-world" && !release.is_deleted())
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_, _| Ok(()));
         let outcome = service(repository)
-            .create(new_release("hello:1"), Actor::named("jenkins"))
+            .create(new_release("hello:1"), &releaser("jenkins"))
             .await
             .expect("created");
         let CreatedRelease::Created(release) = outcome else {
@@ -296,13 +349,13 @@ mod tests {
         let mut repository = MockReleaseRepository::new();
         repository
             .expect_insert()
-            .returning(|_| Err(InsertReleaseError::Duplicate));
+            .returning(|_, _| Err(InsertReleaseError::Duplicate));
         repository
             .expect_find_active_by_version()
             .times(1)
             .returning(move |_, _| Ok(Some(stored.clone())));
         let outcome = service(repository)
-            .create(new_release("hello:1"), Actor::named("retry"))
+            .create(new_release("hello:1"), &releaser("retry"))
             .await
             .expect("idempotent");
         assert_eq!(outcome, CreatedRelease::AlreadyExists(existing));
@@ -315,12 +368,12 @@ mod tests {
         let mut repository = MockReleaseRepository::new();
         repository
             .expect_insert()
-            .returning(|_| Err(InsertReleaseError::Duplicate));
+            .returning(|_, _| Err(InsertReleaseError::Duplicate));
         repository
             .expect_find_active_by_version()
             .returning(move |_, _| Ok(Some(existing.clone())));
         let error = service(repository)
-            .create(new_release("hello:2"), Actor::anonymous())
+            .create(new_release("hello:2"), &releaser("ci"))
             .await
             .expect_err("conflict");
         assert!(
@@ -334,9 +387,9 @@ mod tests {
         let mut repository = MockReleaseRepository::new();
         repository
             .expect_insert()
-            .returning(|_| Err(RepositoryError::new("down").into()));
+            .returning(|_, _| Err(RepositoryError::new("down").into()));
         let error = service(repository)
-            .create(new_release("hello:1"), Actor::anonymous())
+            .create(new_release("hello:1"), &releaser("ci"))
             .await
             .expect_err("failure");
         assert!(matches!(error, CreateReleaseError::Repository(_)));
@@ -361,16 +414,16 @@ mod tests {
         let mut repository = MockReleaseRepository::new();
         repository
             .expect_insert()
-            .withf(|release| release.image_digest.as_deref() == Some(DIGEST))
+            .withf(|release, _| release.image_digest.as_deref() == Some(DIGEST))
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_, _| Ok(()));
         let outcome = service(repository)
             .with_registry(registry_answering(|| {
                 Ok(ImageLookup::Found {
                     digest: DIGEST.into(),
                 })
             }))
-            .create(new_release(CHECKED_IMAGE), Actor::anonymous())
+            .create(new_release(CHECKED_IMAGE), &releaser("ci"))
             .await
             .expect("created");
         let release = outcome.into_release();
@@ -390,7 +443,7 @@ mod tests {
             .returning(|_, _| Ok(None));
         let error = service(repository)
             .with_registry(registry_answering(|| Ok(ImageLookup::NotFound)))
-            .create(new_release(CHECKED_IMAGE), Actor::anonymous())
+            .create(new_release(CHECKED_IMAGE), &releaser("ci"))
             .await
             .expect_err("missing image");
         assert!(
@@ -413,7 +466,7 @@ mod tests {
                     "connection refused",
                 ))
             }))
-            .create(new_release(CHECKED_IMAGE), Actor::anonymous())
+            .create(new_release(CHECKED_IMAGE), &releaser("ci"))
             .await
             .expect_err("unavailable");
         assert!(
@@ -430,12 +483,12 @@ mod tests {
         let mut repository = MockReleaseRepository::new();
         repository
             .expect_insert()
-            .withf(|release| release.image_digest.is_none())
+            .withf(|release, _| release.image_digest.is_none())
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_, _| Ok(()));
         let outcome = service(repository)
             .with_registry(Arc::new(registry))
-            .create(new_release("docker.io/library/hello:1"), Actor::anonymous())
+            .create(new_release("docker.io/library/hello:1"), &releaser("ci"))
             .await
             .expect("created");
         assert!(matches!(outcome, CreatedRelease::Created(_)));
@@ -455,7 +508,7 @@ mod tests {
             .with_registry(registry_answering(|| {
                 Err(RegistryError::new("registry.local:5000", "503"))
             }))
-            .create(new_release(CHECKED_IMAGE), Actor::anonymous())
+            .create(new_release(CHECKED_IMAGE), &releaser("ci"))
             .await
             .expect("idempotent");
         assert_eq!(outcome, CreatedRelease::AlreadyExists(existing));
@@ -471,7 +524,7 @@ mod tests {
             .returning(move |_, _| Ok(Some(other.clone())));
         let error = service(repository)
             .with_registry(registry_answering(|| Ok(ImageLookup::NotFound)))
-            .create(new_release(CHECKED_IMAGE), Actor::anonymous())
+            .create(new_release(CHECKED_IMAGE), &releaser("ci"))
             .await
             .expect_err("missing image");
         assert!(matches!(error, CreateReleaseError::ImageNotFound { .. }));
@@ -485,7 +538,10 @@ mod tests {
             .expect_find_active()
             .with(eq(id))
             .returning(|_| Ok(None));
-        let error = service(repository).get(id).await.expect_err("not found");
+        let error = service(repository)
+            .get(id, &viewer())
+            .await
+            .expect_err("not found");
         assert!(matches!(error, GetReleaseError::NotFound));
     }
 
@@ -514,7 +570,10 @@ mod tests {
             limit: PageLimit::new(2).expect("limit"),
             ..ReleaseQuery::default()
         };
-        let page = service(repository).list(&query).await.expect("page");
+        let page = service(repository)
+            .list(&query, &viewer())
+            .await
+            .expect("page");
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.next_cursor, Some(last_on_page));
     }
@@ -527,7 +586,7 @@ mod tests {
             .expect_list_active()
             .returning(move |_, _| Ok(rows.clone()));
         let page = service(repository)
-            .list(&ReleaseQuery::default())
+            .list(&ReleaseQuery::default(), &viewer())
             .await
             .expect("page");
         assert_eq!(page.items.len(), 2);
@@ -545,15 +604,76 @@ mod tests {
         repository
             .expect_soft_delete()
             .times(3)
-            .returning(move |_, _, _| Ok(outcomes.pop().unwrap_or(SoftDeleteOutcome::NotFound)));
+            .returning(move |_, _, _, _| Ok(outcomes.pop().unwrap_or(SoftDeleteOutcome::NotFound)));
         let service = service(repository);
         let id = ReleaseId::generate();
-        let actor = Actor::anonymous();
-        assert!(service.delete(id, &actor).await.is_ok());
-        assert!(service.delete(id, &actor).await.is_ok());
+        let caller = releaser("ci");
+        assert!(service.delete(id, &caller).await.is_ok());
+        assert!(service.delete(id, &caller).await.is_ok());
         assert!(matches!(
-            service.delete(id, &actor).await,
+            service.delete(id, &caller).await,
             Err(DeleteReleaseError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_created_release_is_audited_with_the_caller_and_the_request() {
+        let mut repository = MockReleaseRepository::new();
+        repository
+            .expect_insert()
+            .withf(|release, audit| {
+                audit.action == AuditAction::ReleaseCreated
+                    && audit.target == format!("release/{}", release.id)
+                    && audit.actor == Actor::named("jenkins")
+                    && audit.request_id.as_deref() == Some("req-1")
+                    && audit.source.as_deref() == Some("192.0.2.7")
+                    && audit.details["version"] == "1.0.0"
+            })
+            .times(1)
+            .returning(|_, _| Ok(()));
+        service(repository)
+            .create(new_release("hello:1"), &releaser("jenkins"))
+            .await
+            .expect("created");
+    }
+
+    #[tokio::test]
+    async fn callers_without_the_permission_change_nothing() {
+        for role in [Role::Viewer, Role::Deployer] {
+            let mut repository = MockReleaseRepository::new();
+            repository.expect_insert().never();
+            repository.expect_soft_delete().never();
+            let service = service(repository);
+            let error = service
+                .create(new_release("hello:1"), &caller("someone", role))
+                .await
+                .expect_err("forbidden");
+            assert!(matches!(error, CreateReleaseError::Forbidden(_)), "{role}");
+            let error = service
+                .delete(ReleaseId::generate(), &caller("someone", role))
+                .await
+                .expect_err("forbidden");
+            assert!(matches!(error, DeleteReleaseError::Forbidden(_)), "{role}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_without_any_grant_cannot_read() {
+        let mut repository = MockReleaseRepository::new();
+        repository.expect_find_active().never();
+        repository.expect_list_active().never();
+        let nobody = Caller::new(Principal {
+            actor: Actor::named("nobody"),
+            grants: Vec::new(),
+        });
+        let service = service(repository);
+        assert!(matches!(
+            service.get(ReleaseId::generate(), &nobody).await,
+            Err(GetReleaseError::Forbidden(_))
+        ));
+        assert!(matches!(
+            service.list(&ReleaseQuery::default(), &nobody).await,
+            Err(ListReleasesError::Forbidden(_))
         ));
     }
 }

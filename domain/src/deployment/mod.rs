@@ -18,6 +18,7 @@ pub use diagnostics::{
 pub use target::{ClusterName, InvalidClusterName, InvalidNamespace, Namespace, Target};
 
 use crate::actor::Actor;
+use crate::audit::AuditEntry;
 use crate::pagination::{Cursor, PageLimit};
 use crate::release::{ReleaseId, ServiceName, Version};
 
@@ -226,4 +227,6 @@ pub struct Transition {
     pub at: DateTime<Utc>,
     /// Stored with a verdict of failure or timeout.
     pub diagnostics: Option<Diagnostics>,
+    /// The audit record of this change, stored with it when it happens.
+    pub audit: Option<AuditEntry>,
 }
