@@ -6,6 +6,8 @@ use diesel::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
 
+use crate::access_repository::PostgresAccessRepository;
+use crate::audit_repository::PostgresAuditRepository;
 use crate::deployment_repository::PostgresDeploymentRepository;
 use crate::error::DatabaseError;
 use crate::release_repository::PostgresReleaseRepository;
@@ -75,6 +77,16 @@ impl Database {
     /// The deployment repository on this database.
     pub fn deployment_repository(&self) -> PostgresDeploymentRepository {
         PostgresDeploymentRepository::new(self.pool.clone())
+    }
+
+    /// The repository of accounts, grants and API tokens on this database.
+    pub fn access_repository(&self) -> PostgresAccessRepository {
+        PostgresAccessRepository::new(self.pool.clone())
+    }
+
+    /// The audit trail on this database (read side; the other repositories write it).
+    pub fn audit_repository(&self) -> PostgresAuditRepository {
+        PostgresAuditRepository::new(self.pool.clone())
     }
 
     /// Applies every embedded migration the database has not seen yet, each in its own

@@ -7,6 +7,7 @@ use diesel::dsl::{AsSelect, SqlTypeOf};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use kubernaut_domain::audit::AuditEntry;
 use kubernaut_domain::deployment::{
     Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Target, TimelineEntry, Transition,
 };
@@ -14,6 +15,7 @@ use kubernaut_domain::ports::{DeploymentRepository, InsertDeploymentError, Repos
 use kubernaut_domain::release::{ReleaseId, ServiceName};
 use uuid::Uuid;
 
+use crate::audit_repository::record_audit;
 use crate::blocking::{query_failed, with_connection};
 use crate::database::PgPool;
 use crate::deployment_row::{
@@ -175,7 +177,12 @@ fn active_on_target(
 #[async_trait]
 impl DeploymentRepository for PostgresDeploymentRepository {
     #[tracing::instrument(skip_all, fields(deployment.id = %deployment.id))]
-    async fn insert(&self, deployment: &Deployment) -> Result<(), InsertDeploymentError> {
+    async fn insert(
+        &self,
+        deployment: &Deployment,
+        audit: &AuditEntry,
+    ) -> Result<(), InsertDeploymentError> {
+        let audit = audit.clone();
         let row = DeploymentRow::from_deployment(deployment)?;
         let timeline: Vec<NewTimelineRow> = deployment
             .timeline
@@ -197,7 +204,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
                             .values(entry)
                             .execute(connection)?;
                     }
-                    Ok(())
+                    record_audit(connection, &audit)
                 });
                 match inserted {
                     Ok(()) => return Ok(()),
@@ -274,12 +281,29 @@ impl DeploymentRepository for PostgresDeploymentRepository {
     ) -> Result<bool, RepositoryError> {
         let diagnostics = diagnostics_json(id, transition.diagnostics.as_ref())?;
         let update = TransitionUpdate::new(id.as_uuid(), transition, diagnostics);
+        let Some(audit) = transition.audit.clone() else {
+            return with_connection(&self.pool, move |connection| {
+                // A compare-and-set on the status, so a cancel and the driver cannot
+                // both win.
+                let moved = update
+                    .execute(connection)
+                    .map_err(query_failed("moving a deployment on"))?;
+                Ok(moved == 1)
+            })
+            .await;
+        };
         with_connection(&self.pool, move |connection| {
-            // A compare-and-set on the status, so a cancel and the driver cannot both win.
-            let moved = update
-                .execute(connection)
-                .map_err(query_failed("moving a deployment on"))?;
-            Ok(moved == 1)
+            connection
+                .transaction(|connection| {
+                    let moved = update.execute(connection)? == 1;
+                    // Recorded only when the deployment moved: a lost compare-and-set
+                    // changed nothing.
+                    if moved {
+                        record_audit(connection, &audit)?;
+                    }
+                    Ok(moved)
+                })
+                .map_err(query_failed("moving a deployment on"))
         })
         .await
     }

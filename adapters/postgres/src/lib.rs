@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+mod access_repository;
+mod audit_repository;
 mod blocking;
 mod database;
 mod deployment_repository;
@@ -13,6 +15,8 @@ mod release_repository;
 mod release_row;
 mod schema;
 
+pub use access_repository::PostgresAccessRepository;
+pub use audit_repository::PostgresAuditRepository;
 pub use database::{Database, PgPool, PoolOptions};
 pub use deployment_repository::PostgresDeploymentRepository;
 pub use error::DatabaseError;

@@ -6,6 +6,7 @@ use diesel::dsl::{AsSelect, SqlTypeOf, exists};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use kubernaut_domain::actor::Actor;
+use kubernaut_domain::audit::AuditEntry;
 use kubernaut_domain::ports::{
     InsertReleaseError, ReleaseRepository, RepositoryError, SoftDeleteOutcome,
 };
@@ -13,6 +14,7 @@ use kubernaut_domain::release::{
     Release, ReleaseId, ReleaseQuery, ReleaseSummary, ServiceName, Version,
 };
 
+use crate::audit_repository::record_audit;
 use crate::blocking::{query_failed, with_connection};
 use crate::database::PgPool;
 use crate::explain::Explain;
@@ -90,17 +92,29 @@ fn list_active_query(query: &ReleaseQuery, limit: usize) -> ListActiveQuery {
 #[async_trait]
 impl ReleaseRepository for PostgresReleaseRepository {
     #[tracing::instrument(skip_all, fields(release.id = %release.id))]
-    async fn insert(&self, release: &Release) -> Result<(), InsertReleaseError> {
+    async fn insert(
+        &self,
+        release: &Release,
+        audit: &AuditEntry,
+    ) -> Result<(), InsertReleaseError> {
         let row = ReleaseRow::from_release(release);
+        let audit = audit.clone();
         with_connection(&self.pool, move |connection| {
-            // Conflicts with an active release are skipped rather than raised, so a CI
-            // retry leaves no unique-violation error in the server's log.
-            let inserted = diesel::insert_into(releases::table)
-                .values(&row)
-                .on_conflict((releases::service, releases::version))
-                .filter_target(releases::deleted_at.is_null())
-                .do_nothing()
-                .execute(connection)
+            let inserted = connection
+                .transaction(|connection| {
+                    // Conflicts with an active release are skipped rather than raised, so
+                    // a CI retry leaves no unique-violation error in the server's log.
+                    let inserted = diesel::insert_into(releases::table)
+                        .values(&row)
+                        .on_conflict((releases::service, releases::version))
+                        .filter_target(releases::deleted_at.is_null())
+                        .do_nothing()
+                        .execute(connection)?;
+                    if inserted > 0 {
+                        record_audit(connection, &audit)?;
+                    }
+                    Ok(inserted)
+                })
                 .map_err(query_failed("inserting a release"))?;
             if inserted == 0 {
                 Err(InsertReleaseError::Duplicate)
@@ -168,34 +182,40 @@ impl ReleaseRepository for PostgresReleaseRepository {
         .await
     }
 
-    #[tracing::instrument(skip(self, actor))]
+    #[tracing::instrument(skip(self, actor, audit))]
     async fn soft_delete(
         &self,
         id: ReleaseId,
         actor: &Actor,
         at: DateTime<Utc>,
+        audit: &AuditEntry,
     ) -> Result<SoftDeleteOutcome, RepositoryError> {
         let actor = actor.as_str().to_owned();
+        let audit = audit.clone();
         with_connection(&self.pool, move |connection| {
-            let active = releases::table
-                .find(id.as_uuid())
-                .filter(releases::deleted_at.is_null());
-            let deleted = diesel::update(active)
-                .set((releases::deleted_at.eq(at), releases::deleted_by.eq(actor)))
-                .execute(connection)
-                .map_err(query_failed("deleting a release"))?;
-            if deleted > 0 {
-                return Ok(SoftDeleteOutcome::Deleted);
-            }
-            // Nothing active had this id: either it was deleted before, or it never was.
-            let known = diesel::select(exists(releases::table.find(id.as_uuid())))
-                .get_result::<bool>(connection)
-                .map_err(query_failed("looking up a deleted release"))?;
-            Ok(if known {
-                SoftDeleteOutcome::AlreadyDeleted
-            } else {
-                SoftDeleteOutcome::NotFound
-            })
+            connection
+                .transaction(|connection| {
+                    let active = releases::table
+                        .find(id.as_uuid())
+                        .filter(releases::deleted_at.is_null());
+                    let deleted = diesel::update(active)
+                        .set((releases::deleted_at.eq(at), releases::deleted_by.eq(actor)))
+                        .execute(connection)?;
+                    if deleted > 0 {
+                        record_audit(connection, &audit)?;
+                        return Ok(SoftDeleteOutcome::Deleted);
+                    }
+                    // Nothing active had this id: either it was deleted before, or it
+                    // never was.
+                    let known = diesel::select(exists(releases::table.find(id.as_uuid())))
+                        .get_result::<bool>(connection)?;
+                    Ok(if known {
+                        SoftDeleteOutcome::AlreadyDeleted
+                    } else {
+                        SoftDeleteOutcome::NotFound
+                    })
+                })
+                .map_err(query_failed("deleting a release"))
         })
         .await
     }

@@ -57,3 +57,53 @@ diesel::table! {
 diesel::joinable!(deployments -> releases (release_id));
 diesel::joinable!(deployment_timeline -> deployments (deployment_id));
 diesel::allow_tables_to_appear_in_same_query!(releases, deployments, deployment_timeline);
+
+diesel::table! {
+    accounts (name) {
+        name -> Text,
+        kind -> Text,
+        created_at -> Timestamptz,
+        created_by -> Text,
+    }
+}
+
+diesel::table! {
+    account_grants (account, role, scope) {
+        account -> Text,
+        role -> Text,
+        scope -> Text,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Uuid,
+        account -> Text,
+        name -> Text,
+        hint -> Text,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        created_by -> Text,
+        expires_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        revoked_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Uuid,
+        at -> Timestamptz,
+        actor -> Text,
+        action -> Text,
+        target -> Text,
+        request_id -> Nullable<Text>,
+        source -> Nullable<Text>,
+        details -> Jsonb,
+    }
+}
+
+diesel::joinable!(account_grants -> accounts (account));
+diesel::joinable!(api_tokens -> accounts (account));
+diesel::allow_tables_to_appear_in_same_query!(accounts, account_grants, api_tokens);
