@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+use kubernaut_domain::access::Caller;
 use kubernaut_domain::actor::Actor;
+use kubernaut_domain::audit::{AuditAction, AuditEntry};
 use kubernaut_domain::deployment::{
     ClusterName, ContainerLogs, Deployment, DeploymentId, DeploymentOptions, DeploymentQuery,
     DeploymentStatus, Diagnostics, EventRecord, FailureReason, Namespace, ResourceDiagnosis,
@@ -84,7 +86,10 @@ impl Harness {
         );
         self.database
             .release_repository()
-            .insert(&release)
+            .insert(
+                &release,
+                &audit_for("release", release.id, AuditAction::ReleaseCreated),
+            )
             .await
             .expect("the release is stored");
         release
@@ -92,7 +97,7 @@ impl Harness {
 
     async fn insert(&self, deployment: &Deployment) {
         self.deployments
-            .insert(deployment)
+            .insert(deployment, &requested(deployment))
             .await
             .expect("the deployment is stored");
     }
@@ -211,7 +216,22 @@ fn transition(from: &[DeploymentStatus], to: DeploymentStatus, seconds: i64) -> 
         to,
         at: at(seconds),
         diagnostics: None,
+        audit: None,
     }
+}
+
+/// An audit record by `jenkins` of `action` on `kind/<id>`.
+fn audit_for(kind: &str, id: impl std::fmt::Display, action: AuditAction) -> AuditEntry {
+    Caller::system("jenkins").audit(action, format!("{kind}/{id}"), serde_json::Value::Null)
+}
+
+/// The audit record the deployment service writes with a new deployment.
+fn requested(deployment: &Deployment) -> AuditEntry {
+    audit_for(
+        "deployment",
+        deployment.id,
+        AuditAction::DeploymentRequested,
+    )
 }
 
 fn ids(deployments: &[Deployment]) -> Vec<DeploymentId> {
@@ -339,7 +359,10 @@ async fn a_second_active_deployment_to_a_target_names_the_active_one_until_it_ha
     harness.insert(&first).await;
 
     let second = deployment(&release, target("eu", "shop"), 1);
-    let outcome = harness.deployments.insert(&second).await;
+    let outcome = harness
+        .deployments
+        .insert(&second, &requested(&second))
+        .await;
     assert!(
         matches!(outcome, Err(InsertDeploymentError::ActiveExists { active }) if active == first.id),
         "{outcome:?}"
@@ -383,7 +406,7 @@ async fn a_second_active_deployment_to_a_target_names_the_active_one_until_it_ha
     );
     harness.insert(&second).await;
     let third = deployment(&release, target("eu", "shop"), 6);
-    let outcome = harness.deployments.insert(&third).await;
+    let outcome = harness.deployments.insert(&third, &requested(&third)).await;
     assert!(
         matches!(outcome, Err(InsertDeploymentError::ActiveExists { active }) if active == second.id),
         "{outcome:?}"
@@ -399,7 +422,10 @@ async fn inserting_the_same_deployment_twice_is_a_repository_error() {
         DeploymentStatus::Succeeded,
     );
     harness.insert(&stored).await;
-    let again = harness.deployments.insert(&stored).await;
+    let again = harness
+        .deployments
+        .insert(&stored, &requested(&stored))
+        .await;
     assert!(
         matches!(again, Err(InsertDeploymentError::Repository(_))),
         "{again:?}"
@@ -425,7 +451,10 @@ async fn concurrent_deployments_to_one_target_let_exactly_one_win() {
         );
         tasks.push(tokio::spawn(async move {
             start.wait().await;
-            (contender.id, repository.insert(&contender).await)
+            (
+                contender.id,
+                repository.insert(&contender, &requested(&contender)).await,
+            )
         }));
     }
     let mut winners = Vec::new();
@@ -1032,7 +1061,7 @@ async fn the_hot_queries_are_prepared_once_per_connection_and_reused() {
         async move {
             let stored = deployment(&release, target("eu", "shop"), round);
             repository
-                .insert(&stored)
+                .insert(&stored, &requested(&stored))
                 .await
                 .expect("the deployment is stored");
             for (from, to) in [

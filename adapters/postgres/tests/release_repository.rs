@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+use kubernaut_domain::access::Caller;
 use kubernaut_domain::actor::Actor;
+use kubernaut_domain::audit::{AuditAction, AuditEntry};
 use kubernaut_domain::pagination::Cursor;
 use kubernaut_domain::ports::{InsertReleaseError, ReleaseRepository as _, SoftDeleteOutcome};
 use kubernaut_domain::release::{
@@ -67,7 +69,7 @@ impl Harness {
 
     async fn insert(&self, release: &Release) {
         self.repository
-            .insert(release)
+            .insert(release, &audit_of(release))
             .await
             .expect("the release is stored");
     }
@@ -103,6 +105,24 @@ fn release_at(service: &str, version: &str, seconds: i64) -> Release {
     let mut release = release(service, version);
     release.created_at = epoch() + TimeDelta::seconds(seconds);
     release
+}
+
+/// The audit record the release service writes with `release`.
+fn audit_of(release: &Release) -> AuditEntry {
+    Caller::system("jenkins").audit(
+        AuditAction::ReleaseCreated,
+        format!("release/{}", release.id),
+        serde_json::json!({ "service": release.service.as_str(), "version": release.version.as_str() }),
+    )
+}
+
+/// The audit record of deleting release `id`.
+fn deleted_audit(id: ReleaseId) -> AuditEntry {
+    Caller::system("alice").audit(
+        AuditAction::ReleaseDeleted,
+        format!("release/{id}"),
+        serde_json::Value::Null,
+    )
 }
 
 fn epoch() -> DateTime<Utc> {
@@ -215,7 +235,7 @@ async fn a_second_active_release_of_the_same_service_and_version_is_a_duplicate(
     harness.insert(&first).await;
 
     let second = release_with("payments", "1.0.0", &[("replicas", "9")], None);
-    let outcome = harness.repository.insert(&second).await;
+    let outcome = harness.repository.insert(&second, &audit_of(&second)).await;
     assert!(
         matches!(outcome, Err(InsertReleaseError::Duplicate)),
         "{outcome:?}"
@@ -249,7 +269,12 @@ async fn a_deleted_release_frees_its_service_and_version_for_a_new_one() {
     harness.insert(&old).await;
     let outcome = harness
         .repository
-        .soft_delete(old.id, &Actor::named("alice"), Utc::now())
+        .soft_delete(
+            old.id,
+            &Actor::named("alice"),
+            Utc::now(),
+            &deleted_audit(old.id),
+        )
         .await
         .expect("the delete succeeds");
     assert_eq!(outcome, SoftDeleteOutcome::Deleted);
@@ -281,17 +306,27 @@ async fn soft_delete_tells_deleted_from_already_deleted_from_not_found() {
 
     let first = harness
         .repository
-        .soft_delete(stored.id, &alice, deleted_at)
+        .soft_delete(stored.id, &alice, deleted_at, &deleted_audit(stored.id))
         .await
         .expect("the delete succeeds");
     let again = harness
         .repository
-        .soft_delete(stored.id, &Actor::named("bob"), Utc::now())
+        .soft_delete(
+            stored.id,
+            &Actor::named("bob"),
+            Utc::now(),
+            &deleted_audit(stored.id),
+        )
         .await
         .expect("the delete succeeds");
     let unknown = harness
         .repository
-        .soft_delete(ReleaseId::generate(), &alice, Utc::now())
+        .soft_delete(
+            ReleaseId::generate(),
+            &alice,
+            Utc::now(),
+            &deleted_audit(ReleaseId::generate()),
+        )
         .await
         .expect("the delete succeeds");
 
@@ -329,7 +364,12 @@ async fn the_listing_is_newest_first_and_leaves_out_deleted_releases() {
     }
     harness
         .repository
-        .soft_delete(deleted.id, &Actor::named("alice"), Utc::now())
+        .soft_delete(
+            deleted.id,
+            &Actor::named("alice"),
+            Utc::now(),
+            &deleted_audit(deleted.id),
+        )
         .await
         .expect("the delete succeeds");
 
@@ -525,7 +565,10 @@ async fn concurrent_inserts_of_one_version_let_exactly_one_win() {
         let release = release_with("payments", "1.0.0", &[("attempt", &n.to_string())], None);
         tasks.push(tokio::spawn(async move {
             start.wait().await;
-            (release.id, repository.insert(&release).await)
+            (
+                release.id,
+                repository.insert(&release, &audit_of(&release)).await,
+            )
         }));
     }
     let mut winners = Vec::new();
@@ -740,7 +783,7 @@ async fn the_hot_queries_are_prepared_once_per_connection_and_reused() {
         async move {
             let stored = release_at("payments", &round.to_string(), round);
             repository
-                .insert(&stored)
+                .insert(&stored, &audit_of(&stored))
                 .await
                 .expect("the release is stored");
             repository
