@@ -24,6 +24,80 @@ pub struct Settings {
     /// Empty: no image is checked.
     #[serde(default)]
     pub registries: Vec<RegistryConfig>,
+    #[serde(default)]
+    pub security: SecuritySettings,
+}
+
+/// Sessions, rate limits and proxies: the `[security]` section.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecuritySettings {
+    /// The key that signs session cookies: base64 of 64 bytes. Unset: a random key per
+    /// process, so sessions end when it restarts (and are not shared between replicas).
+    #[serde(default)]
+    pub session_key: Option<Secret>,
+    /// Mark cookies `Secure`: set it when the UI is served over HTTPS.
+    #[serde(default)]
+    pub secure_cookies: bool,
+    /// Changes (POST, PUT, PATCH, DELETE) one client may make per minute.
+    #[serde(default = "default_mutations_per_minute")]
+    pub mutations_per_minute: u32,
+    /// Believe `X-Forwarded-For` / `Forwarded` for the client's address: only behind a
+    /// reverse proxy that sets them.
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
+    /// How long an authenticated token is trusted without reading it again: a
+    /// revocation made through another replica takes effect within this time.
+    #[serde(default = "default_token_cache_seconds")]
+    pub token_cache_seconds: u64,
+}
+
+fn default_mutations_per_minute() -> u32 {
+    120
+}
+
+fn default_token_cache_seconds() -> u64 {
+    5
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            session_key: None,
+            secure_cookies: false,
+            mutations_per_minute: default_mutations_per_minute(),
+            trust_forwarded_headers: false,
+            token_cache_seconds: default_token_cache_seconds(),
+        }
+    }
+}
+
+/// The length of a session key, in bytes.
+pub const SESSION_KEY_BYTES: usize = 64;
+
+impl SecuritySettings {
+    /// The session key: the configured one decoded, or a random one (and `true`, so the
+    /// caller can warn that sessions end at restart) when none is set.
+    ///
+    /// # Errors
+    /// When the configured key is not base64 of 64 bytes, or no randomness is available.
+    pub fn session_key(&self) -> anyhow::Result<(Vec<u8>, bool)> {
+        use base64::Engine as _;
+        if let Some(key) = &self.session_key {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(key.expose().trim())
+                .map_err(|_| anyhow::anyhow!("security.session_key is not base64"))?;
+            anyhow::ensure!(
+                bytes.len() == SESSION_KEY_BYTES,
+                "security.session_key must be {SESSION_KEY_BYTES} bytes (base64 of them; e.g. `openssl rand -base64 64`), not {}",
+                bytes.len()
+            );
+            return Ok((bytes, false));
+        }
+        let mut bytes = vec![0_u8; SESSION_KEY_BYTES];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("no randomness for a session key: {e}"))?;
+        Ok((bytes, true))
+    }
 }
 
 /// One container registry (Docker Registry HTTP API v2).
@@ -117,6 +191,27 @@ pub struct ServerSettings {
     pub bind: String,
     pub workers: usize,
     pub shutdown_timeout_seconds: u64,
+    /// Seconds a client gets to send a request's head; slower ones get 408.
+    #[serde(default = "default_client_request_timeout")]
+    pub client_request_timeout_seconds: u64,
+    /// Seconds a closing connection gets to shut down cleanly.
+    #[serde(default = "default_client_disconnect_timeout")]
+    pub client_disconnect_timeout_seconds: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_seconds: u64,
+}
+
+fn default_client_request_timeout() -> u64 {
+    10
+}
+
+fn default_client_disconnect_timeout() -> u64 {
+    5
+}
+
+fn default_keep_alive() -> u64 {
+    75
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +310,56 @@ mod tests {
         assert_eq!(settings.database.pool_size, 16);
         assert!(settings.database.migrate_on_start);
         assert_eq!(settings.log.format, LogFormat::Text);
+        assert_eq!(settings.security.mutations_per_minute, 120);
+        assert_eq!(settings.security.token_cache_seconds, 5);
+        assert!(!settings.security.secure_cookies);
+        assert!(!settings.security.trust_forwarded_headers);
+        assert!(settings.security.session_key.is_none());
+        assert_eq!(settings.server.client_request_timeout_seconds, 10);
+    }
+
+    #[test]
+    fn without_a_session_key_each_process_makes_a_random_one() {
+        let settings = SecuritySettings::default();
+        let (first, random) = settings.session_key().expect("key");
+        let (second, _) = settings.session_key().expect("key");
+        assert!(random);
+        assert_eq!(first.len(), SESSION_KEY_BYTES);
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn a_session_key_is_base64_of_64_bytes_and_never_shown() {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD.encode([7_u8; 64]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.toml");
+        std::fs::write(
+            &path,
+            format!("[security]\nsession_key = \"{key}\"\nsecure_cookies = true\nmutations_per_minute = 3\n"),
+        )
+        .expect("write");
+        let settings = Settings::load(Some(&path)).expect("settings");
+        assert!(settings.security.secure_cookies);
+        assert_eq!(settings.security.mutations_per_minute, 3);
+        assert_eq!(settings.security.token_cache_seconds, 5);
+        let (bytes, random) = settings.security.session_key().expect("key");
+        assert!(!random);
+        assert_eq!(bytes, vec![7_u8; 64]);
+        assert!(!format!("{settings:?}").contains(&key));
+
+        let short = SecuritySettings {
+            session_key: Some(Secret::new(
+                base64::engine::general_purpose::STANDARD.encode([1_u8; 32]),
+            )),
+            ..SecuritySettings::default()
+        };
+        assert!(short.session_key().is_err());
+        let garbage = SecuritySettings {
+            session_key: Some(Secret::new("not base64!")),
+            ..SecuritySettings::default()
+        };
+        assert!(garbage.session_key().is_err());
     }
 
     #[test]
