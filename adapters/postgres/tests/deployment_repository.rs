@@ -9,14 +9,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use kubernaut_domain::access::Caller;
 use kubernaut_domain::actor::Actor;
-use kubernaut_domain::audit::{AuditAction, AuditEntry};
+use kubernaut_domain::audit::{AuditAction, AuditEntry, AuditQuery};
 use kubernaut_domain::deployment::{
     ClusterName, ContainerLogs, Deployment, DeploymentId, DeploymentOptions, DeploymentQuery,
     DeploymentStatus, Diagnostics, EventRecord, FailureReason, Namespace, ResourceDiagnosis,
     ResourceRef, Target, TimelineEntry, Transition,
 };
 use kubernaut_domain::ports::{
-    DeploymentRepository as _, InsertDeploymentError, ReleaseRepository as _,
+    AuditRepository as _, DeploymentRepository as _, InsertDeploymentError, ReleaseRepository as _,
 };
 use kubernaut_domain::release::{NewRelease, Release, ServiceName, UnvalidatedRelease};
 use kubernaut_postgres::{Database, PoolOptions, PostgresDeploymentRepository};
@@ -1139,5 +1139,148 @@ async fn the_hot_queries_are_prepared_once_per_connection_and_reused() {
     assert_eq!(
         after_second_round, after_first_round,
         "the second round reuses the statements of the first"
+    );
+}
+
+/// Every audit record of deployments, newest first.
+async fn deployment_audit(harness: &Harness) -> Vec<AuditEntry> {
+    harness
+        .database
+        .audit_repository()
+        .list(
+            &AuditQuery {
+                target: Some("deployment/".to_owned()),
+                ..AuditQuery::default()
+            },
+            500,
+        )
+        .await
+        .expect("the audit trail lists")
+}
+
+#[tokio::test]
+async fn each_change_stores_its_audit_record_and_no_change_stores_none() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let first = deployment(&release, target("eu", "shop"), 1);
+    let first_requested = requested(&first);
+    harness
+        .deployments
+        .insert(&first, &first_requested)
+        .await
+        .expect("the deployment is stored");
+    assert_eq!(
+        deployment_audit(&harness).await,
+        vec![first_requested.clone()]
+    );
+
+    // Refused: another is active on the target.
+    let second = deployment(&release, target("eu", "shop"), 2);
+    let outcome = harness
+        .deployments
+        .insert(&second, &requested(&second))
+        .await;
+    assert!(
+        matches!(outcome, Err(InsertDeploymentError::ActiveExists { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        deployment_audit(&harness).await,
+        vec![first_requested.clone()],
+        "a refused insert is not audited"
+    );
+
+    // A transition that does not move stores nothing, one that moves stores its record,
+    // and one without a record stores none.
+    let cancelled = audit_for("deployment", first.id, AuditAction::DeploymentCancelled);
+    let unmoved = harness
+        .transition(
+            first.id,
+            &Transition {
+                audit: Some(cancelled.clone()),
+                ..transition(
+                    &[DeploymentStatus::RollingOut],
+                    DeploymentStatus::Cancelled,
+                    3,
+                )
+            },
+        )
+        .await;
+    assert!(!unmoved);
+    assert!(
+        harness
+            .transition(
+                first.id,
+                &transition(&[DeploymentStatus::Queued], DeploymentStatus::Applying, 4),
+            )
+            .await
+    );
+    assert_eq!(
+        deployment_audit(&harness).await,
+        vec![first_requested.clone()],
+        "neither an unmoved transition nor one without a record is audited"
+    );
+    assert!(
+        harness
+            .transition(
+                first.id,
+                &Transition {
+                    audit: Some(cancelled.clone()),
+                    ..transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Cancelled, 5)
+                },
+            )
+            .await
+    );
+    let again = harness
+        .transition(
+            first.id,
+            &Transition {
+                audit: Some(audit_for(
+                    "deployment",
+                    first.id,
+                    AuditAction::DeploymentCancelled,
+                )),
+                ..transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Cancelled, 6)
+            },
+        )
+        .await;
+    assert!(!again);
+    assert_eq!(
+        deployment_audit(&harness).await,
+        vec![cancelled, first_requested],
+        "only the move that happened is audited"
+    );
+    assert_eq!(
+        harness.find(first.id).await.status,
+        DeploymentStatus::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn a_transition_whose_audit_record_fails_does_not_move() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let stored = deployment(&release, target("eu", "shop"), 1);
+    let record = requested(&stored);
+    harness
+        .deployments
+        .insert(&stored, &record)
+        .await
+        .expect("the deployment is stored");
+    // The same audit id again violates audit_log's primary key.
+    let outcome = harness
+        .deployments
+        .transition(
+            stored.id,
+            &Transition {
+                audit: Some(record),
+                ..transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Cancelled, 2)
+            },
+        )
+        .await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert_eq!(
+        harness.find(stored.id).await.status,
+        DeploymentStatus::Queued
     );
 }

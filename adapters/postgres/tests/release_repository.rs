@@ -8,9 +8,11 @@ use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use kubernaut_domain::access::Caller;
 use kubernaut_domain::actor::Actor;
-use kubernaut_domain::audit::{AuditAction, AuditEntry};
+use kubernaut_domain::audit::{AuditAction, AuditEntry, AuditQuery};
 use kubernaut_domain::pagination::Cursor;
-use kubernaut_domain::ports::{InsertReleaseError, ReleaseRepository as _, SoftDeleteOutcome};
+use kubernaut_domain::ports::{
+    AuditRepository as _, InsertReleaseError, ReleaseRepository as _, SoftDeleteOutcome,
+};
 use kubernaut_domain::release::{
     NewRelease, Release, ReleaseId, ReleaseQuery, ReleaseSummary, ServiceName, UnvalidatedRelease,
     Version,
@@ -829,4 +831,106 @@ async fn the_hot_queries_are_prepared_once_per_connection_and_reused() {
         after_second_round, after_first_round,
         "the second round reuses the statements of the first"
     );
+}
+
+/// Every audit record, newest first.
+async fn audit_trail(harness: &Harness) -> Vec<AuditEntry> {
+    harness
+        .database
+        .audit_repository()
+        .list(&AuditQuery::default(), 500)
+        .await
+        .expect("the audit trail lists")
+}
+
+#[tokio::test]
+async fn each_change_stores_its_audit_record_and_no_change_stores_none() {
+    let harness = Harness::new();
+    let stored = release("payments", "1.0.0");
+    let created = Caller::system("jenkins")
+        .with_request(Some("req-42".to_owned()), Some("198.51.100.4".to_owned()))
+        .audit(
+            AuditAction::ReleaseCreated,
+            format!("release/{}", stored.id),
+            serde_json::json!({ "service": "payments", "version": "1.0.0" }),
+        );
+    harness
+        .repository
+        .insert(&stored, &created)
+        .await
+        .expect("the release is stored");
+    assert_eq!(audit_trail(&harness).await, vec![created.clone()]);
+
+    let duplicate = release("payments", "1.0.0");
+    let outcome = harness
+        .repository
+        .insert(&duplicate, &audit_of(&duplicate))
+        .await;
+    assert!(
+        matches!(outcome, Err(InsertReleaseError::Duplicate)),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        audit_trail(&harness).await,
+        vec![created.clone()],
+        "a duplicate is not audited"
+    );
+
+    let deleted = deleted_audit(stored.id);
+    let outcome = harness
+        .repository
+        .soft_delete(stored.id, &Actor::named("alice"), Utc::now(), &deleted)
+        .await
+        .expect("the delete succeeds");
+    assert_eq!(outcome, SoftDeleteOutcome::Deleted);
+    for id in [stored.id, ReleaseId::generate()] {
+        let outcome = harness
+            .repository
+            .soft_delete(id, &Actor::named("bob"), Utc::now(), &deleted_audit(id))
+            .await
+            .expect("the delete succeeds");
+        assert_ne!(outcome, SoftDeleteOutcome::Deleted);
+    }
+    assert_eq!(
+        audit_trail(&harness).await,
+        vec![deleted, created],
+        "only the delete that happened is audited"
+    );
+}
+
+#[tokio::test]
+async fn a_change_whose_audit_record_fails_is_rolled_back() {
+    let harness = Harness::new();
+    let first = release("payments", "1.0.0");
+    let record = audit_of(&first);
+    harness
+        .repository
+        .insert(&first, &record)
+        .await
+        .expect("the release is stored");
+    // The same audit id again violates audit_log's primary key: the release must go too.
+    let second = release("payments", "2.0.0");
+    let outcome = harness.repository.insert(&second, &record).await;
+    assert!(
+        matches!(outcome, Err(InsertReleaseError::Repository(_))),
+        "{outcome:?}"
+    );
+    let found = harness
+        .repository
+        .find_active(second.id)
+        .await
+        .expect("the lookup succeeds");
+    assert_eq!(found, None, "the release went with its audit record");
+
+    let outcome = harness
+        .repository
+        .soft_delete(first.id, &Actor::named("alice"), Utc::now(), &record)
+        .await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    let found = harness
+        .repository
+        .find_active(first.id)
+        .await
+        .expect("the lookup succeeds");
+    assert_eq!(found, Some(first), "not deleted without its audit record");
 }
