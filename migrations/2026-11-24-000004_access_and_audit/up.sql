@@ -19,7 +19,7 @@ CREATE TABLE account_grants (
 -- API tokens: only the SHA-256 of the secret is kept, and looked up by it.
 CREATE TABLE api_tokens (
     id           uuid        PRIMARY KEY,
-    account      text        NOT NULL REFERENCES accounts (name) ON DELETE CASCADE,
+    account      text        NOT NULL REFERENCES accounts (name),
     name         text        NOT NULL,
     hint         text        NOT NULL,
     token_hash   bytea       NOT NULL UNIQUE,
