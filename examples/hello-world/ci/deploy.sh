@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Deploys the release and follows the rollout; the exit code is the verdict:
-# 0 succeeded, 1 failed, 70 timed out, 2 bad input, 3 Kubernaut unreachable.
+# 0 succeeded, 1 failed, 70 timed out, 2 bad input or refused (401/403), 3 Kubernaut
+# unreachable. KUBERNAUT_TOKEN is read by kubernaut itself and never printed.
 set -euo pipefail
 : "${VERSION:?the version}"
 : "${KUBERNAUT_URL:?the Kubernaut server}"
+: "${KUBERNAUT_TOKEN:?an API token with the deployer role for the target (Jenkins credentials kubernaut-token)}"
 exec kubernaut deploy \
   --service "${SERVICE:-hello-world}" \
   --version "$VERSION" \

@@ -5,6 +5,7 @@ set -euo pipefail
 : "${REGISTRY:?the registry host}"
 : "${VERSION:?the version}"
 : "${KUBERNAUT_URL:?the Kubernaut server}"
+: "${KUBERNAUT_TOKEN:?an API token with the releaser role (Jenkins credentials kubernaut-token)}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 kubernaut release create \
   --service "${SERVICE:-hello-world}" \
