@@ -1,5 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+pub mod access;
+pub mod audit;
+pub mod auth;
 pub mod body;
 pub mod clusters;
 pub mod deployments;
@@ -7,28 +10,60 @@ pub mod health;
 pub mod pages;
 mod params;
 pub mod problem;
+pub mod rate_limit;
 pub mod releases;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::middleware::DefaultHeaders;
 use actix_web::web::{self, Data, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
+use kubernaut_domain::access_service::AccessService;
 use kubernaut_domain::deployment_service::DeploymentService;
 use kubernaut_domain::{ReleaseService, ValidationErrors};
 
+use crate::auth::AuthState;
+pub use crate::auth::{Authenticated, SecuritySettings};
 use crate::problem::ApiError;
+use crate::rate_limit::MutationLimiter;
 
 /// The domain services the HTTP edge serves.
 #[derive(Debug, Clone)]
 pub struct ApiServices {
     pub releases: ReleaseService,
     pub deployments: DeploymentService,
+    pub access: AccessService,
+    pub security: SecuritySettings,
+}
+
+/// The headers every response carries; wrap the app in it
+/// (`App::new().wrap(security_headers(&settings))`). `Strict-Transport-Security` only
+/// when `secure_cookies` (the server is reached over HTTPS).
+pub fn security_headers(settings: &SecuritySettings) -> DefaultHeaders {
+    let headers = DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add((
+            "Content-Security-Policy",
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ));
+    if settings.secure_cookies {
+        headers.add(("Strict-Transport-Security", "max-age=31536000"))
+    } else {
+        headers
+    }
 }
 
 /// Registers every route, the services and the error handlers that turn extractor
 /// failures into problem+json. Use inside `App::new().configure(..)`.
 pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
     move |config: &mut ServiceConfig| {
+        let limiter = MutationLimiter::shared(&services.security);
         config
+            .app_data(Data::new(AuthState::new(services.security.clone())))
+            .app_data(Data::new(services.security))
+            .app_data(Data::new(limiter))
+            .app_data(Data::new(services.access))
             .app_data(Data::new(services.releases))
             .app_data(Data::new(services.deployments))
             .app_data(web::QueryConfig::default().error_handler(query_error))
@@ -78,6 +113,8 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
                 web::post().to(deployments::rollback),
             )
             .route("/api/clusters", web::get().to(clusters::list))
+            .configure(access::configure)
+            .configure(audit::configure)
             .configure(pages::configure)
             .default_service(web::to(not_found));
     }

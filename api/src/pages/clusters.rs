@@ -11,6 +11,7 @@ use kubernaut_domain::deployment_service::DeploymentService;
 
 use super::PageError;
 use super::view::{MAX_SCANNED, deployments_matching};
+use crate::session::{SessionView, SignedIn};
 
 /// A namespace deployed to, and the services deployed there.
 #[derive(Debug)]
@@ -37,14 +38,22 @@ pub struct ClusterView {
 #[template(path = "clusters.html")]
 pub struct ClustersPage {
     section: &'static str,
+    session: Option<SessionView>,
     clusters: Vec<ClusterView>,
 }
 
 /// `GET /clusters`
-pub async fn list(service: Data<DeploymentService>) -> Result<ClustersPage, PageError> {
-    let deployments = deployments_matching(&service, DeploymentQuery::default(), MAX_SCANNED)
-        .await
-        .map_err(|e| PageError::internal(&e))?;
+pub async fn list(
+    signed_in: SignedIn,
+    service: Data<DeploymentService>,
+) -> Result<ClustersPage, PageError> {
+    let deployments = deployments_matching(
+        &service,
+        DeploymentQuery::default(),
+        MAX_SCANNED,
+        &signed_in.caller,
+    )
+    .await?;
     let mut in_use: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for deployment in &deployments {
         in_use
@@ -56,8 +65,8 @@ pub async fn list(service: Data<DeploymentService>) -> Result<ClustersPage, Page
             .insert(deployment.service.to_string());
     }
     let clusters = service
-        .clusters()
-        .await
+        .clusters(&signed_in.caller)
+        .await?
         .into_iter()
         .map(|cluster| {
             let name = cluster.name.to_string();
@@ -84,6 +93,7 @@ pub async fn list(service: Data<DeploymentService>) -> Result<ClustersPage, Page
         .collect();
     Ok(ClustersPage {
         section: "clusters",
+        session: Some(signed_in.view()),
         clusters,
     })
 }

@@ -14,8 +14,10 @@ use kubernaut_domain::deployment_service::{DeploymentLookupError, DeploymentServ
 
 use super::PageError;
 use super::view::{
-    DeploymentRow, FilterError, When, filled, parse_cursor, parse_filter, status_label,
+    DeploymentRow, FilterError, When, filled, lookup_error, parse_cursor, parse_filter,
+    status_label,
 };
+use crate::session::{SessionView, SignedIn};
 
 /// The filters of the deployments listing, as the form sends them.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -39,6 +41,7 @@ pub struct StatusChoice {
 #[template(path = "deployments.html")]
 pub struct DeploymentsPage {
     section: &'static str,
+    session: Option<SessionView>,
     service: String,
     cluster: String,
     namespace: String,
@@ -52,6 +55,7 @@ pub struct DeploymentsPage {
 
 /// `GET /deployments?service=&cluster=&namespace=&status=&cursor=`
 pub async fn list(
+    signed_in: SignedIn,
     service: Data<DeploymentService>,
     filters: web::Query<DeploymentFilters>,
 ) -> Result<DeploymentsPage, PageError> {
@@ -84,9 +88,9 @@ pub async fn list(
     };
     let (deployments, next_cursor) = if errors.is_empty() {
         let page = service
-            .list(&query)
+            .list(&query, &signed_in.caller)
             .await
-            .map_err(|e| PageError::internal(&e))?;
+            .map_err(lookup_error)?;
         (
             page.items.iter().map(DeploymentRow::from).collect(),
             page.next_cursor.map(|c| c.encode()),
@@ -98,6 +102,7 @@ pub async fn list(
     let status = text(filters.status.as_ref());
     Ok(DeploymentsPage {
         section: "deployments",
+        session: Some(signed_in.view()),
         service: text(filters.service.as_ref()),
         cluster: text(filters.cluster.as_ref()),
         namespace: text(filters.namespace.as_ref()),
@@ -207,6 +212,7 @@ impl From<&ResourceDiagnosis> for DiagnosisView {
 #[template(path = "deployment.html")]
 pub struct DeploymentPage {
     section: &'static str,
+    session: Option<SessionView>,
     deployment: DeploymentRow,
     started_at: Option<When>,
     finished_at: Option<When>,
@@ -224,17 +230,18 @@ pub struct DeploymentPage {
 
 /// `GET /deployments/{id}`
 pub async fn show(
+    signed_in: SignedIn,
     service: Data<DeploymentService>,
     id: web::Path<String>,
 ) -> Result<DeploymentPage, PageError> {
     let not_found = || PageError::NotFound(format!("No deployment has the id {id}."));
     let deployment_id = DeploymentId::parse(&id).ok_or_else(not_found)?;
     let deployment = service
-        .get(deployment_id)
+        .get(deployment_id, &signed_in.caller)
         .await
         .map_err(|error| match error {
             DeploymentLookupError::NotFound => not_found(),
-            other => PageError::internal(&other),
+            other => lookup_error(other),
         })?;
     let diagnoses: Vec<DiagnosisView> = deployment
         .diagnostics
@@ -243,6 +250,7 @@ pub async fn show(
         .collect();
     Ok(DeploymentPage {
         section: "deployments",
+        session: Some(signed_in.view()),
         started_at: deployment.started_at.map(When::from),
         finished_at: deployment.finished_at.map(When::from),
         deadline: deployment.deadline().into(),

@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use actix_web::web::Data;
 use askama::Template;
 use askama_web::WebTemplate;
+use kubernaut_domain::Caller;
 use kubernaut_domain::deployment::{Deployment, DeploymentQuery, DeploymentStatus};
 use kubernaut_domain::deployment_service::DeploymentService;
-use kubernaut_domain::ports::RepositoryError;
 
 use super::PageError;
 use super::view::{DeploymentRow, MAX_SCANNED, deployments_matching};
+use crate::session::{SessionView, SignedIn};
 
 /// Where a service stands on one target.
 #[derive(Debug)]
@@ -35,11 +36,12 @@ impl Scan {
     /// Reads the newest deployments matching `query` (whose status is ignored).
     ///
     /// # Errors
-    /// [`RepositoryError`] when the storage fails.
+    /// [`PageError`] when the caller may not read or the storage fails.
     pub async fn read(
         service: &DeploymentService,
         query: DeploymentQuery,
-    ) -> Result<Self, RepositoryError> {
+        caller: &Caller,
+    ) -> Result<Self, PageError> {
         let all = deployments_matching(
             service,
             DeploymentQuery {
@@ -47,6 +49,7 @@ impl Scan {
                 ..query.clone()
             },
             MAX_SCANNED,
+            caller,
         )
         .await?;
         let succeeded = deployments_matching(
@@ -56,6 +59,7 @@ impl Scan {
                 ..query
             },
             MAX_SCANNED,
+            caller,
         )
         .await?;
         Ok(Self { succeeded, all })
@@ -124,16 +128,18 @@ pub struct TargetColumn {
 #[template(path = "home.html")]
 pub struct HomePage {
     section: &'static str,
+    session: Option<SessionView>,
     targets: Vec<TargetColumn>,
     rows: Vec<MatrixRow>,
     recent: Vec<DeploymentRow>,
 }
 
 /// `GET /`
-pub async fn show(service: Data<DeploymentService>) -> Result<HomePage, PageError> {
-    let scan = Scan::read(&service, DeploymentQuery::default())
-        .await
-        .map_err(|e| PageError::internal(&e))?;
+pub async fn show(
+    signed_in: SignedIn,
+    service: Data<DeploymentService>,
+) -> Result<HomePage, PageError> {
+    let scan = Scan::read(&service, DeploymentQuery::default(), &signed_in.caller).await?;
     let placements = scan.placements();
     let targets: BTreeSet<(String, String)> = placements
         .keys()
@@ -156,6 +162,7 @@ pub async fn show(service: Data<DeploymentService>) -> Result<HomePage, PageErro
         .collect();
     Ok(HomePage {
         section: "home",
+        session: Some(signed_in.view()),
         targets: targets
             .into_iter()
             .map(|(cluster, namespace)| TargetColumn { cluster, namespace })

@@ -7,9 +7,11 @@ use actix_web::web::{self, Data};
 use askama::Template;
 use askama_web::WebTemplate;
 use kubernaut_domain::deployment::{ClusterName, DeploymentQuery, Namespace, Target};
-use kubernaut_domain::deployment_service::{DeploymentService, PreviewError};
+use kubernaut_domain::deployment_service::{
+    DeploymentService, PreviewError, RequestDeploymentError,
+};
 use kubernaut_domain::{
-    GetReleaseError, ListReleasesError, Release, ReleaseId, ReleaseQuery, ReleaseService,
+    Caller, GetReleaseError, ListReleasesError, Release, ReleaseId, ReleaseQuery, ReleaseService,
     ReleaseSummary, ServiceName, Version,
 };
 
@@ -17,6 +19,7 @@ use super::PageError;
 use super::view::{
     DeploymentRow, FilterError, When, deployments_matching, filled, parse_cursor, parse_filter,
 };
+use crate::session::{SessionView, SignedIn};
 
 /// A release in the listing.
 #[derive(Debug)]
@@ -56,6 +59,7 @@ pub struct ReleaseFilters {
 #[template(path = "releases.html")]
 pub struct ReleasesPage {
     section: &'static str,
+    session: Option<SessionView>,
     service: String,
     version: String,
     errors: Vec<FilterError>,
@@ -68,6 +72,7 @@ pub struct ReleasesPage {
 
 /// `GET /releases?service=&version=&cursor=`
 pub async fn list(
+    signed_in: SignedIn,
     service: Data<ReleaseService>,
     filters: web::Query<ReleaseFilters>,
 ) -> Result<ReleasesPage, PageError> {
@@ -90,9 +95,13 @@ pub async fn list(
         ..ReleaseQuery::default()
     };
     let (releases, next_cursor) = if errors.is_empty() {
-        let page = service.list(&query).await.map_err(|error| match error {
-            ListReleasesError::Repository(e) => PageError::internal(&e),
-        })?;
+        let page = service
+            .list(&query, &signed_in.caller)
+            .await
+            .map_err(|error| match error {
+                ListReleasesError::Forbidden(denied) => PageError::from(denied),
+                ListReleasesError::Repository(e) => PageError::internal(&e),
+            })?;
         (
             page.items.iter().map(ReleaseRow::from).collect(),
             page.next_cursor.map(|c| c.encode()),
@@ -102,6 +111,7 @@ pub async fn list(
     };
     Ok(ReleasesPage {
         section: "releases",
+        session: Some(signed_in.view()),
         service: filled(filters.service.as_ref())
             .unwrap_or_default()
             .to_owned(),
@@ -176,6 +186,7 @@ pub enum PreviewOutcome {
 #[template(path = "release.html")]
 pub struct ReleasePage {
     section: &'static str,
+    session: Option<SessionView>,
     release: ReleaseView,
     clusters: Vec<String>,
     chosen_cluster: String,
@@ -186,6 +197,7 @@ pub struct ReleasePage {
 
 /// `GET /releases/{id}[?cluster=&namespace=]`
 pub async fn show(
+    signed_in: SignedIn,
     releases: Data<ReleaseService>,
     deployments: Data<DeploymentService>,
     id: web::Path<String>,
@@ -193,16 +205,18 @@ pub async fn show(
 ) -> Result<ReleasePage, PageError> {
     let not_found = || PageError::NotFound(format!("No release has the id {id}."));
     let release_id = ReleaseId::parse(&id).ok_or_else(not_found)?;
-    let release = releases
-        .get(release_id)
-        .await
-        .map_err(|error| match error {
-            GetReleaseError::NotFound => not_found(),
-            GetReleaseError::Repository(e) => PageError::internal(&e),
-        })?;
+    let release =
+        releases
+            .get(release_id, &signed_in.caller)
+            .await
+            .map_err(|error| match error {
+                GetReleaseError::NotFound => not_found(),
+                GetReleaseError::Forbidden(denied) => PageError::from(denied),
+                GetReleaseError::Repository(e) => PageError::internal(&e),
+            })?;
     let clusters: Vec<String> = deployments
-        .clusters()
-        .await
+        .clusters(&signed_in.caller)
+        .await?
         .into_iter()
         .map(|c| c.name.to_string())
         .collect();
@@ -218,9 +232,16 @@ pub async fn show(
         filled(target.cluster.as_ref()),
         filled(target.namespace.as_ref()),
     ) {
-        (Some(cluster), Some(namespace)) => {
-            Some(preview(&deployments, release_id, cluster, namespace).await)
-        }
+        (Some(cluster), Some(namespace)) => Some(
+            preview(
+                &deployments,
+                release_id,
+                cluster,
+                namespace,
+                &signed_in.caller,
+            )
+            .await,
+        ),
         (Some(_), None) | (None, Some(_)) => Some(PreviewOutcome::Refused(
             "Choose both a cluster and a namespace.".to_owned(),
         )),
@@ -233,15 +254,16 @@ pub async fn show(
             ..DeploymentQuery::default()
         },
         super::view::MAX_SCANNED,
+        &signed_in.caller,
     )
-    .await
-    .map_err(|e| PageError::internal(&e))?
+    .await?
     .iter()
     .filter(|d| d.release_id == release.id)
     .map(DeploymentRow::from)
     .collect();
     Ok(ReleasePage {
         section: "releases",
+        session: Some(signed_in.view()),
         release: ReleaseView::from(&release),
         clusters,
         chosen_cluster,
@@ -256,6 +278,7 @@ async fn preview(
     release: ReleaseId,
     cluster: &str,
     namespace: &str,
+    caller: &Caller,
 ) -> PreviewOutcome {
     let cluster = match ClusterName::parse(cluster) {
         Ok(cluster) => cluster,
@@ -267,12 +290,15 @@ async fn preview(
     };
     let attributes = BTreeMap::new();
     match service
-        .preview(release, &Target { cluster, namespace }, &attributes)
+        .preview(release, &Target { cluster, namespace }, &attributes, caller)
         .await
     {
         Ok(preview) => PreviewOutcome::Rendered(preview.text),
         Err(PreviewError::ReleaseNotFound) => {
             PreviewOutcome::Refused("The release was deleted meanwhile.".to_owned())
+        }
+        Err(PreviewError::Request(RequestDeploymentError::Forbidden(denied))) => {
+            PreviewOutcome::Refused(format!("{denied}."))
         }
         Err(PreviewError::Request(error)) => {
             PreviewOutcome::Refused(capitalised(&error.to_string()))

@@ -13,6 +13,7 @@ use super::PageError;
 use super::home::{Cell, Scan};
 use super::releases::ReleaseRow;
 use super::view::{DeploymentRow, largest_page};
+use crate::session::{SessionView, SignedIn};
 
 /// What runs on one target now.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ pub struct HistoryRow {
 #[template(path = "service.html")]
 pub struct ServicePage {
     section: &'static str,
+    session: Option<SessionView>,
     name: String,
     targets: Vec<TargetRow>,
     history: Vec<HistoryRow>,
@@ -42,6 +44,7 @@ pub struct ServicePage {
 
 /// `GET /services/{name}`
 pub async fn show(
+    signed_in: SignedIn,
     releases: Data<ReleaseService>,
     deployments: Data<DeploymentService>,
     name: web::Path<String>,
@@ -49,13 +52,17 @@ pub async fn show(
     let not_found = || PageError::NotFound(format!("Kubernaut knows no service {name}."));
     let service = ServiceName::parse(&name).map_err(|_| not_found())?;
     let page = releases
-        .list(&ReleaseQuery {
-            service: Some(service.clone()),
-            limit: largest_page(),
-            ..ReleaseQuery::default()
-        })
+        .list(
+            &ReleaseQuery {
+                service: Some(service.clone()),
+                limit: largest_page(),
+                ..ReleaseQuery::default()
+            },
+            &signed_in.caller,
+        )
         .await
         .map_err(|error| match error {
+            ListReleasesError::Forbidden(denied) => PageError::from(denied),
             ListReleasesError::Repository(e) => PageError::internal(&e),
         })?;
     let scan = Scan::read(
@@ -64,9 +71,9 @@ pub async fn show(
             service: Some(service.clone()),
             ..DeploymentQuery::default()
         },
+        &signed_in.caller,
     )
-    .await
-    .map_err(|e| PageError::internal(&e))?;
+    .await?;
     if page.items.is_empty() && scan.all.is_empty() {
         return Err(not_found());
     }
@@ -98,6 +105,7 @@ pub async fn show(
         .collect();
     Ok(ServicePage {
         section: "services",
+        session: Some(signed_in.view()),
         name: service.to_string(),
         targets,
         history,

@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use kubernaut_domain::deployment::{Deployment, DeploymentQuery, DeploymentStatus, Diagnostics};
-use kubernaut_domain::deployment_service::DeploymentService;
-use kubernaut_domain::ports::RepositoryError;
-use kubernaut_domain::{Cursor, PageLimit};
+use kubernaut_domain::deployment_service::{DeploymentLookupError, DeploymentService};
+use kubernaut_domain::{Caller, Cursor, PageLimit};
+
+use super::PageError;
 
 /// The most deployments a page looks through to tell what runs where.
 pub const MAX_SCANNED: usize = 5000;
@@ -122,16 +123,18 @@ pub fn largest_page() -> PageLimit {
 /// The deployments matching `query`, newest first, at most `max` of them.
 ///
 /// # Errors
-/// [`RepositoryError`] when the storage fails.
+/// [`PageError::Forbidden`] for callers without a role, [`PageError::Internal`] when
+/// the storage fails.
 pub async fn deployments_matching(
     service: &DeploymentService,
     mut query: DeploymentQuery,
     max: usize,
-) -> Result<Vec<Deployment>, RepositoryError> {
+    caller: &Caller,
+) -> Result<Vec<Deployment>, PageError> {
     query.limit = largest_page();
     let mut found = Vec::new();
     loop {
-        let page = service.list(&query).await?;
+        let page = service.list(&query, caller).await.map_err(lookup_error)?;
         found.extend(page.items);
         match page.next_cursor {
             Some(next) if found.len() < max => query.after = Some(next),
@@ -140,6 +143,14 @@ pub async fn deployments_matching(
     }
     found.truncate(max);
     Ok(found)
+}
+
+/// A failed deployment lookup as a page tells it: a refusal names what is missing.
+pub fn lookup_error(error: DeploymentLookupError) -> PageError {
+    match error {
+        DeploymentLookupError::Forbidden(denied) => PageError::from(denied),
+        other => PageError::internal(&other),
+    }
 }
 
 /// The last eight characters of an id.
