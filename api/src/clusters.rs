@@ -13,6 +13,7 @@ use kubernaut_domain::{ReleaseId, ValidationErrors};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::auth::Authenticated;
 use crate::deployments::request_error;
 use crate::problem::ApiError;
 
@@ -31,10 +32,13 @@ pub struct ClusterBody {
 }
 
 /// `GET /api/clusters`
-pub async fn list(service: Data<DeploymentService>) -> HttpResponse {
+pub async fn list(
+    Authenticated(caller): Authenticated,
+    service: Data<DeploymentService>,
+) -> Result<HttpResponse, ApiError> {
     let clusters: Vec<ClusterBody> = service
-        .clusters()
-        .await
+        .clusters(&caller)
+        .await?
         .into_iter()
         .map(|c| ClusterBody {
             name: c.name.to_string(),
@@ -47,13 +51,14 @@ pub async fn list(service: Data<DeploymentService>) -> HttpResponse {
             attributes: c.settings.attributes,
         })
         .collect();
-    HttpResponse::Ok().json(json!({ "items": clusters }))
+    Ok(HttpResponse::Ok().json(json!({ "items": clusters })))
 }
 
 /// `GET /api/releases/{id}/manifest?cluster=C&namespace=N[&attr.NAME=VALUE...]`: the
 /// release rendered for a target as YAML (or, with `Accept: application/json`, the
 /// objects as Kubernaut would apply them); nothing is applied.
 pub async fn preview(
+    Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
     request: HttpRequest,
     id: web::Path<String>,
@@ -105,7 +110,12 @@ pub async fn preview(
         return Err(ApiError::malformed(errors));
     }
     let preview = service
-        .preview(release, &Target { cluster, namespace }, &attributes)
+        .preview(
+            release,
+            &Target { cluster, namespace },
+            &attributes,
+            &caller,
+        )
         .await
         .map_err(|error| match error {
             PreviewError::ReleaseNotFound => not_found(),

@@ -16,10 +16,11 @@ use kubernaut_domain::deployment_service::{
     DeploymentLookupError, DeploymentRequest, DeploymentService, ReleaseSelector,
     RequestDeploymentError, RollbackError, parse_request_attributes,
 };
-use kubernaut_domain::{Actor, FieldError, ReleaseId, ServiceName, ValidationErrors, Version};
+use kubernaut_domain::{Caller, FieldError, ReleaseId, ServiceName, ValidationErrors, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::auth::Authenticated;
 use crate::params::Window;
 use crate::problem::{ApiError, ProblemType};
 
@@ -147,7 +148,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
     })
 }
 
-fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -300,6 +301,7 @@ pub(crate) fn request_error(error: RequestDeploymentError) -> ApiError {
         error @ RequestDeploymentError::NothingToRollBackTo => {
             ApiError::new(ProblemType::Conflict, error.to_string())
         }
+        RequestDeploymentError::Forbidden(denied) => ApiError::forbidden(&denied),
         RequestDeploymentError::Repository(error) => ApiError::internal(error),
     }
 }
@@ -313,6 +315,7 @@ fn lookup_error(id: &str, error: DeploymentLookupError) -> ApiError {
             ProblemType::Conflict,
             format!("the deployment already ended: {status}"),
         ),
+        DeploymentLookupError::Forbidden(denied) => ApiError::forbidden(&denied),
         DeploymentLookupError::Repository(error) => ApiError::internal(error),
     }
 }
@@ -330,6 +333,7 @@ fn accepted(deployment: &Deployment) -> HttpResponse {
 
 /// `POST /api/deployments[?wait=SECONDS]`
 pub async fn create(
+    Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
     request: HttpRequest,
     wait: web::Query<WaitParameter>,
@@ -340,12 +344,12 @@ pub async fn create(
     let body: RequestBody = parse_json(&body)?;
     let request = body.into_request().map_err(ApiError::malformed)?;
     let deployment = service
-        .request(request, Actor::anonymous())
+        .request(request, &caller)
         .await
         .map_err(request_error)?;
     let deployment = match wait {
         Some(wait) => service
-            .wait(deployment.id, wait)
+            .wait(deployment.id, wait, &caller)
             .await
             .map_err(|e| lookup_error(&deployment.id.to_string(), e))?,
         None => deployment,
@@ -355,14 +359,15 @@ pub async fn create(
 
 /// `GET /api/deployments/{id}[?wait=SECONDS]`
 pub async fn get(
+    Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
     id: web::Path<String>,
     wait: web::Query<WaitParameter>,
 ) -> Result<HttpResponse, ApiError> {
     let deployment_id = parse_id(&id)?;
     let deployment = match wait.duration()? {
-        Some(wait) => service.wait(deployment_id, wait).await,
-        None => service.get(deployment_id).await,
+        Some(wait) => service.wait(deployment_id, wait, &caller).await,
+        None => service.get(deployment_id, &caller).await,
     }
     .map_err(|e| lookup_error(&id, e))?;
     Ok(HttpResponse::Ok().json(DeploymentBody::full(&deployment)))
@@ -370,12 +375,13 @@ pub async fn get(
 
 /// `POST /api/deployments/{id}/cancel`
 pub async fn cancel(
+    Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let deployment_id = parse_id(&id)?;
     let deployment = service
-        .cancel(deployment_id, &Actor::anonymous())
+        .cancel(deployment_id, &caller)
         .await
         .map_err(|e| lookup_error(&id, e))?;
     Ok(HttpResponse::Ok().json(DeploymentBody::full(&deployment)))
@@ -384,17 +390,19 @@ pub async fn cancel(
 /// `POST /api/deployments/{id}/rollback`: deploys the last release that succeeded on
 /// the deployment's target before it.
 pub async fn rollback(
+    Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let deployment_id = parse_id(&id)?;
-    let deployment = service
-        .rollback(deployment_id, Actor::anonymous())
-        .await
-        .map_err(|error| match error {
-            RollbackError::Lookup(error) => lookup_error(&id, error),
-            RollbackError::Request(error) => request_error(error),
-        })?;
+    let deployment =
+        service
+            .rollback(deployment_id, &caller)
+            .await
+            .map_err(|error| match error {
+                RollbackError::Lookup(error) => lookup_error(&id, error),
+                RollbackError::Request(error) => request_error(error),
+            })?;
     Ok(accepted(&deployment))
 }
 
@@ -461,6 +469,7 @@ pub struct DeploymentPageBody {
 
 /// `GET /api/deployments`
 pub async fn list(
+    Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
     parameters: web::Query<ListParameters>,
 ) -> Result<HttpResponse, ApiError> {
@@ -468,7 +477,10 @@ pub async fn list(
         .into_inner()
         .into_query()
         .map_err(ApiError::malformed)?;
-    let page = service.list(&query).await.map_err(ApiError::internal)?;
+    let page = service
+        .list(&query, &caller)
+        .await
+        .map_err(|error| lookup_error("", error))?;
     Ok(HttpResponse::Ok().json(DeploymentPageBody {
         items: page.items.iter().map(DeploymentBody::summary).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
@@ -478,6 +490,7 @@ pub async fn list(
 /// What the event stream has sent so far.
 struct StreamState {
     service: DeploymentService,
+    caller: Caller,
     id: DeploymentId,
     changes: tokio::sync::broadcast::Receiver<DeploymentId>,
     sent_entries: usize,
@@ -514,17 +527,19 @@ fn new_events(state: &mut StreamState, deployment: &Deployment) -> String {
 /// `GET /api/deployments/{id}/events`: the timeline as Server-Sent Events, live until
 /// the verdict (`timeline`, `status` and a final `verdict` event).
 pub async fn events(
+    Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let deployment_id = parse_id(&id)?;
     let changes = service.subscribe();
     let first = service
-        .get(deployment_id)
+        .get(deployment_id, &caller)
         .await
         .map_err(|e| lookup_error(&id, e))?;
     let mut state = StreamState {
         service: service.get_ref().clone(),
+        caller,
         id: deployment_id,
         changes,
         sent_entries: 0,
@@ -554,7 +569,7 @@ pub async fn events(
             }
         })
         .await;
-        let text = match state.service.get(state.id).await {
+        let text = match state.service.get(state.id, &state.caller).await {
             Ok(deployment) => {
                 let text = new_events(&mut state, &deployment);
                 if text.is_empty() && changed.is_err() {

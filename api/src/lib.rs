@@ -12,6 +12,7 @@ mod params;
 pub mod problem;
 pub mod rate_limit;
 pub mod releases;
+pub mod session;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::middleware::DefaultHeaders;

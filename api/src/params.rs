@@ -26,17 +26,7 @@ impl Window {
             created_after.and_then(|t| errors.check("created_after", parse_time(&t)));
         let created_before =
             created_before.and_then(|t| errors.check("created_before", parse_time(&t)));
-        let limit = limit
-            .and_then(|text| {
-                errors.check(
-                    "limit",
-                    text.parse::<i64>()
-                        .map_err(|_| InvalidPageLimit)
-                        .and_then(PageLimit::new),
-                )
-            })
-            .unwrap_or_default();
-        let after = cursor.and_then(|c| errors.check("cursor", Cursor::decode(&c)));
+        let (limit, after) = parse_page(errors, limit, cursor);
         Self {
             created_after,
             created_before,
@@ -44,6 +34,26 @@ impl Window {
             after,
         }
     }
+}
+
+/// Parses `limit` and `cursor`, recording each bad one in `errors` under its name.
+pub(crate) fn parse_page(
+    errors: &mut ValidationErrors,
+    limit: Option<String>,
+    cursor: Option<String>,
+) -> (PageLimit, Option<Cursor>) {
+    let limit = limit
+        .and_then(|text| {
+            errors.check(
+                "limit",
+                text.parse::<i64>()
+                    .map_err(|_| InvalidPageLimit)
+                    .and_then(PageLimit::new),
+            )
+        })
+        .unwrap_or_default();
+    let after = cursor.and_then(|c| errors.check("cursor", Cursor::decode(&c)));
+    (limit, after)
 }
 
 pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {

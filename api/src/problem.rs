@@ -6,11 +6,12 @@
 //! their cause chain to the log.
 
 use std::fmt;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use kubernaut_domain::{FieldError, ValidationErrors};
+use kubernaut_domain::{AccessDenied, FieldError, ValidationErrors};
 use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -20,6 +21,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum ProblemType {
     Validation,
     MalformedBody,
+    Unauthorized,
+    Forbidden,
+    TooManyRequests,
     UnsupportedMediaType,
     PayloadTooLarge,
     NotFound,
@@ -34,6 +38,9 @@ impl ProblemType {
         match self {
             Self::Validation => "validation",
             Self::MalformedBody => "malformed-body",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::TooManyRequests => "too-many-requests",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::PayloadTooLarge => "payload-too-large",
             Self::NotFound => "not-found",
@@ -52,6 +59,9 @@ impl ProblemType {
         match self {
             Self::Validation => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MalformedBody => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -66,6 +76,9 @@ impl ProblemType {
         match self {
             Self::Validation => "The request has invalid fields",
             Self::MalformedBody => "The request could not be read",
+            Self::Unauthorized => "Authentication is required",
+            Self::Forbidden => "The caller lacks a permission",
+            Self::TooManyRequests => "Too many requests",
             Self::UnsupportedMediaType => "The request's content type is not supported",
             Self::PayloadTooLarge => "The request body is too large",
             Self::NotFound => "Not found",
@@ -93,6 +106,14 @@ pub struct Problem {
     pub existing_id: Option<String>,
 }
 
+/// The header a problem answers with besides its content type.
+#[derive(Debug, Clone, Copy)]
+enum ExtraHeader {
+    Allow(&'static str),
+    RetryAfter(u64),
+    BearerChallenge,
+}
+
 /// Every way a request can fail.
 #[derive(Debug)]
 pub struct ApiError {
@@ -100,7 +121,7 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     existing_id: Option<String>,
-    allow: Option<&'static str>,
+    header: Option<ExtraHeader>,
     cause: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -111,7 +132,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             existing_id: None,
-            allow: None,
+            header: None,
             cause: None,
         }
     }
@@ -135,6 +156,33 @@ impl ApiError {
         }
     }
 
+    /// 401 with a `WWW-Authenticate: Bearer` challenge. The detail must not say
+    /// whether a token is unknown, expired or revoked.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self {
+            header: Some(ExtraHeader::BearerChallenge),
+            ..Self::new(ProblemType::Unauthorized, detail)
+        }
+    }
+
+    /// 403 naming the permission the caller lacks.
+    pub fn forbidden(denied: &AccessDenied) -> Self {
+        Self::new(ProblemType::Forbidden, denied.to_string())
+    }
+
+    /// 429 with `Retry-After` in whole seconds (at least 1).
+    pub fn too_many_requests(retry_after: Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let seconds = seconds.max(1);
+        Self {
+            header: Some(ExtraHeader::RetryAfter(seconds)),
+            ..Self::new(
+                ProblemType::TooManyRequests,
+                format!("too many changes in a minute with this credential; retry in {seconds} s"),
+            )
+        }
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(ProblemType::NotFound, detail)
     }
@@ -148,7 +196,7 @@ impl ApiError {
 
     pub fn method_not_allowed(allow: &'static str) -> Self {
         Self {
-            allow: Some(allow),
+            header: Some(ExtraHeader::Allow(allow)),
             ..Self::new(
                 ProblemType::MethodNotAllowed,
                 format!("this resource allows {allow}"),
@@ -194,6 +242,12 @@ impl ApiError {
     }
 }
 
+impl From<AccessDenied> for ApiError {
+    fn from(denied: AccessDenied) -> Self {
+        Self::forbidden(&denied)
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind.title(), self.detail)
@@ -226,8 +280,20 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
-        if let Some(allow) = self.allow {
-            response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+        match self.header {
+            Some(ExtraHeader::Allow(allow)) => {
+                response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+            }
+            Some(ExtraHeader::RetryAfter(seconds)) => {
+                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+            }
+            Some(ExtraHeader::BearerChallenge) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"kubernaut\""),
+                ));
+            }
+            None => {}
         }
         response.json(self.problem())
     }

@@ -7,12 +7,13 @@ use actix_web::web::{self, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, Utc};
 use kubernaut_domain::{
-    Actor, Attributes, CreateReleaseError, CreatedRelease, DeleteReleaseError, GetReleaseError,
+    Attributes, CreateReleaseError, CreatedRelease, DeleteReleaseError, GetReleaseError,
     ListReleasesError, NewRelease, Release, ReleaseId, ReleaseQuery, ReleaseService,
     ReleaseSummary, ServiceName, ValidationErrors, Version,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Authenticated;
 use crate::body::read_release;
 use crate::params::Window;
 use crate::problem::ApiError;
@@ -163,6 +164,7 @@ pub fn location_of(id: ReleaseId) -> String {
 
 /// `POST /api/releases`
 pub async fn create(
+    Authenticated(caller): Authenticated,
     service: Data<ReleaseService>,
     request: HttpRequest,
     payload: Payload,
@@ -170,7 +172,7 @@ pub async fn create(
     let raw = read_release(&request, payload).await?;
     let new = NewRelease::parse(&raw).map_err(ApiError::validation)?;
     let outcome = service
-        .create(new, Actor::anonymous())
+        .create(new, &caller)
         .await
         .map_err(|error| create_failed(error, &raw.service, &raw.version))?;
     let mut response = match &outcome {
@@ -211,6 +213,7 @@ fn create_failed(error: CreateReleaseError, service: &str, version: &str) -> Api
             ),
             error,
         ),
+        CreateReleaseError::Forbidden(denied) => ApiError::forbidden(&denied),
         CreateReleaseError::Repository(error) => ApiError::internal(error),
     }
 }
@@ -256,6 +259,7 @@ impl ListParameters {
 
 /// `GET /api/releases`
 pub async fn list(
+    Authenticated(caller): Authenticated,
     service: Data<ReleaseService>,
     parameters: web::Query<ListParameters>,
 ) -> Result<HttpResponse, ApiError> {
@@ -263,9 +267,13 @@ pub async fn list(
         .into_inner()
         .into_query()
         .map_err(ApiError::malformed)?;
-    let page = service.list(&query).await.map_err(|error| match error {
-        ListReleasesError::Repository(error) => ApiError::internal(error),
-    })?;
+    let page = service
+        .list(&query, &caller)
+        .await
+        .map_err(|error| match error {
+            ListReleasesError::Forbidden(denied) => ApiError::forbidden(&denied),
+            ListReleasesError::Repository(error) => ApiError::internal(error),
+        })?;
     json_response(
         HttpResponse::Ok(),
         &ReleasePageBody {
@@ -282,14 +290,19 @@ fn release_not_found(id: &str) -> ApiError {
 
 /// `GET /api/releases/{id}`: malformed, unknown and deleted ids are all 404.
 pub async fn get(
+    Authenticated(caller): Authenticated,
     service: Data<ReleaseService>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let release_id = ReleaseId::parse(&id).ok_or_else(|| release_not_found(&id))?;
-    let release = service.get(release_id).await.map_err(|error| match error {
-        GetReleaseError::NotFound => release_not_found(&id),
-        GetReleaseError::Repository(error) => ApiError::internal(error),
-    })?;
+    let release = service
+        .get(release_id, &caller)
+        .await
+        .map_err(|error| match error {
+            GetReleaseError::NotFound => release_not_found(&id),
+            GetReleaseError::Forbidden(denied) => ApiError::forbidden(&denied),
+            GetReleaseError::Repository(error) => ApiError::internal(error),
+        })?;
     json_response(
         HttpResponse::Ok(),
         &ReleaseBody::from(&release),
@@ -299,16 +312,18 @@ pub async fn get(
 
 /// `DELETE /api/releases/{id}`: soft delete; deleting again is a success too.
 pub async fn delete(
+    Authenticated(caller): Authenticated,
     service: Data<ReleaseService>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::not_found(format!("no release has the id {id}"));
     let release_id = ReleaseId::parse(&id).ok_or_else(not_found)?;
     service
-        .delete(release_id, &Actor::anonymous())
+        .delete(release_id, &caller)
         .await
         .map_err(|error| match error {
             DeleteReleaseError::NotFound => not_found(),
+            DeleteReleaseError::Forbidden(denied) => ApiError::forbidden(&denied),
             DeleteReleaseError::Repository(error) => ApiError::internal(error),
         })?;
     Ok(HttpResponse::NoContent().finish())

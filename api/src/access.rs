@@ -1,0 +1,450 @@
+//! `/api/whoami`, `/api/accounts` and `/api/tokens`: who is asking, accounts and their
+//! grants, API tokens.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::web::{self, Bytes, Data, ServiceConfig};
+use actix_web::{HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use kubernaut_domain::access::{AccountKind, AccountName, Grant, Role, Scope};
+use kubernaut_domain::access_service::{AccessError, AccessService, NewAccount, NewToken};
+use kubernaut_domain::token::{ApiToken, TokenId};
+use kubernaut_domain::{FieldError, ValidationErrors};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::auth::{Authenticated, Credential, Identity};
+use crate::deployments::{parse_json, require_json};
+use crate::problem::ApiError;
+
+/// Registers the routes of this module.
+pub fn configure(config: &mut ServiceConfig) {
+    config
+        .route("/api/whoami", web::get().to(whoami))
+        .service(
+            web::resource("/api/accounts")
+                .route(web::get().to(list_accounts))
+                .route(web::post().to(create_account))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
+                })),
+        )
+        .route("/api/accounts/{name}", web::get().to(get_account))
+        .service(
+            web::resource("/api/accounts/{name}/grants")
+                .route(web::post().to(add_grant))
+                .route(web::delete().to(remove_grant))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::method_not_allowed("POST, DELETE"))
+                })),
+        )
+        .service(
+            web::resource("/api/tokens")
+                .route(web::get().to(list_tokens))
+                .route(web::post().to(create_token))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
+                })),
+        )
+        .service(
+            web::resource("/api/tokens/{id}")
+                .route(web::delete().to(revoke_token))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::method_not_allowed("DELETE"))
+                })),
+        );
+}
+
+/// The problem an access use case answers with.
+pub fn access_error(error: AccessError) -> ApiError {
+    match error {
+        AccessError::Forbidden(denied) => ApiError::forbidden(&denied),
+        AccessError::Invalid(field) => {
+            ApiError::validation(ValidationErrors::single(field.field, field.reason))
+        }
+        AccessError::AccountExists(name) => {
+            ApiError::conflict(format!("the account {name} exists already"), name)
+        }
+        AccessError::AccountNotFound(name) => {
+            ApiError::not_found(format!("no account is named {name}"))
+        }
+        AccessError::TokenNotFound => ApiError::not_found("no token has this id"),
+        AccessError::Repository(error) => ApiError::internal(error),
+    }
+}
+
+/// The body of `GET /api/whoami`.
+#[derive(Debug, Serialize)]
+pub struct WhoamiBody {
+    pub account: AccountName,
+    pub grants: Vec<Grant>,
+    /// The id of the token the request authenticated with (the session's token for
+    /// the web UI).
+    pub token_id: TokenId,
+    pub expires_at: DateTime<Utc>,
+    /// `bearer` or `session_cookie`.
+    pub authenticated_by: &'static str,
+}
+
+/// `GET /api/whoami`
+pub async fn whoami(identity: Identity) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(WhoamiBody {
+            account: identity.account,
+            grants: identity.caller.principal().grants.clone(),
+            token_id: identity.token,
+            expires_at: identity.expires_at,
+            authenticated_by: match identity.credential {
+                Credential::Bearer => "bearer",
+                Credential::SessionCookie => "session_cookie",
+            },
+        })
+}
+
+/// A grant as sent: `{"role": "deployer", "scope": "staging/*"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    role: String,
+    scope: Option<String>,
+}
+
+impl GrantBody {
+    /// The grant, or the errors under `prefix` (`grants[0].`, or empty).
+    fn parse(self, prefix: &str, errors: &mut ValidationErrors) -> Option<Grant> {
+        let role = errors.check(&format!("{prefix}role"), Role::parse(&self.role));
+        let scope = match self.scope {
+            None => Some(Scope::global()),
+            Some(text) => errors.check(&format!("{prefix}scope"), Scope::parse(&text)),
+        }?;
+        let role = role?;
+        match Grant::new(role, scope) {
+            Ok(grant) => Some(grant),
+            Err(error) => {
+                errors.push(FieldError::new(
+                    format!("{prefix}{}", error.field),
+                    error.reason,
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// The body of `POST /api/accounts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccountBody {
+    name: String,
+    kind: Option<String>,
+    #[serde(default)]
+    grants: Vec<GrantBody>,
+}
+
+impl NewAccountBody {
+    fn into_new(self) -> Result<NewAccount, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let name = errors.check("name", AccountName::parse(&self.name));
+        let kind = match self.kind {
+            None => Some(AccountKind::default()),
+            Some(text) => errors.check("kind", AccountKind::parse(&text)),
+        };
+        let grants: Vec<Option<Grant>> = self
+            .grants
+            .into_iter()
+            .enumerate()
+            .map(|(i, grant)| grant.parse(&format!("grants[{i}]."), &mut errors))
+            .collect();
+        match (name, kind) {
+            (Some(name), Some(kind)) if errors.is_empty() => Ok(NewAccount {
+                name,
+                kind,
+                grants: grants.into_iter().flatten().collect(),
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+fn account_name(name: &str) -> Result<AccountName, ApiError> {
+    AccountName::parse(name).map_err(|_| ApiError::not_found(format!("no account is named {name}")))
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(
+    request: &HttpRequest,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    require_json(request)?;
+    parse_json(body)
+}
+
+/// `GET /api/accounts`: every account (admin only).
+pub async fn list_accounts(
+    Authenticated(caller): Authenticated,
+    access: Data<AccessService>,
+) -> Result<HttpResponse, ApiError> {
+    let accounts = access.list_accounts(&caller).await.map_err(access_error)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": accounts })))
+}
+
+/// `POST /api/accounts` `{name, kind?, grants?: [{role, scope?}]}` → 201.
+pub async fn create_account(
+    Authenticated(caller): Authenticated,
+    access: Data<AccessService>,
+    request: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: NewAccountBody = json_body(&request, &body)?;
+    let new = body.into_new().map_err(ApiError::validation)?;
+    let account = access
+        .create_account(new, &caller)
+        .await
+        .map_err(access_error)?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/accounts/{}", account.name)))
+        .json(account))
+}
+
+/// `GET /api/accounts/{name}`: admins any, everyone their own.
+pub async fn get_account(
+    Authenticated(caller): Authenticated,
+    access: Data<AccessService>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = account_name(&name)?;
+    let account = access.account(&name, &caller).await.map_err(access_error)?;
+    Ok(HttpResponse::Ok().json(account))
+}
+
+/// The grant of a grants request: the JSON body, or else `?role=&scope=`.
+fn grant_of(
+    request: &HttpRequest,
+    body: &[u8],
+    query: Option<GrantBody>,
+) -> Result<Grant, ApiError> {
+    let raw = if body.iter().all(u8::is_ascii_whitespace) {
+        query.ok_or_else(|| {
+            ApiError::malformed(ValidationErrors::single(
+                "role",
+                "send {\"role\": ..., \"scope\": ...} as JSON, or ?role=&scope=",
+            ))
+        })?
+    } else {
+        json_body(request, body)?
+    };
+    let mut errors = ValidationErrors::new();
+    raw.parse("", &mut errors)
+        .ok_or_else(|| ApiError::validation(errors))
+}
+
+/// `POST /api/accounts/{name}/grants` `{role, scope?}`: the account with the grant.
+pub async fn add_grant(
+    Authenticated(caller): Authenticated,
+    access: Data<AccessService>,
+    request: HttpRequest,
+    name: web::Path<String>,
+    query: web::Query<GrantQuery>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let name = account_name(&name)?;
+    let grant = grant_of(&request, &body, query.into_inner().into_grant())?;
+    let account = access
+        .grant(&name, grant, &caller)
+        .await
+        .map_err(access_error)?;
+    Ok(HttpResponse::Ok().json(account))
+}
+
+/// `DELETE /api/accounts/{name}/grants` `{role, scope?}` or `?role=&scope=`: the
+/// account without the grant.
+pub async fn remove_grant(
+    Authenticated(caller): Authenticated,
+    access: Data<AccessService>,
+    request: HttpRequest,
+    name: web::Path<String>,
+    query: web::Query<GrantQuery>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let name = account_name(&name)?;
+    let grant = grant_of(&request, &body, query.into_inner().into_grant())?;
+    let account = access
+        .revoke_grant(&name, grant, &caller)
+        .await
+        .map_err(access_error)?;
+    Ok(HttpResponse::Ok().json(account))
+}
+
+/// `?role=&scope=` of the grants routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantQuery {
+    role: Option<String>,
+    scope: Option<String>,
+}
+
+impl GrantQuery {
+    fn into_grant(self) -> Option<GrantBody> {
+        self.role.map(|role| GrantBody {
+            role,
+            scope: self.scope,
+        })
+    }
+}
+
+/// `?account=` of `GET /api/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenListQuery {
+    account: Option<String>,
+}
+
+/// `GET /api/tokens[?account=]`: admins everyone's (or one account's), others their own.
+pub async fn list_tokens(
+    Authenticated(caller): Authenticated,
+    access: Data<AccessService>,
+    query: web::Query<TokenListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let account =
+        match &query.account {
+            None => None,
+            Some(text) => Some(AccountName::parse(text).map_err(|reason| {
+                ApiError::malformed(ValidationErrors::single("account", reason))
+            })?),
+        };
+    let tokens = access
+        .list_tokens(account.as_ref(), &caller)
+        .await
+        .map_err(access_error)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": tokens })))
+}
+
+/// The body of `POST /api/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTokenBody {
+    name: String,
+    account: Option<String>,
+    /// `"90d"`, `"12h 30m"` or a number of seconds.
+    expires_in: Option<Value>,
+}
+
+/// A lifetime as sent: a humantime string (`"90d"`) or whole seconds.
+fn parse_lifetime(value: &Value) -> Result<Duration, String> {
+    const HINT: &str = "must be a duration such as \"90d\" or \"12h\", or a number of seconds";
+    match value {
+        Value::Number(number) => number
+            .as_u64()
+            .map(Duration::from_secs)
+            .ok_or_else(|| HINT.to_owned()),
+        Value::String(text) => match text.trim().parse::<u64>() {
+            Ok(seconds) => Ok(Duration::from_secs(seconds)),
+            Err(_) => humantime::parse_duration(text.trim()).map_err(|_| HINT.to_owned()),
+        },
+        _ => Err(HINT.to_owned()),
+    }
+}
+
+impl NewTokenBody {
+    fn into_new(self) -> Result<NewToken, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let account = match self.account {
+            None => None,
+            Some(text) => errors.check("account", AccountName::parse(&text)),
+        };
+        let expires_in = match &self.expires_in {
+            None | Some(Value::Null) => None,
+            Some(value) => errors.check("expires_in", parse_lifetime(value)),
+        };
+        errors.into_result(|| NewToken {
+            account,
+            name: self.name,
+            expires_in,
+        })
+    }
+}
+
+/// The body of `POST /api/tokens`: the record and the secret, shown this once.
+#[derive(Debug, Serialize)]
+pub struct IssuedTokenBody<'a> {
+    pub token: &'a ApiToken,
+    pub secret: &'a str,
+}
+
+/// `POST /api/tokens` `{name, account?, expires_in?}` → 201 `{token, secret}`.
+pub async fn create_token(
+    Authenticated(caller): Authenticated,
+    access: Data<AccessService>,
+    request: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: NewTokenBody = json_body(&request, &body)?;
+    let new = body.into_new().map_err(ApiError::validation)?;
+    let issued = access
+        .create_token(new, &caller)
+        .await
+        .map_err(access_error)?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(IssuedTokenBody {
+            token: &issued.token,
+            secret: issued.secret.expose(),
+        }))
+}
+
+/// `DELETE /api/tokens/{id}`: the revoked token. Unknown ids and other people's
+/// tokens (for non-admins) are 404 alike.
+pub async fn revoke_token(
+    Authenticated(caller): Authenticated,
+    access: Data<AccessService>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = TokenId::parse(&id).ok_or_else(|| ApiError::not_found("no token has this id"))?;
+    let token = access
+        .revoke_token(id, &caller)
+        .await
+        .map_err(access_error)?;
+    Ok(HttpResponse::Ok().json(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_are_humantime_or_seconds() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(parse_lifetime(&Value::from("1d")), Ok(day));
+        assert_eq!(parse_lifetime(&Value::from("86400")), Ok(day));
+        assert_eq!(parse_lifetime(&Value::from(86_400)), Ok(day));
+        assert!(parse_lifetime(&Value::from("soon")).is_err());
+        assert!(parse_lifetime(&Value::from(-1)).is_err());
+        assert!(parse_lifetime(&Value::Bool(true)).is_err());
+    }
+
+    #[test]
+    fn grants_are_checked_field_by_field() {
+        let body = NewAccountBody {
+            name: "ci bot".to_owned(),
+            kind: Some("alien".to_owned()),
+            grants: vec![
+                GrantBody {
+                    role: "viewer".to_owned(),
+                    scope: Some("staging/*".to_owned()),
+                },
+                GrantBody {
+                    role: "god".to_owned(),
+                    scope: None,
+                },
+            ],
+        };
+        let errors = body.into_new().expect_err("invalid");
+        let fields: Vec<&str> = errors.fields().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["name", "kind", "grants[0].scope", "grants[1].role"]
+        );
+    }
+}
