@@ -15,7 +15,6 @@ pub mod releases;
 pub mod session;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::middleware::DefaultHeaders;
 use actix_web::web::{self, Data, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
 use kubernaut_domain::access_service::AccessService;
@@ -23,7 +22,7 @@ use kubernaut_domain::deployment_service::DeploymentService;
 use kubernaut_domain::{ReleaseService, ValidationErrors};
 
 use crate::auth::AuthState;
-pub use crate::auth::{Authenticated, SecuritySettings};
+pub use crate::auth::{Authenticated, SecuritySettings, security_headers, security_headers_for};
 use crate::problem::ApiError;
 use crate::rate_limit::MutationLimiter;
 
@@ -34,25 +33,6 @@ pub struct ApiServices {
     pub deployments: DeploymentService,
     pub access: AccessService,
     pub security: SecuritySettings,
-}
-
-/// The headers every response carries; wrap the app in it
-/// (`App::new().wrap(security_headers(&settings))`). `Strict-Transport-Security` only
-/// when `secure_cookies` (the server is reached over HTTPS).
-pub fn security_headers(settings: &SecuritySettings) -> DefaultHeaders {
-    let headers = DefaultHeaders::new()
-        .add(("X-Content-Type-Options", "nosniff"))
-        .add(("X-Frame-Options", "DENY"))
-        .add(("Referrer-Policy", "no-referrer"))
-        .add((
-            "Content-Security-Policy",
-            "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
-        ));
-    if settings.secure_cookies {
-        headers.add(("Strict-Transport-Security", "max-age=31536000"))
-    } else {
-        headers
-    }
 }
 
 /// Registers every route, the services and the error handlers that turn extractor
