@@ -437,6 +437,7 @@ mod tests {
             .expect_find_token()
             .returning(move |hash| Ok(tokens.get(hash).cloned()));
         repository.expect_touch_token().returning(|_, _| Ok(()));
+        repository.expect_insert_token().returning(|_, _| Ok(()));
         let access = AccessService::new(Arc::new(repository), Arc::new(MockAuditRepository::new()));
         let services = ApiServices {
             releases: ReleaseService::new(Arc::new(MockReleaseRepository::new())),
@@ -710,6 +711,102 @@ mod tests {
         let seen = body(response).await;
         assert_eq!(seen["request_id"], "ci-run-42");
         assert_eq!(seen["source"], "10.1.2.3");
+    }
+
+    #[actix_web::test]
+    async fn a_new_token_shows_its_secret_once_and_is_not_cached() {
+        let (app, fixture) = app!(settings(60));
+        let response = test::call_service(
+            &app,
+            test::TestRequest::post()
+                .uri("/api/tokens")
+                .insert_header(bearer(&fixture.admin))
+                .set_json(serde_json::json!({"name": "ci", "account": "viewer@example.com", "expires_in": "30d"}))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+            Some("no-store")
+        );
+        let issued = body(response).await;
+        assert!(
+            issued["secret"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("knt_")),
+            "{issued}"
+        );
+        assert_eq!(issued["token"]["account"], "viewer@example.com");
+        assert!(issued["token"].get("hash").is_none(), "{issued}");
+    }
+
+    #[actix_web::test]
+    async fn invalid_access_requests_are_problems_naming_the_field() {
+        let (app, fixture) = app!(settings(60));
+        let cases = [
+            (
+                "/api/accounts",
+                serde_json::json!({"name": "bot", "grants": [{"role": "god"}]}),
+                "grants[0].role",
+            ),
+            (
+                "/api/accounts",
+                serde_json::json!({"name": "bot", "grants": [{"role": "viewer", "scope": "prod/*"}]}),
+                "grants[0].scope",
+            ),
+            (
+                "/api/tokens",
+                serde_json::json!({"name": "ci", "expires_in": "soon"}),
+                "expires_in",
+            ),
+            (
+                "/api/tokens",
+                serde_json::json!({"name": "ci", "colour": "red"}),
+                "colour",
+            ),
+            (
+                "/api/accounts/bot/grants",
+                serde_json::json!({"role": "deployer", "scope": "Prod"}),
+                "scope",
+            ),
+        ];
+        for (uri, json, field) in cases {
+            let response = test::call_service(
+                &app,
+                test::TestRequest::post()
+                    .uri(uri)
+                    .insert_header(bearer(&fixture.admin))
+                    .set_json(&json)
+                    .to_request(),
+            )
+            .await;
+            let status = response.status();
+            assert!(
+                status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::BAD_REQUEST,
+                "{uri} {json}: {status}"
+            );
+            let problem = body(response).await;
+            let named = problem["errors"]
+                .as_array()
+                .is_some_and(|errors| errors.iter().any(|e| e["field"] == field));
+            assert!(named, "{uri} {json}: {problem}");
+        }
+        let audit = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("/api/audit?since=yesterday&action=release.exploded")
+                .insert_header(bearer(&fixture.admin))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(audit.status(), StatusCode::BAD_REQUEST);
+        let problem = body(audit).await;
+        assert_eq!(problem["errors"][0]["field"], "action");
+        assert_eq!(problem["errors"][1]["field"], "since");
     }
 
     #[::core::prelude::v1::test]
