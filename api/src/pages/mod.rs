@@ -154,3 +154,6 @@ impl ResponseError for PageError {
         html(self.status_code(), &page, &self.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests;
