@@ -235,8 +235,13 @@ pub fn check_origin(request: &HttpRequest) -> Result<(), PageError> {
     }
 }
 
-/// `/sign-in?next=<the request's path and query>`, or `/sign-in` when that is `/`.
+/// `/sign-in?next=<the request's path and query>`, or `/sign-in` when that is `/` or
+/// the request is not a `GET`.
 fn sign_in_location(request: &HttpRequest) -> String {
+    // Only a page can be gone back to: a form's target answers POST alone.
+    if request.method() != actix_web::http::Method::GET {
+        return "/sign-in".to_owned();
+    }
     let next = request
         .uri()
         .path_and_query()

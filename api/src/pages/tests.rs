@@ -194,6 +194,20 @@ async fn pages_send_strangers_to_the_sign_in_form_with_where_they_were_going() {
     )
     .await;
     assert_eq!(tampered.status(), StatusCode::SEE_OTHER);
+    let stale_form = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/sign-out")
+            .set_form([("csrf", "x")])
+            .to_request(),
+    )
+    .await;
+    assert_eq!(stale_form.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        location(&stale_form),
+        "/sign-in",
+        "a form is not gone back to"
+    );
 }
 
 #[actix_web::test]
