@@ -14,10 +14,15 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer};
 use anyhow::Context as _;
 use kubernaut_api::ApiServices;
+use kubernaut_api::auth::SecuritySettings;
 use kubernaut_domain::ReleaseService;
+use kubernaut_domain::access::{AccountKind, AccountName};
+use kubernaut_domain::access_service::{AccessService, AuthenticationCache, NewAccount};
 use kubernaut_domain::cluster::ClusterSettings;
 use kubernaut_domain::deployment::ClusterName;
 use kubernaut_domain::deployment_service::{ClusterHandle, DeploymentService};
+use kubernaut_domain::token::TokenSecret;
+use kubernaut_domain::{Caller, Grant, Role, Scope};
 use kubernaut_kubernetes::KubernetesCluster;
 use kubernaut_postgres::{Database, PoolOptions};
 use kubernaut_registry::{Credentials, DockerRegistries, DockerRegistry, Password};
@@ -59,6 +64,51 @@ pub async fn open_database(settings: &Settings, migrate: bool) -> anyhow::Result
     })
     .await
     .context("the database task failed")?
+}
+
+/// Issues an API token for `account` straight through the database (migrating it when
+/// `database.migrate_on_start` allows): the first admin token of a fresh install, or a
+/// token for a robot, with no server running. Creates the account (a robot) when it is
+/// missing and grants it `role` for `scope` (`*` when `None`) when it lacks that.
+/// Recorded in the audit trail as done by `kubernaut admin`.
+///
+/// # Errors
+/// When the account name, scope or lifetime is invalid, or the database fails.
+pub async fn bootstrap_token(
+    settings: &Settings,
+    account: &str,
+    role: Role,
+    scope: Option<Scope>,
+    expires_in: Option<Duration>,
+) -> anyhow::Result<TokenSecret> {
+    let name = AccountName::parse(account).map_err(|e| anyhow::anyhow!(e))?;
+    let grant = Grant::new(role, scope.unwrap_or_else(Scope::global))
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.reason))?;
+    let database = open_database(settings, settings.database.migrate_on_start).await?;
+    let access = AccessService::new(
+        Arc::new(database.access_repository()),
+        Arc::new(database.audit_repository()),
+    );
+    let issued = access
+        .bootstrap(
+            NewAccount {
+                name,
+                kind: AccountKind::Robot,
+                grants: vec![grant],
+            },
+            account,
+            expires_in,
+            &Caller::system("kubernaut admin"),
+        )
+        .await
+        .context("could not issue the token")?;
+    tracing::info!(
+        token = %issued.token.id,
+        account = %issued.token.account,
+        expires_at = %issued.token.expires_at,
+        "issued an API token"
+    );
+    Ok(issued.secret)
 }
 
 /// The request spans of [`TracingLogger`], built only when the log keeps them: the
@@ -203,20 +253,50 @@ impl Application {
             clusters,
         )
         .with_digest_pinning(settings.deployments.pin_image_digest);
+        let (session_key, random_key) = settings.security.session_key()?;
+        if random_key {
+            tracing::warn!(
+                "security.session_key is not set: a random key signs this process's sessions, so everyone signed in to the web UI is signed out when it restarts (and replicas do not share sessions)"
+            );
+        }
+        let access = AccessService::new(
+            Arc::new(database.access_repository()),
+            Arc::new(database.audit_repository()),
+        )
+        .with_cache(AuthenticationCache {
+            ttl: Duration::from_secs(settings.security.token_cache_seconds),
+            ..AuthenticationCache::default()
+        });
         let services = ApiServices {
             releases,
             deployments: deployments.clone(),
+            access,
+            security: SecuritySettings {
+                session_key,
+                secure_cookies: settings.security.secure_cookies,
+                mutations_per_minute: settings.security.mutations_per_minute,
+                trust_forwarded_headers: settings.security.trust_forwarded_headers,
+            },
         };
 
         let listener = TcpListener::bind(&settings.server.bind)
             .with_context(|| format!("could not listen on {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
+        let security = services.security.clone();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(kubernaut_api::auth::security_headers_for(&security))
                 .wrap(TracingLogger::<RequestSpans>::new())
                 .configure(kubernaut_api::configure(services.clone()))
         })
-        .shutdown_timeout(settings.server.shutdown_timeout_seconds);
+        .shutdown_timeout(settings.server.shutdown_timeout_seconds)
+        .client_request_timeout(Duration::from_secs(
+            settings.server.client_request_timeout_seconds,
+        ))
+        .client_disconnect_timeout(Duration::from_secs(
+            settings.server.client_disconnect_timeout_seconds,
+        ))
+        .keep_alive(Duration::from_secs(settings.server.keep_alive_seconds));
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }

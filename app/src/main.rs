@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
-use kubernaut::{Application, Settings, open_database, telemetry};
+use kubernaut::{Application, Settings, bootstrap_token, open_database, telemetry};
+use kubernaut_domain::{Role, Scope};
 
 /// mimalloc rather than the system allocator: a page of releases allocates a few
 /// thousand small strings, and glibc's malloc and free took a third of its CPU.
@@ -28,8 +30,40 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Administer access straight through the database (no server needed).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     #[command(flatten)]
     Client(kubernaut::cli::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Issue an API token, creating its account when missing, and print ONLY its
+    /// secret on standard output (details go to standard error). Use it for the first
+    /// admin token of a fresh install.
+    CreateToken {
+        /// The account (created as a robot when missing); the token is named after it.
+        #[arg(long)]
+        name: String,
+        /// The role the account is granted.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Limit a deployer to clusters and namespaces, e.g. 'staging/*'.
+        #[arg(long, value_parser = parse_scope)]
+        scope: Option<Scope>,
+        /// How long the token lives (90d, 12h); at most 366 days.
+        #[arg(long, value_parser = kubernaut::cli::parse_duration, default_value = "90d")]
+        expires_in: Duration,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text)
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    Scope::parse(text)
 }
 
 fn main() -> ExitCode {
@@ -62,6 +96,12 @@ fn main() -> ExitCode {
         match command {
             Command::Serve => serve(settings).await,
             Command::Migrate => open_database(&settings, true).await.map(|_| ()),
+            Command::Admin(AdminCommand::CreateToken {
+                name,
+                role,
+                scope,
+                expires_in,
+            }) => create_token(&settings, &name, role, scope, expires_in).await,
             Command::Client(_) => Ok(()),
         }
     });
@@ -73,6 +113,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the secret alone on standard output, for `$(kubernaut admin create-token ...)`"
+)]
+async fn create_token(
+    settings: &Settings,
+    name: &str,
+    role: Role,
+    scope: Option<Scope>,
+    expires_in: Duration,
+) -> anyhow::Result<()> {
+    let scope_text = scope
+        .as_ref()
+        .map_or_else(|| "*".to_owned(), ToString::to_string);
+    let secret = bootstrap_token(settings, name, role, scope, Some(expires_in)).await?;
+    eprintln!(
+        "kubernaut: issued a token for {name} ({role} on {scope_text}), valid for {}; it is shown only this once",
+        humantime::format_duration(expires_in)
+    );
+    println!("{}", secret.expose());
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

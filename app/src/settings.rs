@@ -38,7 +38,8 @@ pub struct SecuritySettings {
     /// Mark cookies `Secure`: set it when the UI is served over HTTPS.
     #[serde(default)]
     pub secure_cookies: bool,
-    /// Changes (POST, PUT, PATCH, DELETE) one client may make per minute.
+    /// Changes (POST, PUT, PATCH, DELETE under `/api`) one token may make per minute;
+    /// 0: no limit.
     #[serde(default = "default_mutations_per_minute")]
     pub mutations_per_minute: u32,
     /// Believe `X-Forwarded-For` / `Forwarded` for the client's address: only behind a

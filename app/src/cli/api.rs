@@ -285,12 +285,26 @@ async fn problem_error(response: Response<Incoming>) -> CliError {
     } else {
         None
     };
-    let message = describe(status, problem.as_ref(), &text);
+    let message = if status == StatusCode::UNAUTHORIZED {
+        not_signed_in(problem.as_ref())
+    } else {
+        describe(status, problem.as_ref(), &text)
+    };
     if status.is_client_error() {
         CliError::Usage(message)
     } else {
         CliError::Server(message)
     }
+}
+
+/// A 401: no token was sent, or the one sent is unknown, expired or revoked.
+fn not_signed_in(problem: Option<&Problem>) -> String {
+    let mut message =
+        "not signed in: set KUBERNAUT_TOKEN (or --token) to a valid API token".to_owned();
+    if let Some(detail) = problem.and_then(|p| p.detail.as_deref()) {
+        let _ = write!(message, " (the server said: {detail})");
+    }
+    message
 }
 
 fn describe(status: StatusCode, problem: Option<&Problem>, text: &str) -> String {
@@ -339,6 +353,15 @@ mod tests {
         assert!(text.contains("422"), "{text}");
         assert!(text.contains("bad input"), "{text}");
         assert!(text.contains("service: must be a DNS label"), "{text}");
+    }
+
+    #[test]
+    fn a_401_says_how_to_sign_in() {
+        let text = not_signed_in(None);
+        assert!(
+            text.starts_with("not signed in: set KUBERNAUT_TOKEN"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

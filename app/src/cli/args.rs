@@ -20,6 +20,8 @@ pub enum ClientCommand {
     Rollback(Box<RollbackArgs>),
     /// Show what version of a service runs where.
     Status(Box<StatusArgs>),
+    /// Create, list and revoke API tokens.
+    Token(Box<TokenArgs>),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -194,6 +196,41 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token and print its secret (shown this once) on standard output.
+    Create {
+        /// What the token is for (`jenkins`, `laptop`).
+        #[arg(long)]
+        name: String,
+        /// Whose token (admins only); unset: your own account's.
+        #[arg(long)]
+        account: Option<String>,
+        /// How long it lives (30d, 12h); unset: the server's default, 90 days.
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// List tokens (never their secrets): admins see everyone's, others their own.
+    List {
+        /// Only this account's tokens.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        /// The token's id (see `token list`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell to write the script for.
     #[arg(value_enum)]
@@ -274,6 +311,25 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn token_commands_parse() {
+        assert!(
+            Cli::try_parse_from([
+                "k",
+                "token",
+                "create",
+                "--name",
+                "ci",
+                "--expires-in",
+                "30d"
+            ])
+            .is_ok()
+        );
+        assert!(Cli::try_parse_from(["k", "token", "create"]).is_err());
+        assert!(Cli::try_parse_from(["k", "token", "list", "--account", "ci"]).is_ok());
+        assert!(Cli::try_parse_from(["k", "token", "revoke", "0193"]).is_ok());
     }
 
     #[test]

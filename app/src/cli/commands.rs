@@ -12,11 +12,11 @@ use crate::cli::CliError;
 use crate::cli::api::{Api, decode, encode};
 use crate::cli::args::{
     ClientCommand, DeployArgs, OutputFormat, ReleaseArgs, ReleaseCommand, RollbackArgs, ServerArgs,
-    StatusArgs,
+    StatusArgs, TokenArgs, TokenCommand,
 };
 use crate::cli::follow::follow;
 use crate::cli::output::{self, Progress};
-use crate::cli::wire::{Deployment, Page, Release, Status};
+use crate::cli::wire::{ApiToken, Deployment, IssuedToken, Page, Release, Status};
 
 /// The rollout timeout the server applies when a deploy does not name one.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -40,6 +40,7 @@ pub async fn execute(
         ClientCommand::Deploy(args) => deploy(*args).await,
         ClientCommand::Rollback(args) => rollback(*args).await,
         ClientCommand::Status(args) => status(*args).await,
+        ClientCommand::Token(args) => token(*args).await,
     }
 }
 
@@ -126,6 +127,59 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
                 output::json(&json!({ "id": id, "deleted": true }));
             } else {
                 output::text(&format!("release {id} deleted"));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn token(args: TokenArgs) -> Result<(), CliError> {
+    let api = Api::new(&args.server)?;
+    let json_output = is_json(&args.server);
+    match args.command {
+        TokenCommand::Create {
+            name,
+            account,
+            expires_in,
+        } => {
+            let body = json!({
+                "name": name,
+                "account": account,
+                "expires_in": expires_in.map(|d| d.as_secs()),
+            });
+            let (_, value) = api.post("/api/tokens", Some(&body)).await?;
+            if json_output {
+                output::json(&value);
+            } else {
+                let issued: IssuedToken = decode(&value, "token")?;
+                // The secret alone on standard output, so `$(kubernaut token create ...)`
+                // captures it; what it is goes to standard error.
+                output::note(&output::issued_token(&issued.token));
+                output::text(&issued.secret);
+            }
+        }
+        TokenCommand::List { account } => {
+            let query: Vec<(&str, String)> = account.into_iter().map(|a| ("account", a)).collect();
+            let value = api.get("/api/tokens", &query).await?;
+            if json_output {
+                output::json(&value);
+            } else {
+                // A bare array, or a page of them.
+                let items = value.get("items").unwrap_or(&value);
+                let tokens: Vec<ApiToken> = decode(items, "list of tokens")?;
+                if tokens.is_empty() {
+                    output::text("no tokens");
+                } else {
+                    output::text(&output::token_table(&tokens));
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            api.delete(&format!("/api/tokens/{}", encode(&id))).await?;
+            if json_output {
+                output::json(&json!({ "id": id, "revoked": true }));
+            } else {
+                output::text(&format!("token {id} revoked"));
             }
         }
     }

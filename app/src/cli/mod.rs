@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 pub use args::{
     ClientCommand, CompletionsArgs, DeployArgs, OutputFormat, ReleaseArgs, ReleaseCommand,
-    RollbackArgs, ServerArgs, StatusArgs, Token,
+    RollbackArgs, ServerArgs, StatusArgs, Token, TokenArgs, TokenCommand,
 };
 pub use duration::parse_duration;
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
-use crate::cli::wire::{Deployment, Release, Status, TimelineEntry};
+use crate::cli::wire::{ApiToken, Deployment, Release, Status, TimelineEntry};
 
 /// Prints the server's JSON as it came, pretty, for scripts.
 pub fn json(value: &Value) {
@@ -25,6 +25,51 @@ pub fn json(value: &Value) {
 /// Prints text (already ending without a newline) on standard output.
 pub fn text(text: &str) {
     println!("{text}");
+}
+
+/// Prints a line on standard error: what a command did, next to output a script reads.
+pub fn note(text: &str) {
+    eprintln!("{text}");
+}
+
+/// What a newly issued token is, without its secret.
+pub fn issued_token(token: &ApiToken) -> String {
+    let expires = token.expires_at.map_or_else(|| "-".to_owned(), time);
+    format!(
+        "token {} ({}) for {} issued, expires {expires}; its secret follows and is shown only this once",
+        token.id, token.name, token.account
+    )
+}
+
+pub fn token_table(tokens: &[ApiToken]) -> String {
+    let optional = |at: Option<DateTime<Utc>>| at.map_or_else(|| "-".to_owned(), time);
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.account.clone(),
+                t.name.clone(),
+                t.hint.clone().unwrap_or_default(),
+                optional(t.expires_at),
+                optional(t.last_used_at),
+                t.revoked_at
+                    .map_or_else(String::new, |at| format!("revoked {}", time(at))),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "ACCOUNT",
+            "NAME",
+            "HINT",
+            "EXPIRES",
+            "LAST USED",
+            "STATE",
+        ],
+        &rows,
+    )
 }
 
 pub fn time(at: DateTime<Utc>) -> String {

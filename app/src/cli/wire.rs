@@ -25,6 +25,40 @@ pub struct FieldError {
     pub reason: String,
 }
 
+/// An API token as the server lists it (never with its secret).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    #[serde(default)]
+    pub account: String,
+    #[serde(default)]
+    pub name: String,
+    /// The first characters of the secret, to tell tokens apart.
+    #[serde(default)]
+    pub hint: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A token just issued, with its secret: the server shows it this once.
+#[derive(Clone, Deserialize)]
+pub struct IssuedToken {
+    pub token: ApiToken,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Release {
     pub id: String,
