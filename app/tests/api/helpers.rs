@@ -1,13 +1,31 @@
 use kubernaut::Application;
 use kubernaut::settings::{DatabaseUrl, Settings};
+use kubernaut_domain::{Role, Scope};
 use kubernaut_testkit::database::TestDatabase;
 use serde_json::{Value, json};
 
-/// A Kubernaut server on a free port over its own fresh database.
+/// A Kubernaut server on a free port over its own fresh database, with an admin token.
 pub struct TestApp {
     pub address: String,
+    /// Sends the admin token with every request.
     pub client: reqwest::Client,
+    /// The admin token's secret.
+    pub token: String,
+    /// The settings the server runs with (its database, for `bootstrap_token`).
+    pub settings: Settings,
     _database: TestDatabase,
+}
+
+/// A client that sends `token` as a bearer token with every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut value =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header");
+    value.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
 }
 
 pub const TEMPLATE: &str = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: \"{{service}}\"\n  labels:\n    version: \"{{version}}\"\nspec:\n  replicas: {{replicas}}\n  template:\n    spec:\n      containers:\n      - name: \"{{service}}\"\n        image: \"{{image}}\"\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: \"{{service}}\"\n  namespace: \"{{namespace}}\"\n";
@@ -27,14 +45,21 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.database.pool_size = 4;
     settings.server.bind = "127.0.0.1:0".to_owned();
     settings.server.workers = 1;
-    let application = Application::build(settings)
+    let application = Application::build(settings.clone())
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
+    let token = kubernaut::bootstrap_token(&settings, "test-admin", Role::Admin, None, None)
+        .await
+        .expect("an admin token")
+        .expose()
+        .to_owned();
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: client_with_token(&token),
+        token,
+        settings,
         _database: database,
     }
 }
@@ -58,6 +83,17 @@ pub fn release_body(service: &str, version: &str) -> Value {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// A token for a robot account `name` holding `role` (for `scope`), made through
+    /// the database as `kubernaut admin create-token` makes them.
+    pub async fn token_for(&self, name: &str, role: Role, scope: Option<&str>) -> String {
+        let scope = scope.map(|s| Scope::parse(s).expect("a scope"));
+        kubernaut::bootstrap_token(&self.settings, name, role, scope, None)
+            .await
+            .expect("a token")
+            .expose()
+            .to_owned()
     }
 
     pub async fn post_release(&self, body: &Value) -> reqwest::Response {

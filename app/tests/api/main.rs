@@ -1,5 +1,6 @@
 //! Black-box tests of the HTTP API: the real server on port 0 over a fresh database.
 
+mod access;
 mod cluster;
 mod deployments;
 mod helpers;
@@ -7,3 +8,4 @@ mod real_cluster;
 mod releases;
 mod releases_bad_input;
 mod restart;
+mod secrets_in_logs;

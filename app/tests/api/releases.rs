@@ -35,7 +35,8 @@ async fn a_created_release_is_returned_with_its_location_and_can_be_read_back() 
     assert_eq!(created["attributes"]["team"], "payments");
     assert_eq!(created["required_variables"], json!(["namespace"]));
     assert_eq!(created["comment"], "built by Jenkins #42");
-    assert_eq!(created["created_by"], "anonymous");
+    // The account of the token that asked.
+    assert_eq!(created["created_by"], "test-admin");
 
     let fetched: Value = app.get(&location).await.json().await.expect("json");
     assert_eq!(fetched, created);

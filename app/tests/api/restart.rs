@@ -45,6 +45,25 @@ fn start_server(config: &std::path::Path, database_url: &str, port: u16) -> Serv
     Server { child }
 }
 
+/// An admin token made by `kubernaut admin create-token` against the server's database.
+pub fn admin_token(database_url: &str, name: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_kubernaut"))
+        .args(["admin", "create-token", "--name", name, "--role", "admin"])
+        .env("KUBERNAUT__DATABASE__URL", database_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubernaut admin create-token runs");
+    assert!(output.status.success(), "{output:?}");
+    let secret = String::from_utf8(output.stdout).expect("UTF-8");
+    let secret = secret.trim_end_matches('\n');
+    assert!(
+        secret.starts_with("knt_") && !secret.contains(char::is_whitespace),
+        "only the secret on stdout: {secret:?}"
+    );
+    secret.to_owned()
+}
+
 async fn wait_until_up(client: &reqwest::Client, base: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -89,10 +108,9 @@ async fn a_kubernaut_killed_mid_rollout_resumes_and_reaches_the_verdict() {
     .expect("config");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-
     let server = start_server(&config, database.url(), port);
-    wait_until_up(&client, &base).await;
+    wait_until_up(&reqwest::Client::new(), &base).await;
+    let client = crate::helpers::client_with_token(&admin_token(database.url(), "restart"));
     let release = client
         .post(format!("{base}/api/releases"))
         .json(&json!({

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use kubernaut::Application;
 use kubernaut::settings::{ClusterConfig, DatabaseUrl, Settings};
+use kubernaut_domain::Role;
 use kubernaut_testkit::database::TestDatabase;
 use kubernaut_testkit::sim::Simulator;
 use serde_json::{Value, json};
@@ -18,9 +19,11 @@ pub const NAMESPACE: &str = "shop";
 /// A running server, its database, its cluster (when asked for) and a scratch folder.
 pub struct Server {
     pub url: String,
+    /// An admin token, sent as `KUBERNAUT_TOKEN` by [`Server::run`].
+    pub token: String,
     pub sim: Option<Simulator>,
     pub scratch: TempDir,
-    _database: TestDatabase,
+    database: TestDatabase,
 }
 
 /// A server without clusters: enough for releases and bad input.
@@ -68,16 +71,22 @@ async fn spawn(sim: Option<Simulator>) -> Server {
             rules: Default::default(),
         }];
     }
-    let application = Application::build(settings)
+    let application = Application::build(settings.clone())
         .await
         .expect("the application builds");
     let url = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
+    let token = kubernaut::bootstrap_token(&settings, "cli-admin", Role::Admin, None, None)
+        .await
+        .expect("an admin token")
+        .expose()
+        .to_owned();
     Server {
         url,
+        token,
         sim,
         scratch: tempfile::tempdir().expect("a scratch folder"),
-        _database: database,
+        database,
     }
 }
 
@@ -104,10 +113,20 @@ impl Run {
 
 /// Runs `kubernaut ARGS` with `KUBERNAUT_URL` set to `url` (no token, no terminal).
 pub async fn kubernaut(url: &str, args: &[&str]) -> Run {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubernaut"))
+    kubernaut_as(url, None, args).await
+}
+
+/// Runs `kubernaut ARGS` with `KUBERNAUT_URL` set to `url` and `KUBERNAUT_TOKEN` to
+/// `token` (none when `None`), without a terminal.
+pub async fn kubernaut_as(url: &str, token: Option<&str>, args: &[&str]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubernaut"));
+    match token {
+        Some(token) => command.env("KUBERNAUT_TOKEN", token),
+        None => command.env_remove("KUBERNAUT_TOKEN"),
+    };
+    let output = command
         .args(args)
         .env("KUBERNAUT_URL", url)
-        .env_remove("KUBERNAUT_TOKEN")
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -125,8 +144,19 @@ pub async fn kubernaut(url: &str, args: &[&str]) -> Run {
 pub const TEMPLATE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ service }}\nspec:\n  replicas: {{ replicas }}\n  progressDeadlineSeconds: 600\n  selector:\n    matchLabels:\n      app: {{ service }}\n  template:\n    metadata:\n      labels:\n        app: {{ service }}\n    spec:\n      containers:\n      - name: web\n        image: {{ image }}\n        ports:\n        - containerPort: 8080\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {{ service }}\nspec:\n  selector:\n    app: {{ service }}\n  ports:\n  - port: 80\n    targetPort: 8080\n";
 
 impl Server {
+    /// Runs `kubernaut ARGS` against this server with its admin token.
     pub async fn run(&self, args: &[&str]) -> Run {
-        kubernaut(&self.url, args).await
+        kubernaut_as(&self.url, Some(&self.token), args).await
+    }
+
+    /// Runs `kubernaut ARGS` against this server with `token` (or none).
+    pub async fn run_as(&self, token: Option<&str>, args: &[&str]) -> Run {
+        kubernaut_as(&self.url, token, args).await
+    }
+
+    /// The server's database URL, for `kubernaut admin` and SQL.
+    pub fn database_url(&self) -> &str {
+        self.database.url()
     }
 
     pub fn sim(&self) -> &Simulator {

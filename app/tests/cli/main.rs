@@ -6,4 +6,5 @@ mod follow;
 mod helpers;
 mod releases;
 mod status;
+mod tokens;
 mod usage;
