@@ -130,9 +130,14 @@ async fn create_token(
         .as_ref()
         .map_or_else(|| "*".to_owned(), ToString::to_string);
     let secret = bootstrap_token(settings, name, role, scope, Some(expires_in)).await?;
+    let seconds = expires_in.as_secs();
+    let lifetime = if seconds % 86_400 == 0 {
+        format!("{} days", seconds / 86_400)
+    } else {
+        humantime::format_duration(expires_in).to_string()
+    };
     eprintln!(
-        "kubernaut: issued a token for {name} ({role} on {scope_text}), valid for {}; it is shown only this once",
-        humantime::format_duration(expires_in)
+        "kubernaut: issued a token for {name} ({role} on {scope_text}), valid for {lifetime}; it is shown only this once"
     );
     println!("{}", secret.expose());
     Ok(())

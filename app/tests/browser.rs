@@ -199,6 +199,31 @@ impl Browser {
             .await;
     }
 
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.post(
+            &format!("/element/{element}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    /// Signs in on the sign-in page, as a person pasting their token.
+    async fn sign_in(&self, base: &str, token: &str) {
+        self.visit(&format!("{base}/sign-in")).await;
+        self.type_into("input[name=\"token\"]", token).await;
+        self.click("form button[type=\"submit\"], form input[type=\"submit\"]")
+            .await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.current_url().await.contains("/sign-in") {
+            if tokio::time::Instant::now() >= deadline {
+                let source = self.get("/source").await;
+                panic!("still on the sign-in page: {source}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn current_url(&self) -> String {
         self.get("/url")
             .await
@@ -264,6 +289,7 @@ async fn a_browser_follows_a_failed_deployment_from_the_home_page_to_its_diagnos
     let profile = tempfile::tempdir().expect("a browser profile directory");
     let browser = Browser::open(&driver, &chromium, profile.path()).await;
 
+    browser.sign_in(&app.url(""), &app.token).await;
     browser.visit(&app.url("/")).await;
     let version = browser.text_of("tr[data-service=\"web\"] a.version").await;
     assert_eq!(version, "1.0.0");

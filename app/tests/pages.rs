@@ -13,8 +13,154 @@ struct Page {
     html: String,
 }
 
+/// The `name=value` part of each `Set-Cookie` of `response`.
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The value of the hidden `csrf` field of a form in `html`, if there is one.
+fn csrf_field(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf\"")?;
+    // The input's value, before or after its name.
+    let start = html[..at].rfind('<')?;
+    let end = at + html[at..].find('>')?;
+    let tag = &html[start..end];
+    let value = tag.split("value=\"").nth(1)?;
+    Some(value.split('"').next()?.to_owned())
+}
+
+/// Signs in to the pages with `token` as a browser does (POST /sign-in) and returns
+/// the `Cookie` header value that keeps the session.
+async fn sign_in_with(app: &UiApp, token: &str) -> String {
+    let client = no_redirects(None);
+    let form = client
+        .get(app.url("/sign-in"))
+        .send()
+        .await
+        .expect("sign-in page");
+    let mut cookies = set_cookies(&form);
+    let html = form.text().await.expect("sign-in page body");
+    let csrf = csrf_field(&html);
+    let mut fields = vec![("token", token)];
+    if let Some(csrf) = &csrf {
+        fields.push(("csrf", csrf.as_str()));
+    }
+    let mut request = client
+        .post(app.url("/sign-in"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form_body(&fields));
+    if !cookies.is_empty() {
+        request = request.header(reqwest::header::COOKIE, cookies.join("; "));
+    }
+    let response = request.send().await.expect("sign-in request");
+    assert!(
+        response.status().is_redirection() || response.status().is_success(),
+        "sign-in: {}",
+        response.status()
+    );
+    let session = set_cookies(&response);
+    assert!(
+        session.iter().any(|c| c.starts_with("kubernaut_session=")),
+        "no session cookie: {session:?}"
+    );
+    cookies.retain(|c| {
+        !session
+            .iter()
+            .any(|s| s.split('=').next() == c.split('=').next())
+    });
+    cookies.extend(session);
+    cookies.join("; ")
+}
+
+/// A client that follows no redirects and sends `cookie`, if any.
+fn no_redirects(cookie: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(cookie) = cookie {
+        headers.insert(
+            reqwest::header::COOKIE,
+            reqwest::header::HeaderValue::from_str(cookie).expect("a cookie header"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client")
+}
+
+/// A `application/x-www-form-urlencoded` body, as a browser posts a form.
+fn form_body(fields: &[(&str, &str)]) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    fields
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The session cookie of each server the tests signed in to, by address.
+static SESSIONS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// A client signed in to `app`'s pages as its admin (signing in on first use).
+async fn signed_in(app: &UiApp) -> reqwest::Client {
+    let address = app.url("");
+    let known = SESSIONS
+        .lock()
+        .expect("sessions")
+        .iter()
+        .find(|(a, _)| *a == address)
+        .map(|(_, cookie)| cookie.clone());
+    let cookie = match known {
+        Some(cookie) => cookie,
+        None => {
+            let cookie = sign_in_with(app, &app.token).await;
+            SESSIONS
+                .lock()
+                .expect("sessions")
+                .push((address, cookie.clone()));
+            cookie
+        }
+    };
+    no_redirects(Some(&cookie))
+}
+
+/// Whether `response` says "sign in first": a redirect to the sign-in page or a 401.
+fn asks_to_sign_in(response: &reqwest::Response) -> bool {
+    let to_sign_in = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|l| l.contains("sign-in"));
+    response.status() == 401 || (response.status().is_redirection() && to_sign_in)
+}
+
 async fn get(app: &UiApp, path: &str) -> Page {
-    let response = reqwest::get(app.url(path)).await.expect("page request");
+    let response = signed_in(app)
+        .await
+        .get(app.url(path))
+        .send()
+        .await
+        .expect("page request");
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -289,4 +435,123 @@ async fn unknown_ids_and_names_are_an_html_not_found_page_and_the_stylesheet_is_
     let css = response.text().await.expect("stylesheet");
     assert!(css.contains(":focus-visible"), "keyboard focus is visible");
     assert!(css.contains("@media (max-width"), "a layout for phones");
+}
+
+#[tokio::test]
+async fn pages_need_a_session_and_a_tampered_cookie_is_no_session() {
+    let Seeded { app, .. } = seeded_app().await;
+    let anonymous = no_redirects(None)
+        .get(app.url("/"))
+        .send()
+        .await
+        .expect("sent");
+    assert!(asks_to_sign_in(&anonymous), "{}", anonymous.status());
+
+    let cookie = sign_in_with(&app, &app.token).await;
+    let signed_in = no_redirects(Some(&cookie))
+        .get(app.url("/"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(signed_in.status(), 200);
+
+    // Flip one character of the session cookie's value: its signature no longer holds.
+    let tampered: String = cookie
+        .split("; ")
+        .map(|c| match c.strip_prefix("kubernaut_session=") {
+            Some(value) => {
+                let mut chars: Vec<char> = value.chars().collect();
+                let middle = chars.len() / 2;
+                chars[middle] = if chars[middle] == 'A' { 'B' } else { 'A' };
+                format!(
+                    "kubernaut_session={}",
+                    chars.into_iter().collect::<String>()
+                )
+            }
+            None => c.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert_ne!(tampered, cookie);
+    let response = no_redirects(Some(&tampered))
+        .get(app.url("/"))
+        .send()
+        .await
+        .expect("sent");
+    assert!(asks_to_sign_in(&response), "{}", response.status());
+
+    // A wrong token does not sign in.
+    let refused = no_redirects(None)
+        .post(app.url("/sign-in"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form_body(&[(
+            "token",
+            "knt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )]))
+        .send()
+        .await
+        .expect("sent");
+    assert!(
+        !set_cookies(&refused)
+            .iter()
+            .any(|c| c.starts_with("kubernaut_session=") && c.len() > "kubernaut_session=".len()),
+        "{:?}",
+        set_cookies(&refused)
+    );
+}
+
+#[tokio::test]
+async fn a_form_posted_without_its_csrf_field_is_refused() {
+    let Seeded { app, .. } = seeded_app().await;
+    let cookie = sign_in_with(&app, &app.token).await;
+    let client = no_redirects(Some(&cookie));
+    let response = client
+        .post(app.url("/sign-out"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form_body(&[("nothing", "here")]))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 403);
+    // The session survived the forged request.
+    let still = client.get(app.url("/")).send().await.expect("sent");
+    assert_eq!(still.status(), 200);
+    // With a wrong csrf value, too.
+    let response = client
+        .post(app.url("/sign-out"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form_body(&[("csrf", "forged")]))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn pages_carry_the_security_headers() {
+    let Seeded { app, .. } = seeded_app().await;
+    let response = signed_in(&app)
+        .await
+        .get(app.url("/"))
+        .send()
+        .await
+        .expect("sent");
+    let headers = response.headers();
+    for name in ["content-security-policy", "x-content-type-options"] {
+        assert!(headers.contains_key(name), "{name}: {headers:?}");
+    }
+    // Not `no-referrer`: with it browsers send `Origin: null` on the UI's own forms.
+    assert_eq!(
+        headers.get("referrer-policy").and_then(|v| v.to_str().ok()),
+        Some("same-origin")
+    );
 }

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use kubernaut::Application;
 use kubernaut::settings::{ClusterConfig, DatabaseUrl, RegistryConfig, Settings};
+use kubernaut_domain::{Role, Scope};
 use kubernaut_testkit::database::TestDatabase;
 use kubernaut_testkit::registry::TestRegistry;
 use kubernaut_testkit::sim::Simulator;
@@ -37,6 +38,8 @@ fn jenkinsfile_shell_steps() -> Vec<String> {
 
 struct Pipeline {
     kubernaut_url: String,
+    /// Jenkins's token: releaser, and deployer on production/default only.
+    token: String,
     registry: TestRegistry,
     _sim: Simulator,
     _database: TestDatabase,
@@ -78,13 +81,26 @@ impl Pipeline {
             username: None,
             password: None,
         }];
-        let application = Application::build(settings)
+        let application = Application::build(settings.clone())
             .await
             .expect("kubernaut builds");
         let kubernaut_url = format!("http://127.0.0.1:{}", application.port());
         tokio::spawn(application.run_until_stopped());
+        // As an admin sets Jenkins up: a robot that registers releases and deploys to
+        // production/default, no more. The second token carries both grants.
+        kubernaut::bootstrap_token(&settings, "jenkins", Role::Releaser, None, None)
+            .await
+            .expect("the releaser grant");
+        let scope = Scope::parse("production/default").expect("a scope");
+        let token =
+            kubernaut::bootstrap_token(&settings, "jenkins", Role::Deployer, Some(scope), None)
+                .await
+                .expect("Jenkins's token")
+                .expose()
+                .to_owned();
         Self {
             kubernaut_url,
+            token,
             registry,
             _sim: sim,
             _database: database,
@@ -108,6 +124,7 @@ impl Pipeline {
         assert_eq!(steps.len(), 2, "release and deploy steps: {steps:?}");
         let registry_host = self.registry.host();
         let kubernaut_url = self.kubernaut_url.clone();
+        let token = self.token.clone();
         let version = version.to_owned();
         tokio::task::spawn_blocking(move || {
             for step in steps {
@@ -123,7 +140,7 @@ impl Pipeline {
                     .env("NAMESPACE", "default")
                     .env("DEPLOY_TIMEOUT", "2m")
                     .env("BUILD_TAG", format!("jenkins-hello-world-{version}"))
-                    .env_remove("KUBERNAUT_TOKEN")
+                    .env("KUBERNAUT_TOKEN", &token)
                     .status()
                     .expect("bash runs the step");
                 let code = status.code().unwrap_or(-1);

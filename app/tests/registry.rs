@@ -104,14 +104,33 @@ impl TestApp {
             username: None,
             password: None,
         }];
-        let application = Application::build(settings)
+        let application = Application::build(settings.clone())
             .await
             .expect("the application builds");
         let address = format!("http://127.0.0.1:{}", application.port());
         tokio::spawn(application.run_until_stopped());
+        let token = kubernaut::bootstrap_token(
+            &settings,
+            "registry-test",
+            kubernaut_domain::Role::Releaser,
+            None,
+            None,
+        )
+        .await
+        .expect("a releaser token");
+        let mut bearer =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .expect("a header");
+        bearer.set_sensitive(true);
         Self {
             address,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .default_headers(reqwest::header::HeaderMap::from_iter([(
+                    reqwest::header::AUTHORIZATION,
+                    bearer,
+                )]))
+                .build()
+                .expect("an HTTP client"),
             _database: database,
         }
     }

@@ -19,9 +19,24 @@ const TEMPLATE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name
 /// A Kubernaut server on a free port with the simulated cluster `sim`.
 pub struct UiApp {
     address: String,
+    /// Sends the admin token with every request (the API).
     client: reqwest::Client,
+    /// The admin token's secret, for signing in to the pages.
+    pub token: String,
     _sim: Simulator,
     _database: TestDatabase,
+}
+
+/// A client that sends `token` as a bearer token with every request.
+fn client_with_token(token: &str) -> reqwest::Client {
+    let mut value =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header");
+    value.set_sensitive(true);
+    let headers = reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
 }
 
 /// The deployments every UI test looks at.
@@ -63,8 +78,7 @@ async fn spawn_app() -> UiApp {
         .start()
         .await
         .expect("the simulator starts");
-    let client = reqwest::Client::new();
-    let namespace = client
+    let namespace = reqwest::Client::new()
         .post(format!("{}/api/v1/namespaces", sim.url()))
         .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}))
         .send()
@@ -90,14 +104,26 @@ async fn spawn_app() -> UiApp {
     }];
     settings.server.bind = "127.0.0.1:0".to_owned();
     settings.server.workers = 1;
-    let application = Application::build(settings)
+    let application = Application::build(settings.clone())
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
+    let token = kubernaut::bootstrap_token(
+        &settings,
+        "ui-admin",
+        kubernaut_domain::Role::Admin,
+        None,
+        None,
+    )
+    .await
+    .expect("an admin token")
+    .expose()
+    .to_owned();
     UiApp {
         address,
-        client,
+        client: client_with_token(&token),
+        token,
         _sim: sim,
         _database: database,
     }
