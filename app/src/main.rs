@@ -131,7 +131,7 @@ async fn create_token(
         .map_or_else(|| "*".to_owned(), ToString::to_string);
     let secret = bootstrap_token(settings, name, role, scope, Some(expires_in)).await?;
     let seconds = expires_in.as_secs();
-    let lifetime = if seconds % 86_400 == 0 {
+    let lifetime = if seconds.is_multiple_of(86_400) {
         format!("{} days", seconds / 86_400)
     } else {
         humantime::format_duration(expires_in).to_string()
