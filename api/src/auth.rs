@@ -120,14 +120,16 @@ pub fn session_cookie(
 }
 
 /// The headers every response carries: `X-Content-Type-Options: nosniff`,
-/// `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and a
+/// `X-Frame-Options: DENY`, `Referrer-Policy: same-origin` (no referrer to other
+/// sites; `no-referrer` would make browsers send `Origin: null` on the UI's own form
+/// posts, which the origin check refuses) and a
 /// `Content-Security-Policy` allowing only Kubernaut's own scripts, styles and forms,
 /// and no framing. Wrap the app in it (`App::new().wrap(security_headers())`).
 pub fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new()
         .add(("X-Content-Type-Options", "nosniff"))
         .add(("X-Frame-Options", "DENY"))
-        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Referrer-Policy", "same-origin"))
         .add((
             "Content-Security-Policy",
             "default-src 'self'; frame-ancestors 'none'; form-action 'self'",

@@ -11,7 +11,6 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::dev::Server;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpServer};
 use anyhow::Context as _;
 use kubernaut_api::ApiServices;
@@ -286,11 +285,6 @@ impl Application {
         let security = services.security.clone();
         let mut server = HttpServer::new(move || {
             App::new()
-                // Inside the security headers, so it wins over their `no-referrer`: with
-                // `no-referrer` browsers send `Origin: null` on the UI's own form posts,
-                // which the sign-in's origin check then refuses. `same-origin` still
-                // sends no referrer to other sites.
-                .wrap(DefaultHeaders::new().add(("Referrer-Policy", "same-origin")))
                 .wrap(kubernaut_api::auth::security_headers_for(&security))
                 .wrap(TracingLogger::<RequestSpans>::new())
                 .configure(kubernaut_api::configure(services.clone()))
