@@ -555,7 +555,7 @@ async fn a_manual_rollback_deploys_the_release_before_and_says_so() {
         .expect_watch_rollout()
         .returning(|_, _| Ok(RolloutOutcome::Succeeded { warnings: vec![] }));
     cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
-    let (service, _) = service_with(vec![good.clone(), newer.clone()], cluster);
+    let (service, deployments) = service_with(vec![good.clone(), newer.clone()], cluster);
     let first = service
         .request(request(&good), &deployer("ci"))
         .await
@@ -572,6 +572,14 @@ async fn a_manual_rollback_deploys_the_release_before_and_says_so() {
         .expect("rollback");
     assert_eq!(rollback.release_id, good.id);
     assert_eq!(rollback.rollback_of, Some(second.id));
+    let audit = deployments.audit.lock().expect("lock").clone();
+    let rolled_back = audit
+        .iter()
+        .find(|a| a.action == AuditAction::DeploymentRolledBack)
+        .expect("the rollback is audited");
+    assert_eq!(rolled_back.actor, Actor::named("oncall"));
+    assert_eq!(rolled_back.target, format!("deployment/{}", rollback.id));
+    assert_eq!(rolled_back.details["rollback_of"], second.id.to_string());
     assert!(
         rollback.timeline[0]
             .message
@@ -620,7 +628,7 @@ async fn cancelling_stops_the_watch_and_ends_cancelled() {
         Ok(RolloutOutcome::Succeeded { warnings: vec![] })
     });
     cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
-    let (service, _) = service_with(vec![good.clone()], cluster);
+    let (service, deployments) = service_with(vec![good.clone()], cluster);
     let started = service
         .request(request(&good), &deployer("ci"))
         .await
@@ -642,6 +650,14 @@ async fn cancelling_stops_the_watch_and_ends_cancelled() {
             DeploymentStatus::Cancelled
         ))
     ));
+    assert_eq!(
+        deployments.audit_actions(),
+        vec![
+            (AuditAction::DeploymentRequested, "ci".to_owned()),
+            (AuditAction::DeploymentCancelled, "oncall".to_owned()),
+        ],
+        "the cancel is audited once, the refused second cancel and the lost verdict not at all"
+    );
 }
 
 #[tokio::test]
