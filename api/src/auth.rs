@@ -122,7 +122,8 @@ pub fn session_cookie(
 /// The headers every response carries: `X-Content-Type-Options: nosniff`,
 /// `X-Frame-Options: DENY`, `Referrer-Policy: same-origin` (no referrer to other
 /// sites; `no-referrer` would make browsers send `Origin: null` on the UI's own form
-/// posts, which the origin check refuses) and a
+/// posts, which the origin check refuses), `Cache-Control: no-store` (unless the
+/// answer sets its own, as the static files do) and a
 /// `Content-Security-Policy` allowing only Kubernaut's own scripts, styles and forms,
 /// and no framing. Wrap the app in it (`App::new().wrap(security_headers())`).
 pub fn security_headers() -> DefaultHeaders {
@@ -130,6 +131,9 @@ pub fn security_headers() -> DefaultHeaders {
         .add(("X-Content-Type-Options", "nosniff"))
         .add(("X-Frame-Options", "DENY"))
         .add(("Referrer-Policy", "same-origin"))
+        // What a signed-in person or a token reads must not stay in shared or browser
+        // caches; answers that may be cached (the static files) say so themselves.
+        .add(("Cache-Control", "no-store"))
         .add((
             "Content-Security-Policy",
             "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
@@ -556,6 +560,13 @@ mod tests {
         ] {
             assert!(response.headers().get(name).is_some(), "{name}");
         }
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+            Some("no-store")
+        );
     }
 
     #[actix_web::test]
