@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::blocking::{query_failed, with_connection};
 use crate::database::PgPool;
-use crate::explain::Explain;
+use crate::explain::explain_plan;
 use crate::keyset::OlderThan;
 use crate::schema::audit_log;
 
@@ -147,11 +147,8 @@ impl PostgresAuditRepository {
         limit: usize,
     ) -> Result<String, RepositoryError> {
         let query = query.clone();
-        with_connection(&self.pool, move |connection| {
-            let lines: Vec<String> = Explain(list_query(&query, limit))
-                .load(connection)
-                .map_err(query_failed("explaining the audit listing"))?;
-            Ok(lines.join("\n"))
+        explain_plan(&self.pool, "explaining the audit listing", move || {
+            list_query(&query, limit)
         })
         .await
     }

@@ -22,7 +22,7 @@ use crate::deployment_row::{
     DeploymentRow, DeploymentSummaryRow, NewTimelineRow, TimelineRow, diagnostics_json,
 };
 use crate::deployment_transition::TransitionUpdate;
-use crate::explain::Explain;
+use crate::explain::explain_plan;
 use crate::keyset::OlderThan;
 use crate::schema::{deployment_timeline, deployments};
 
@@ -57,11 +57,8 @@ impl PostgresDeploymentRepository {
         limit: usize,
     ) -> Result<String, RepositoryError> {
         let query = query.clone();
-        with_connection(&self.pool, move |connection| {
-            let lines: Vec<String> = Explain(list_query(&query, limit))
-                .load(connection)
-                .map_err(query_failed("explaining the deployment listing"))?;
-            Ok(lines.join("\n"))
+        explain_plan(&self.pool, "explaining the deployment listing", move || {
+            list_query(&query, limit)
         })
         .await
     }

@@ -5,6 +5,10 @@ use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::Text;
 use diesel::{PgConnection, QueryResult, RunQueryDsl};
+use kubernaut_domain::ports::RepositoryError;
+
+use crate::blocking::{query_failed, with_connection};
+use crate::database::PgPool;
 
 #[derive(Debug)]
 pub(crate) struct Explain<Q>(pub Q);
@@ -26,3 +30,23 @@ impl<Q> Query for Explain<Q> {
 }
 
 impl<Q> RunQueryDsl<PgConnection> for Explain<Q> {}
+
+/// The plan PostgreSQL chooses for the query `build` makes, as `EXPLAIN` prints it.
+/// `what` names the query in the error when it fails.
+pub(crate) async fn explain_plan<Q, F>(
+    pool: &PgPool,
+    what: &'static str,
+    build: F,
+) -> Result<String, RepositoryError>
+where
+    F: FnOnce() -> Q + Send + 'static,
+    Q: QueryFragment<Pg>,
+{
+    with_connection(pool, move |connection| {
+        let lines: Vec<String> = Explain(build())
+            .load(connection)
+            .map_err(query_failed(what))?;
+        Ok(lines.join("\n"))
+    })
+    .await
+}

@@ -17,7 +17,7 @@ use kubernaut_domain::release::{
 use crate::audit_repository::record_audit;
 use crate::blocking::{query_failed, with_connection};
 use crate::database::PgPool;
-use crate::explain::Explain;
+use crate::explain::explain_plan;
 use crate::keyset::OlderThan;
 use crate::release_row::{ReleaseRow, ReleaseSummaryRow};
 use crate::schema::releases;
@@ -45,11 +45,8 @@ impl PostgresReleaseRepository {
         limit: usize,
     ) -> Result<String, RepositoryError> {
         let query = query.clone();
-        with_connection(&self.pool, move |connection| {
-            let lines: Vec<String> = Explain(list_active_query(&query, limit))
-                .load(connection)
-                .map_err(query_failed("explaining the release listing"))?;
-            Ok(lines.join("\n"))
+        explain_plan(&self.pool, "explaining the release listing", move || {
+            list_active_query(&query, limit)
         })
         .await
     }
