@@ -241,38 +241,46 @@ fn grant_of(
 
 /// `POST /api/accounts/{name}/grants` `{role, scope?}`: the account with the grant.
 pub async fn add_grant(
-    Authenticated(caller): Authenticated,
+    caller: Authenticated,
     access: Data<AccessService>,
     request: HttpRequest,
     name: web::Path<String>,
     query: web::Query<GrantQuery>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let name = account_name(&name)?;
-    let grant = grant_of(&request, &body, query.into_inner().into_grant())?;
-    let account = access
-        .grant(&name, grant, &caller)
-        .await
-        .map_err(access_error)?;
-    Ok(HttpResponse::Ok().json(account))
+    change_grant(caller, &access, &request, &name, query, &body, true).await
 }
 
 /// `DELETE /api/accounts/{name}/grants` `{role, scope?}` or `?role=&scope=`: the
 /// account without the grant.
 pub async fn remove_grant(
-    Authenticated(caller): Authenticated,
+    caller: Authenticated,
     access: Data<AccessService>,
     request: HttpRequest,
     name: web::Path<String>,
     query: web::Query<GrantQuery>,
     body: Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let name = account_name(&name)?;
-    let grant = grant_of(&request, &body, query.into_inner().into_grant())?;
-    let account = access
-        .revoke_grant(&name, grant, &caller)
-        .await
-        .map_err(access_error)?;
+    change_grant(caller, &access, &request, &name, query, &body, false).await
+}
+
+async fn change_grant(
+    Authenticated(caller): Authenticated,
+    access: &AccessService,
+    request: &HttpRequest,
+    name: &str,
+    query: web::Query<GrantQuery>,
+    body: &Bytes,
+    add: bool,
+) -> Result<HttpResponse, ApiError> {
+    let name = account_name(name)?;
+    let grant = grant_of(request, body, query.into_inner().into_grant())?;
+    let account = if add {
+        access.grant(&name, grant, &caller).await
+    } else {
+        access.revoke_grant(&name, grant, &caller).await
+    }
+    .map_err(access_error)?;
     Ok(HttpResponse::Ok().json(account))
 }
 
