@@ -1,5 +1,6 @@
 //! The connection pool and the migrations embedded in the binary.
 
+use std::fmt;
 use std::time::Duration;
 
 use diesel::PgConnection;
@@ -8,6 +9,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrati
 
 use crate::access_repository::PostgresAccessRepository;
 use crate::audit_repository::PostgresAuditRepository;
+use crate::blocking::Queue;
 use crate::deployment_repository::PostgresDeploymentRepository;
 use crate::error::DatabaseError;
 use crate::release_repository::PostgresReleaseRepository;
@@ -16,8 +18,39 @@ use crate::release_repository::PostgresReleaseRepository;
 /// that `kubernaut migrate` needs no files next to it.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
-/// An r2d2 pool of diesel PostgreSQL connections.
-pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+/// An r2d2 pool of diesel PostgreSQL connections, with one thread per connection that
+/// runs the repositories' queries (see `blocking.rs`). Cheap to clone (shared).
+#[derive(Clone)]
+pub struct PgPool {
+    connections: Pool<ConnectionManager<PgConnection>>,
+    queue: Queue,
+}
+
+impl PgPool {
+    /// Checks a connection out of the pool on the calling thread, blocking up to the
+    /// pool's connection timeout. For blocking callers (migrations, tests); the
+    /// repositories go through the database threads.
+    ///
+    /// # Errors
+    /// When no connection becomes free in time or a new one cannot be opened.
+    pub fn get(&self) -> Result<PooledConnection<ConnectionManager<PgConnection>>, r2d2::Error> {
+        self.connections.get()
+    }
+
+    pub(crate) fn queue(&self) -> &Queue {
+        &self.queue
+    }
+}
+
+impl fmt::Debug for PgPool {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("PgPool")
+            .field("connections", &self.connections.state())
+            .field("max_size", &self.connections.max_size())
+            .finish_non_exhaustive()
+    }
+}
 
 /// How the pool is sized and how long a caller waits for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +86,7 @@ impl Database {
     /// [`DatabaseError::Connect`] when the URL is malformed or the server cannot be
     /// reached in time.
     pub fn connect(url: &str, options: PoolOptions) -> Result<Self, DatabaseError> {
-        let pool = Pool::builder()
+        let connections = Pool::builder()
             .max_size(options.max_size)
             .connection_timeout(options.connection_timeout)
             // A broken connection fails its query and is then discarded by diesel's
@@ -61,7 +94,11 @@ impl Database {
             .test_on_check_out(false)
             .build(ConnectionManager::new(url))
             .map_err(DatabaseError::Connect)?;
-        Ok(Self { pool })
+        let queue = Queue::start(&connections, options.connection_timeout)
+            .map_err(DatabaseError::Threads)?;
+        Ok(Self {
+            pool: PgPool { connections, queue },
+        })
     }
 
     /// The pool, for repositories that live in other modules.

@@ -11,6 +11,9 @@ pub enum DatabaseError {
     /// connection timeout.
     #[error("no database connection is available")]
     Checkout(#[source] r2d2::Error),
+    /// The threads that run the queries could not be started.
+    #[error("could not start the database threads")]
+    Threads(#[source] std::io::Error),
     /// A migration failed to apply or to revert; the failed one was rolled back.
     #[error("the database migrations failed")]
     Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
