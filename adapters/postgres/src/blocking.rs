@@ -27,7 +27,7 @@ type Job = Box<dyn FnOnce(&Pool<ConnectionManager<PgConnection>>) + Send>;
 /// is gone.
 #[derive(Debug, Clone)]
 pub(crate) struct Queue {
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: flume::Sender<Job>,
     /// How long a job may wait for a free thread before it fails as "no database
     /// connection is available" (the pool's connection timeout).
     wait_limit: Duration,
@@ -42,7 +42,7 @@ impl Queue {
         connections: &Pool<ConnectionManager<PgConnection>>,
         wait_limit: Duration,
     ) -> std::io::Result<Self> {
-        let (jobs, queued) = crossbeam_channel::unbounded::<Job>();
+        let (jobs, queued) = flume::unbounded::<Job>();
         for number in 0..connections.max_size() {
             let queued = queued.clone();
             let connections = connections.clone();
