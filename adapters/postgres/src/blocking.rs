@@ -81,7 +81,8 @@ where
             .into())
         } else {
             // A panic in `work` must not end the thread: the caller gets an error instead
-            // (its answer channel is dropped) and the thread takes the next job.
+            // and the thread takes the next job. The connection is not reused: diesel's
+            // r2d2 manager counts a connection returned while panicking as broken.
             catch_unwind(AssertUnwindSafe(|| {
                 let mut connection = connections.get().map_err(|error| {
                     RepositoryError::caused_by("no database connection is available", error)
