@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use kubernaut_domain::Caller;
 use kubernaut_domain::access::AccountName;
 use kubernaut_domain::access_service::{AccessService, AuthenticationError};
-use kubernaut_domain::token::TokenId;
+use kubernaut_domain::token::{TokenHash, TokenId};
 
 use crate::problem::ApiError;
 use crate::rate_limit::MutationLimiter;
@@ -177,6 +177,8 @@ pub struct Identity {
     pub caller: Caller,
     pub account: AccountName,
     pub token: TokenId,
+    /// The token's hash, to check the credential again during a long request.
+    pub token_hash: TokenHash,
     pub expires_at: DateTime<Utc>,
     pub credential: Credential,
 }
@@ -241,6 +243,7 @@ async fn identify(request: &HttpRequest) -> Result<Identity, ApiError> {
         caller,
         account: authenticated.account,
         token: authenticated.token,
+        token_hash: authenticated.hash,
         expires_at: authenticated.expires_at,
         credential,
     };

@@ -8,6 +8,7 @@ use actix_web::web::{self, Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures_util::stream;
+use kubernaut_domain::access_service::{AccessService, AuthenticationError};
 use kubernaut_domain::deployment::{
     ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Diagnostics,
     Namespace, Target, TimelineEntry,
@@ -16,11 +17,12 @@ use kubernaut_domain::deployment_service::{
     DeploymentLookupError, DeploymentRequest, DeploymentService, ReleaseSelector,
     RequestDeploymentError, RollbackError, parse_request_attributes,
 };
+use kubernaut_domain::token::TokenHash;
 use kubernaut_domain::{Caller, FieldError, ReleaseId, ServiceName, ValidationErrors, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::auth::Authenticated;
+use crate::auth::{Authenticated, Identity};
 use crate::params::Window;
 use crate::problem::{ApiError, ProblemType};
 
@@ -496,6 +498,22 @@ struct StreamState {
     sent_entries: usize,
     last_status: Option<DeploymentStatus>,
     finished: bool,
+    /// The stream's credential, checked again on every wake-up: a stream ends when its
+    /// token is revoked or expires, or its account loses the right to read.
+    access: AccessService,
+    token: TokenHash,
+    credentials_changed: tokio::sync::watch::Receiver<u64>,
+}
+
+/// How often an open event stream wakes without news: to send a keep-alive comment, and
+/// to notice a revocation made through another Kubernaut process.
+const STREAM_IDLE_WAKE: Duration = Duration::from_secs(15);
+
+fn error_event(detail: &str) -> String {
+    format!(
+        "event: error\ndata: {}\n\n",
+        serde_json::json!({ "detail": detail })
+    )
 }
 
 fn sse(event: &str, data: &impl Serialize) -> String {
@@ -527,12 +545,15 @@ fn new_events(state: &mut StreamState, deployment: &Deployment) -> String {
 /// `GET /api/deployments/{id}/events`: the timeline as Server-Sent Events, live until
 /// the verdict (`timeline`, `status` and a final `verdict` event).
 pub async fn events(
-    Authenticated(caller): Authenticated,
+    identity: Identity,
     service: Data<DeploymentService>,
+    access: Data<AccessService>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = identity.caller;
     let deployment_id = parse_id(&id)?;
     let changes = service.subscribe();
+    let credentials_changed = access.credentials_changed();
     let first = service
         .get(deployment_id, &caller)
         .await
@@ -545,6 +566,9 @@ pub async fn events(
         sent_entries: 0,
         last_status: None,
         finished: false,
+        access: access.get_ref().clone(),
+        token: identity.token_hash,
+        credentials_changed,
     };
     let opening = new_events(&mut state, &first);
     let body = stream::unfold((state, Some(opening)), |(mut state, pending)| async move {
@@ -554,21 +578,46 @@ pub async fn events(
         if state.finished {
             return None;
         }
-        // Wait for a change of this deployment, re-reading at least every 15 s (and
-        // sending a comment so proxies keep the connection open).
-        let changed = tokio::time::timeout(Duration::from_secs(15), async {
+        // Wait for a change of this deployment or of credentials, re-reading at least
+        // every 15 s (and sending a comment so proxies keep the connection open).
+        let changed = tokio::time::timeout(STREAM_IDLE_WAKE, async {
             loop {
-                match state.changes.recv().await {
-                    Ok(changed) if changed == state.id => return,
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
+                tokio::select! {
+                    change = state.changes.recv() => match change {
+                        Ok(changed) if changed == state.id => return,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await;
+                        }
+                    },
+                    credentials = state.credentials_changed.changed() => match credentials {
+                        Ok(()) => return,
+                        Err(_) => std::future::pending::<()>().await,
+                    },
                 }
             }
         })
         .await;
+        match state.access.authenticate_hash(state.token).await {
+            Ok(authenticated) => {
+                // Grants may have changed since the stream opened: read with today's.
+                state.caller = Caller::new(authenticated.principal)
+                    .with_request(state.caller.request_id.clone(), state.caller.source.clone());
+            }
+            Err(error) => {
+                state.finished = true;
+                let detail = match error {
+                    AuthenticationError::Repository(_) => {
+                        "the stream's credential could not be checked again; reconnect"
+                    }
+                    _ => {
+                        "the credential this stream was opened with is no longer valid (revoked or expired): sign in again"
+                    }
+                };
+                return Some((Ok(Bytes::from(error_event(detail))), (state, None)));
+            }
+        }
         let text = match state.service.get(state.id, &state.caller).await {
             Ok(deployment) => {
                 let text = new_events(&mut state, &deployment);
@@ -580,10 +629,7 @@ pub async fn events(
             }
             Err(error) => {
                 state.finished = true;
-                format!(
-                    "event: error\ndata: {}\n\n",
-                    serde_json::json!({ "detail": error.to_string() })
-                )
+                error_event(&error.to_string())
             }
         };
         Some((Ok(Bytes::from(text)), (state, None)))

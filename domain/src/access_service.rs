@@ -83,6 +83,8 @@ pub struct Authenticated {
     pub principal: Principal,
     pub account: AccountName,
     pub token: TokenId,
+    /// The token's hash, to check the credential again later ([`AccessService::authenticate_hash`]).
+    pub hash: TokenHash,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -121,6 +123,9 @@ pub struct AccessService {
     audit: Arc<dyn AuditRepository>,
     cache: Arc<Mutex<HashMap<TokenHash, Cached>>>,
     cache_settings: AuthenticationCache,
+    /// Bumped whenever this process revokes a token or changes grants, so that
+    /// long-lived requests (event streams) check their credential again at once.
+    credentials_changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for AccessService {
@@ -147,6 +152,7 @@ impl AccessService {
             audit,
             cache: Arc::new(Mutex::new(HashMap::new())),
             cache_settings: AuthenticationCache::default(),
+            credentials_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -160,6 +166,16 @@ impl AccessService {
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
+        self.credentials_changed
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// Changes each time this process revokes a token or changes an account's grants.
+    /// A request that outlives its authentication (an event stream) waits on it, and on
+    /// a timer for changes made through other processes, and then calls
+    /// [`Self::authenticate_hash`] again.
+    pub fn credentials_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.credentials_changed.subscribe()
     }
 
     /// Who `presented` (a token's secret, as sent) belongs to.
@@ -171,7 +187,18 @@ impl AccessService {
         presented: &str,
     ) -> Result<Authenticated, AuthenticationError> {
         let secret = TokenSecret::parse(presented)?;
-        let hash = secret.hash();
+        self.authenticate_hash(secret.hash()).await
+    }
+
+    /// Who the token with this hash belongs to: [`Self::authenticate`] once the secret
+    /// is hashed. For checking a credential again later without keeping its secret.
+    ///
+    /// # Errors
+    /// [`AuthenticationError`] when the token is unknown, expired or revoked.
+    pub async fn authenticate_hash(
+        &self,
+        hash: TokenHash,
+    ) -> Result<Authenticated, AuthenticationError> {
         let at = now();
         let cached = self
             .cache
@@ -204,6 +231,7 @@ impl AccessService {
             principal: Principal::of(&account),
             account: account.name,
             token: token.id,
+            hash,
             expires_at: token.expires_at,
         };
         let stale = token.last_used_at.is_none_or(|last| {

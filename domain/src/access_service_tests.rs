@@ -275,6 +275,38 @@ async fn unknown_malformed_expired_and_revoked_tokens_do_not_authenticate() {
 }
 
 #[tokio::test]
+async fn a_revocation_is_signalled_and_the_hash_no_longer_authenticates() {
+    let (service, _repository) = setup();
+    let issued = account_with_token(&service, "alice", vec![Grant::global(Role::Viewer)]).await;
+    let authenticated = service
+        .authenticate(issued.secret.expose())
+        .await
+        .expect("authenticates");
+    assert_eq!(authenticated.hash, issued.secret.hash());
+    let mut changed = service.credentials_changed();
+    assert!(!changed.has_changed().expect("the service is alive"));
+
+    // The hash alone (what a long request keeps) authenticates like the secret...
+    let again = service
+        .authenticate_hash(authenticated.hash)
+        .await
+        .expect("the hash authenticates");
+    assert_eq!(again.token, issued.token.id);
+
+    let alice = caller_of(&service, &issued).await;
+    service
+        .revoke_token(issued.token.id, &alice)
+        .await
+        .expect("revokes its own token");
+    // ...the revocation is signalled to whoever waits on it, and the hash is refused.
+    assert!(changed.has_changed().expect("the service is alive"));
+    assert!(matches!(
+        service.authenticate_hash(authenticated.hash).await,
+        Err(AuthenticationError::Revoked)
+    ));
+}
+
+#[tokio::test]
 async fn only_admins_manage_accounts_and_others_tokens() {
     let (service, repository) = setup();
     let admin_token = account_with_token(&service, "root", vec![Grant::global(Role::Admin)]).await;

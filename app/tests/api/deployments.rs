@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use kubernaut_domain::access::Role;
 use kubernaut_testkit::sim::Behaviour;
 use serde_json::{Value, json};
 
 use crate::cluster::{job_template, spawn_deploying_app, web_template};
-use crate::helpers::problem;
+use crate::helpers::{client_with_token, problem};
 
 fn diagnosis(deployment: &Value) -> &Value {
     &deployment["diagnostics"]["resources"][0]
@@ -663,4 +664,114 @@ async fn deployments_are_listed_newest_first_with_filters() {
         .await
         .expect("json");
     assert_eq!(next["items"][0]["id"], first["id"]);
+}
+
+/// Reads the event stream until it ends or `within` passes, returning what it sent.
+async fn read_stream_until_end(mut stream: reqwest::Response, within: Duration) -> String {
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => return text,
+            Ok(Err(error)) => panic!("the stream broke: {error}; so far: {text}"),
+            Err(_) => panic!("the stream did not end within {within:?}; so far: {text}"),
+        }
+    }
+}
+
+/// A deployment still rolling out (its image takes an hour to start, so only its
+/// progress deadline ends it, a few seconds later at the tests' time scale), watched by
+/// a viewer through the event stream; returns the viewer's stream after its first events.
+async fn a_viewer_watching_a_long_rollout(
+    env: &crate::cluster::Deploying,
+    viewer: &str,
+) -> reqwest::Response {
+    env.sim.set_image_behaviour(
+        "registry.local/web:slow",
+        Behaviour::SlowStart { seconds: 3600 },
+    );
+    env.release(
+        "watched",
+        "1",
+        "registry.local/web:slow",
+        &web_template(false),
+    )
+    .await;
+    let started: Value = env
+        .deploy(
+            json!({"service": "watched", "version": "1", "cluster": "sim",
+                       "namespace": "shop", "timeout_seconds": 600}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let secret = env.app.token_for(viewer, Role::Viewer, None).await;
+    let mut stream = client_with_token(&secret)
+        .get(env.app.url(&format!(
+            "/api/deployments/{}/events",
+            started["id"].as_str().expect("id")
+        )))
+        .send()
+        .await
+        .expect("the stream opens");
+    assert_eq!(stream.status(), 200);
+    let opening = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+        .await
+        .expect("the opening events come at once")
+        .expect("a chunk")
+        .expect("not the end");
+    assert!(
+        String::from_utf8_lossy(&opening).contains("event: status"),
+        "{opening:?}"
+    );
+    stream
+}
+
+#[tokio::test]
+async fn an_open_events_stream_ends_when_its_token_is_revoked() {
+    let env = spawn_deploying_app().await;
+    let stream = a_viewer_watching_a_long_rollout(&env, "watcher").await;
+
+    let tokens: Value = env
+        .app
+        .get("/api/tokens?account=watcher")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let token = tokens["items"][0]["id"]
+        .as_str()
+        .expect("the viewer's token");
+    let revoked = env.app.delete(&format!("/api/tokens/{token}")).await;
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+
+    // Revoked through this process: the stream hears of it at once, not at its next
+    // 15 s wake-up.
+    let text = read_stream_until_end(stream, Duration::from_secs(10)).await;
+    assert!(text.contains("event: error"), "{text}");
+    assert!(text.contains("no longer valid"), "{text}");
+    assert!(!text.contains("event: verdict"), "{text}");
+}
+
+#[tokio::test]
+async fn an_open_events_stream_ends_when_its_account_loses_the_right_to_read() {
+    let env = spawn_deploying_app().await;
+    let stream = a_viewer_watching_a_long_rollout(&env, "demoted").await;
+
+    let removed = env
+        .app
+        .client
+        .delete(env.app.url("/api/accounts/demoted/grants"))
+        .json(&json!({ "role": "viewer" }))
+        .send()
+        .await
+        .expect("sent");
+    assert!(removed.status().is_success(), "{}", removed.status());
+
+    let text = read_stream_until_end(stream, Duration::from_secs(10)).await;
+    assert!(text.contains("event: error"), "{text}");
+    assert!(text.contains("may not"), "{text}");
+    assert!(!text.contains("event: verdict"), "{text}");
 }
