@@ -283,7 +283,7 @@ async fn a_revocation_is_signalled_and_the_hash_no_longer_authenticates() {
         .await
         .expect("authenticates");
     assert_eq!(authenticated.hash, issued.secret.hash());
-    let mut changed = service.credentials_changed();
+    let changed = service.credentials_changed();
     assert!(!changed.has_changed().expect("the service is alive"));
 
     // The hash alone (what a long request keeps) authenticates like the secret...
