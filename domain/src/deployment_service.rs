@@ -22,7 +22,8 @@ use crate::cluster::{
 };
 use crate::deployment::{
     ClusterName, Deployment, DeploymentId, DeploymentOptions, DeploymentQuery, DeploymentStatus,
-    Diagnostics, FailureReason, Namespace, ResourceRef, Target, TimelineEntry, Transition,
+    Diagnostics, FailureReason, Namespace, Placement, ResourceRef, Target, TimelineEntry,
+    Transition,
 };
 use crate::pagination::Page;
 use crate::ports::{
@@ -517,6 +518,21 @@ impl DeploymentService {
             None
         };
         Ok(Page { items, next_cursor })
+    }
+
+    /// Where each service stands on each target (see
+    /// [`DeploymentRepository::placements`]): what the overview pages show.
+    ///
+    /// # Errors
+    /// [`DeploymentLookupError::Forbidden`] when the caller may not read;
+    /// [`DeploymentLookupError::Repository`] when the storage fails.
+    pub async fn placements(
+        &self,
+        query: &DeploymentQuery,
+        caller: &Caller,
+    ) -> Result<Vec<Placement>, DeploymentLookupError> {
+        caller.require(Permission::Read)?;
+        Ok(self.deployments.placements(query).await?)
     }
 
     /// Cancels an active deployment: it stops being watched and ends `cancelled`.

@@ -71,6 +71,35 @@ impl DeploymentRepository for MemoryDeployments {
         Ok(rows)
     }
 
+    async fn placements(&self, query: &DeploymentQuery) -> Result<Vec<Placement>, RepositoryError> {
+        let rows = self.rows.lock().expect("lock").clone();
+        let mut placements: BTreeMap<(String, String), Placement> = BTreeMap::new();
+        // Rows are oldest first: a later row is newer.
+        for row in rows.into_iter().filter(|d| {
+            query.service.as_ref().is_none_or(|s| *s == d.service)
+                && query
+                    .cluster
+                    .as_ref()
+                    .is_none_or(|c| *c == d.target.cluster)
+                && query
+                    .namespace
+                    .as_ref()
+                    .is_none_or(|n| *n == d.target.namespace)
+        }) {
+            let key = (row.service.to_string(), row.target.to_string());
+            let running = (row.status == DeploymentStatus::Succeeded).then(|| row.clone());
+            let placement = placements.entry(key).or_insert_with(|| Placement {
+                last: row.clone(),
+                running: None,
+            });
+            placement.last = row;
+            if running.is_some() {
+                placement.running = running;
+            }
+        }
+        Ok(placements.into_values().collect())
+    }
+
     async fn list_active(&self) -> Result<Vec<Deployment>, RepositoryError> {
         Ok(self
             .rows
@@ -807,6 +836,26 @@ async fn requests_verdicts_and_cancels_are_audited_with_who_did_them() {
         grants: vec![crate::access::Grant::global(crate::access::Role::Viewer)],
     });
     service.get(started.id, &viewer).await.expect("readable");
+    let placements = service
+        .placements(&DeploymentQuery::default(), &viewer)
+        .await
+        .expect("placements are readable");
+    assert_eq!(placements.len(), 1);
+    assert_eq!(placements[0].last.id, started.id);
+    assert_eq!(
+        placements[0].running.as_ref().map(|d| d.id),
+        Some(started.id)
+    );
+    let nobody = Caller::new(crate::access::Principal {
+        actor: Actor::named("nobody"),
+        grants: vec![],
+    });
+    assert!(matches!(
+        service
+            .placements(&DeploymentQuery::default(), &nobody)
+            .await,
+        Err(DeploymentLookupError::Forbidden(_))
+    ));
     assert!(matches!(
         service.cancel(started.id, &viewer).await,
         Err(DeploymentLookupError::Forbidden(_))

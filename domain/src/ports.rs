@@ -16,8 +16,8 @@ use crate::cluster::{
     AppliedResource, ClusterStatus, RolloutOutcome, RolloutProgress, RolloutRequest,
 };
 use crate::deployment::{
-    Deployment, DeploymentId, DeploymentQuery, Namespace, ResourceRef, Target, TimelineEntry,
-    Transition,
+    Deployment, DeploymentId, DeploymentQuery, Namespace, Placement, ResourceRef, Target,
+    TimelineEntry, Transition,
 };
 use crate::release::{
     ImageRef, Release, ReleaseId, ReleaseQuery, ReleaseSummary, ServiceName, Version,
@@ -179,6 +179,17 @@ pub trait DeploymentRepository: Send + Sync + 'static {
         query: &DeploymentQuery,
         limit: usize,
     ) -> Result<Vec<Deployment>, RepositoryError>;
+
+    /// Where each service stands on each target: for every (service, cluster,
+    /// namespace) with a deployment matching `query`'s service, cluster, namespace and
+    /// creation window (its status, cursor and limit are ignored), the newest deployment
+    /// and the newest one that succeeded; ordered by service, cluster and namespace.
+    /// However many deployments there are, every target is there. Deployments MAY
+    /// leave `objects`, `manifest` and `timeline` empty.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn placements(&self, query: &DeploymentQuery) -> Result<Vec<Placement>, RepositoryError>;
 
     /// Every active deployment, oldest first: what a restarted Kubernaut resumes.
     ///

@@ -9,7 +9,8 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use kubernaut_domain::audit::AuditEntry;
 use kubernaut_domain::deployment::{
-    Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Target, TimelineEntry, Transition,
+    Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Placement, Target, TimelineEntry,
+    Transition,
 };
 use kubernaut_domain::ports::{DeploymentRepository, InsertDeploymentError, RepositoryError};
 use kubernaut_domain::release::{ReleaseId, ServiceName};
@@ -75,26 +76,14 @@ type ListQuery =
 /// be large), the filters that are set, and the keyset condition as a row comparison so
 /// that the `(created_at DESC, id DESC)` indexes serve every page by a seek.
 fn list_query(query: &DeploymentQuery, limit: usize) -> ListQuery {
-    let mut select = deployments::table
-        .select(DeploymentSummaryRow::as_select())
-        .into_boxed();
-    if let Some(service) = &query.service {
-        select = select.filter(deployments::service.eq(service.as_str().to_owned()));
-    }
-    if let Some(cluster) = &query.cluster {
-        select = select.filter(deployments::cluster.eq(cluster.as_str().to_owned()));
-    }
-    if let Some(namespace) = &query.namespace {
-        select = select.filter(deployments::namespace.eq(namespace.as_str().to_owned()));
-    }
+    let mut select = matching(
+        deployments::table
+            .select(DeploymentSummaryRow::as_select())
+            .into_boxed(),
+        query,
+    );
     if let Some(status) = query.status {
         select = select.filter(deployments::status.eq(status.as_str()));
-    }
-    if let Some(after) = query.created_after {
-        select = select.filter(deployments::created_at.gt(after));
-    }
-    if let Some(before) = query.created_before {
-        select = select.filter(deployments::created_at.lt(before));
     }
     if let Some(cursor) = &query.after {
         select = select.filter(OlderThan::cursor(
@@ -105,6 +94,54 @@ fn list_query(query: &DeploymentQuery, limit: usize) -> ListQuery {
     select
         .order((deployments::created_at.desc(), deployments::id.desc()))
         .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
+/// The newest deployment (of `status` only, when given) of every service on every
+/// target matching `query`, ordered by service, cluster and namespace: `DISTINCT ON`
+/// over the `(service, cluster, namespace, created_at DESC, id DESC)` indexes.
+fn placements_query(query: &DeploymentQuery, status: Option<DeploymentStatus>) -> ListQuery {
+    let mut select = matching(
+        deployments::table
+            .distinct_on((
+                deployments::service,
+                deployments::cluster,
+                deployments::namespace,
+            ))
+            .select(DeploymentSummaryRow::as_select())
+            .into_boxed(),
+        query,
+    );
+    if let Some(status) = status {
+        select = select.filter(deployments::status.eq(status.as_str()));
+    }
+    select.order((
+        deployments::service.asc(),
+        deployments::cluster.asc(),
+        deployments::namespace.asc(),
+        deployments::created_at.desc(),
+        deployments::id.desc(),
+    ))
+}
+
+/// `select` narrowed to the deployments matching `query`'s service, cluster, namespace
+/// and creation window.
+fn matching(mut select: ListQuery, query: &DeploymentQuery) -> ListQuery {
+    if let Some(service) = &query.service {
+        select = select.filter(deployments::service.eq(service.as_str().to_owned()));
+    }
+    if let Some(cluster) = &query.cluster {
+        select = select.filter(deployments::cluster.eq(cluster.as_str().to_owned()));
+    }
+    if let Some(namespace) = &query.namespace {
+        select = select.filter(deployments::namespace.eq(namespace.as_str().to_owned()));
+    }
+    if let Some(after) = query.created_after {
+        select = select.filter(deployments::created_at.gt(after));
+    }
+    if let Some(before) = query.created_before {
+        select = select.filter(deployments::created_at.lt(before));
+    }
+    select
 }
 
 /// The timelines of `ids`, each in the order its entries were written.
@@ -251,6 +288,49 @@ impl DeploymentRepository for PostgresDeploymentRepository {
                 .map_err(query_failed("listing deployments"))?
                 .into_iter()
                 .map(|row| row.into_deployment(Vec::new()))
+                .collect()
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn placements(&self, query: &DeploymentQuery) -> Result<Vec<Placement>, RepositoryError> {
+        let query = query.clone();
+        with_connection(&self.pool, move |connection| {
+            let last = placements_query(&query, None)
+                .load(connection)
+                .map_err(query_failed("finding the newest deployment on each target"))?;
+            let succeeded = placements_query(&query, Some(DeploymentStatus::Succeeded))
+                .load(connection)
+                .map_err(query_failed("finding what runs on each target"))?;
+            let mut running: HashMap<(String, String, String), DeploymentSummaryRow> = succeeded
+                .into_iter()
+                .map(|row| {
+                    (
+                        (
+                            row.service.clone(),
+                            row.cluster.clone(),
+                            row.namespace.clone(),
+                        ),
+                        row,
+                    )
+                })
+                .collect();
+            last.into_iter()
+                .map(|row| {
+                    let key = (
+                        row.service.clone(),
+                        row.cluster.clone(),
+                        row.namespace.clone(),
+                    );
+                    Ok(Placement {
+                        running: running
+                            .remove(&key)
+                            .map(|row| row.into_deployment(Vec::new()))
+                            .transpose()?,
+                        last: row.into_deployment(Vec::new())?,
+                    })
+                })
                 .collect()
         })
         .await

@@ -919,6 +919,110 @@ async fn the_last_success_on_a_target_is_the_newest_one_of_another_release() {
 }
 
 #[tokio::test]
+async fn placements_hold_the_newest_and_the_running_deployment_of_every_target() {
+    let harness = Harness::new();
+    let v1 = harness.release("payments", "1.0.0").await;
+    let v2 = harness.release("payments", "2.0.0").await;
+    let billing = harness.release("billing", "1.0.0").await;
+    let shop = target("eu", "shop");
+    let staging = target("eu", "staging");
+    let v1_ok = finished(
+        deployment(&v1, shop.clone(), 0),
+        DeploymentStatus::Succeeded,
+    );
+    let v2_failed = finished(deployment(&v2, shop.clone(), 10), DeploymentStatus::Failed);
+    let staging_failed = finished(
+        deployment(&v1, staging.clone(), 20),
+        DeploymentStatus::Failed,
+    );
+    let billing_ok = finished(
+        deployment(&billing, shop.clone(), 30),
+        DeploymentStatus::Succeeded,
+    );
+    // Many newer deployments of another service elsewhere do not push these out.
+    let mut crowd = Vec::new();
+    for index in 0..30 {
+        crowd.push(finished(
+            deployment(
+                &billing,
+                target("us", &format!("ns-{index:02}")),
+                40 + index,
+            ),
+            DeploymentStatus::Succeeded,
+        ));
+    }
+    for deployment in [&v1_ok, &v2_failed, &staging_failed, &billing_ok]
+        .into_iter()
+        .chain(&crowd)
+    {
+        harness.insert(deployment).await;
+    }
+
+    let placements = harness
+        .deployments
+        .placements(&DeploymentQuery {
+            service: Some(service("payments")),
+            ..DeploymentQuery::default()
+        })
+        .await
+        .expect("the placements are read");
+    let seen: Vec<_> = placements
+        .iter()
+        .map(|p| {
+            (
+                p.last.target.to_string(),
+                p.last.id,
+                p.running.as_ref().map(|r| r.id),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (shop.to_string(), v2_failed.id, Some(v1_ok.id)),
+            (staging.to_string(), staging_failed.id, None),
+        ],
+        "newest of any status, and the newest success running, per target"
+    );
+
+    let everywhere = harness
+        .deployments
+        .placements(&DeploymentQuery::default())
+        .await
+        .expect("the placements are read");
+    assert_eq!(
+        everywhere.len(),
+        2 + 1 + 30,
+        "every service on every target"
+    );
+    assert_eq!(
+        everywhere[0].last.service,
+        service("billing"),
+        "ordered by service"
+    );
+    let on_shop = DeploymentQuery {
+        cluster: Some(shop.cluster.clone()),
+        namespace: Some(shop.namespace.clone()),
+        ..DeploymentQuery::default()
+    };
+    let shop_placements = harness
+        .deployments
+        .placements(&on_shop)
+        .await
+        .expect("the placements are read");
+    assert_eq!(
+        shop_placements
+            .iter()
+            .map(|p| (p.last.id, p.running.as_ref().map(|r| r.id)))
+            .collect::<Vec<_>>(),
+        [
+            (billing_ok.id, Some(billing_ok.id)),
+            (v2_failed.id, Some(v1_ok.id))
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_stored_row_that_breaks_a_domain_rule_is_an_error_not_a_panic() {
     let harness = Harness::new();
     let release = harness.release("payments", "1.0.0").await;

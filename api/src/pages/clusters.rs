@@ -10,7 +10,7 @@ use kubernaut_domain::deployment::DeploymentQuery;
 use kubernaut_domain::deployment_service::DeploymentService;
 
 use super::PageError;
-use super::view::{MAX_SCANNED, deployments_matching};
+use super::home::placements;
 use crate::session::{SessionView, SignedIn};
 
 /// A namespace deployed to, and the services deployed there.
@@ -47,22 +47,13 @@ pub async fn list(
     signed_in: SignedIn,
     service: Data<DeploymentService>,
 ) -> Result<ClustersPage, PageError> {
-    let deployments = deployments_matching(
-        &service,
-        DeploymentQuery::default(),
-        MAX_SCANNED,
-        &signed_in.caller,
-    )
-    .await?;
+    let placements = placements(&service, &DeploymentQuery::default(), &signed_in.caller).await?;
     let mut in_use: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for deployment in &deployments {
+    for (service, cluster, namespace) in placements.into_keys() {
         in_use
-            .entry((
-                deployment.target.cluster.to_string(),
-                deployment.target.namespace.to_string(),
-            ))
+            .entry((cluster, namespace))
             .or_default()
-            .insert(deployment.service.to_string());
+            .insert(service);
     }
     let clusters = service
         .clusters(&signed_in.caller)

@@ -5,92 +5,46 @@ use std::collections::{BTreeMap, BTreeSet};
 use actix_web::web::Data;
 use askama::Template;
 use askama_web::WebTemplate;
-use kubernaut_domain::Caller;
-use kubernaut_domain::deployment::{Deployment, DeploymentQuery, DeploymentStatus};
+use kubernaut_domain::deployment::{DeploymentQuery, Placement};
 use kubernaut_domain::deployment_service::DeploymentService;
+use kubernaut_domain::{Caller, PageLimit};
 
 use super::PageError;
-use super::view::{DeploymentRow, MAX_SCANNED, deployments_matching};
-use crate::session::{SessionView, SignedIn};
+use super::view::{DeploymentRow, lookup_error};
 
-/// Where a service stands on one target.
-#[derive(Debug)]
-pub struct Placement<'a> {
-    /// The newest deployment that succeeded: the version running now.
-    pub running: Option<&'a Deployment>,
-    /// The newest deployment of any status.
-    pub last: &'a Deployment,
-}
+/// How many of the newest deployments the home page lists.
+const RECENT: i64 = 10;
+use crate::session::{SessionView, SignedIn};
 
 /// The key of a placement: service, cluster, namespace.
 pub type PlacementKey = (String, String, String);
 
-/// The newest deployments of a scan, both succeeded and of any status.
-#[derive(Debug)]
-pub struct Scan {
-    pub succeeded: Vec<Deployment>,
-    pub all: Vec<Deployment>,
-}
-
-impl Scan {
-    /// Reads the newest deployments matching `query` (whose status is ignored).
-    ///
-    /// # Errors
-    /// [`PageError`] when the caller may not read or the storage fails.
-    pub async fn read(
-        service: &DeploymentService,
-        query: DeploymentQuery,
-        caller: &Caller,
-    ) -> Result<Self, PageError> {
-        let all = deployments_matching(
-            service,
-            DeploymentQuery {
-                status: None,
-                ..query.clone()
-            },
-            MAX_SCANNED,
-            caller,
-        )
-        .await?;
-        let succeeded = deployments_matching(
-            service,
-            DeploymentQuery {
-                status: Some(DeploymentStatus::Succeeded),
-                ..query
-            },
-            MAX_SCANNED,
-            caller,
-        )
-        .await?;
-        Ok(Self { succeeded, all })
-    }
-
-    /// Every (service, cluster, namespace) deployed to, with what runs there now.
-    pub fn placements(&self) -> BTreeMap<PlacementKey, Placement<'_>> {
-        let key = |d: &Deployment| {
-            (
-                d.service.to_string(),
-                d.target.cluster.to_string(),
-                d.target.namespace.to_string(),
-            )
-        };
-        let mut placements = BTreeMap::new();
-        // Both listings are newest first: the first seen of a key is its newest.
-        for deployment in &self.all {
-            placements.entry(key(deployment)).or_insert(Placement {
-                running: None,
-                last: deployment,
-            });
-        }
-        for deployment in &self.succeeded {
-            if let Some(placement) = placements.get_mut(&key(deployment))
-                && placement.running.is_none()
-            {
-                placement.running = Some(deployment);
-            }
-        }
-        placements
-    }
+/// Where each service matching `query` stands on each target, keyed by service, cluster
+/// and namespace: read whole from the database, however many deployments there are.
+///
+/// # Errors
+/// [`PageError`] when the caller may not read or the storage fails.
+pub async fn placements(
+    service: &DeploymentService,
+    query: &DeploymentQuery,
+    caller: &Caller,
+) -> Result<BTreeMap<PlacementKey, Placement>, PageError> {
+    let placements = service
+        .placements(query, caller)
+        .await
+        .map_err(lookup_error)?;
+    Ok(placements
+        .into_iter()
+        .map(|placement| {
+            let last = &placement.last;
+            let key = (
+                last.service.to_string(),
+                last.target.cluster.to_string(),
+                last.target.namespace.to_string(),
+            );
+            (key, placement)
+        })
+        .collect())
 }
 
 /// One cell of the matrix.
@@ -103,11 +57,14 @@ pub struct Cell {
 }
 
 impl Cell {
-    pub fn of(placement: &Placement<'_>) -> Self {
+    pub fn of(placement: &Placement) -> Self {
         Self {
-            running: placement.running.map(DeploymentRow::from),
-            last: DeploymentRow::from(placement.last),
-            last_differs: placement.running.is_none_or(|r| r.id != placement.last.id),
+            running: placement.running.as_ref().map(DeploymentRow::from),
+            last: DeploymentRow::from(&placement.last),
+            last_differs: placement
+                .running
+                .as_ref()
+                .is_none_or(|r| r.id != placement.last.id),
         }
     }
 }
@@ -139,8 +96,18 @@ pub async fn show(
     signed_in: SignedIn,
     service: Data<DeploymentService>,
 ) -> Result<HomePage, PageError> {
-    let scan = Scan::read(&service, DeploymentQuery::default(), &signed_in.caller).await?;
-    let placements = scan.placements();
+    let placements = placements(&service, &DeploymentQuery::default(), &signed_in.caller).await?;
+    let recent = service
+        .list(
+            &DeploymentQuery {
+                limit: PageLimit::new(RECENT).unwrap_or_default(),
+                ..DeploymentQuery::default()
+            },
+            &signed_in.caller,
+        )
+        .await
+        .map_err(lookup_error)?
+        .items;
     let targets: BTreeSet<(String, String)> = placements
         .keys()
         .map(|(_, cluster, namespace)| (cluster.clone(), namespace.clone()))
@@ -168,6 +135,6 @@ pub async fn show(
             .map(|(cluster, namespace)| TargetColumn { cluster, namespace })
             .collect(),
         rows,
-        recent: scan.all.iter().take(10).map(DeploymentRow::from).collect(),
+        recent: recent.iter().map(DeploymentRow::from).collect(),
     })
 }

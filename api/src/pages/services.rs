@@ -10,9 +10,9 @@ use kubernaut_domain::deployment_service::DeploymentService;
 use kubernaut_domain::{ListReleasesError, ReleaseQuery, ReleaseService, ServiceName};
 
 use super::PageError;
-use super::home::{Cell, Scan};
+use super::home::{Cell, placements};
 use super::releases::ReleaseRow;
-use super::view::{DeploymentRow, largest_page};
+use super::view::{DeploymentRow, MAX_SCANNED, deployments_matching, largest_page};
 use crate::session::{SessionView, SignedIn};
 
 /// What runs on one target now.
@@ -65,20 +65,18 @@ pub async fn show(
             ListReleasesError::Forbidden(denied) => PageError::from(denied),
             ListReleasesError::Repository(e) => PageError::internal(&e),
         })?;
-    let scan = Scan::read(
-        &deployments,
-        DeploymentQuery {
-            service: Some(service.clone()),
-            ..DeploymentQuery::default()
-        },
-        &signed_in.caller,
-    )
-    .await?;
-    if page.items.is_empty() && scan.all.is_empty() {
+    let of_service = DeploymentQuery {
+        service: Some(service.clone()),
+        ..DeploymentQuery::default()
+    };
+    let placements = placements(&deployments, &of_service, &signed_in.caller).await?;
+    // The newest deployments of this service, for the releases shown (the newest page).
+    let recent =
+        deployments_matching(&deployments, of_service, MAX_SCANNED, &signed_in.caller).await?;
+    if page.items.is_empty() && placements.is_empty() {
         return Err(not_found());
     }
-    let targets = scan
-        .placements()
+    let targets = placements
         .iter()
         .map(|((_, cluster, namespace), placement)| TargetRow {
             cluster: cluster.clone(),
@@ -92,7 +90,7 @@ pub async fn show(
         .map(|release| {
             // The newest deployment of this release on each target.
             let mut newest = BTreeMap::new();
-            for deployment in scan.all.iter().filter(|d| d.release_id == release.id) {
+            for deployment in recent.iter().filter(|d| d.release_id == release.id) {
                 newest
                     .entry(deployment.target.to_string())
                     .or_insert_with(|| DeploymentRow::from(deployment));

@@ -98,6 +98,9 @@ fn services(settings: SecuritySettings) -> (ApiServices, Secrets) {
     });
     let mut deployments = MockDeploymentRepository::new();
     deployments.expect_list().returning(|_, _| Ok(Vec::new()));
+    deployments
+        .expect_placements()
+        .returning(|_| Ok(Vec::new()));
     let services = ApiServices {
         releases: ReleaseService::new(Arc::new(MockReleaseRepository::new())),
         deployments: DeploymentService::new(

@@ -219,6 +219,15 @@ pub struct DeploymentQuery {
     pub limit: PageLimit,
 }
 
+/// Where a service stands on one target (cluster and namespace).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    /// The newest deployment of the service to the target, of any status.
+    pub last: Deployment,
+    /// The newest one that succeeded: the version running there now.
+    pub running: Option<Deployment>,
+}
+
 /// A change of status, applied only when the deployment is in one of `from`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {

@@ -1,0 +1,1 @@
+DROP INDEX deployments_on_target_newest_first_idx;
