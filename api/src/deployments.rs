@@ -413,6 +413,7 @@ pub async fn rollback(
 #[serde(deny_unknown_fields)]
 pub struct ListParameters {
     service: Option<String>,
+    release_id: Option<String>,
     cluster: Option<String>,
     namespace: Option<String>,
     status: Option<String>,
@@ -428,6 +429,12 @@ impl ListParameters {
         let service = self
             .service
             .and_then(|s| errors.check("service", ServiceName::parse(&s)));
+        let release = self.release_id.and_then(|id| {
+            errors.check(
+                "release_id",
+                ReleaseId::parse(&id).ok_or("must be a release id (a UUID)"),
+            )
+        });
         let cluster = self
             .cluster
             .and_then(|c| errors.check("cluster", ClusterName::parse(&c)));
@@ -451,6 +458,7 @@ impl ListParameters {
         );
         errors.into_result(|| DeploymentQuery {
             service,
+            release,
             cluster,
             namespace,
             status,

@@ -1,1 +1,2 @@
+DROP INDEX deployments_release_newest_first_idx;
 DROP INDEX deployments_on_target_newest_first_idx;

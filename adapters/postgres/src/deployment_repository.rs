@@ -129,6 +129,9 @@ fn matching(mut select: ListQuery, query: &DeploymentQuery) -> ListQuery {
     if let Some(service) = &query.service {
         select = select.filter(deployments::service.eq(service.as_str().to_owned()));
     }
+    if let Some(release) = query.release {
+        select = select.filter(deployments::release_id.eq(release.as_uuid()));
+    }
     if let Some(cluster) = &query.cluster {
         select = select.filter(deployments::cluster.eq(cluster.as_str().to_owned()));
     }

@@ -919,6 +919,34 @@ async fn the_last_success_on_a_target_is_the_newest_one_of_another_release() {
 }
 
 #[tokio::test]
+async fn the_listing_filters_by_release() {
+    let harness = Harness::new();
+    let v1 = harness.release("payments", "1.0.0").await;
+    let v2 = harness.release("payments", "2.0.0").await;
+    let v1_shop = finished(
+        deployment(&v1, target("eu", "shop"), 0),
+        DeploymentStatus::Succeeded,
+    );
+    let v2_shop = finished(
+        deployment(&v2, target("eu", "shop"), 10),
+        DeploymentStatus::Succeeded,
+    );
+    let v1_staging = deployment(&v1, target("eu", "staging"), 20);
+    for deployment in [&v1_shop, &v2_shop, &v1_staging] {
+        harness.insert(deployment).await;
+    }
+    let of = |release: &Release| DeploymentQuery {
+        release: Some(release.id),
+        ..DeploymentQuery::default()
+    };
+    assert_eq!(
+        harness.list(&of(&v1), 50).await,
+        [v1_staging.id, v1_shop.id]
+    );
+    assert_eq!(harness.list(&of(&v2), 50).await, [v2_shop.id]);
+}
+
+#[tokio::test]
 async fn placements_hold_the_newest_and_the_running_deployment_of_every_target() {
     let harness = Harness::new();
     let v1 = harness.release("payments", "1.0.0").await;

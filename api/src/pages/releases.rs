@@ -250,7 +250,7 @@ pub async fn show(
     let of_this_release = deployments_matching(
         &deployments,
         DeploymentQuery {
-            service: Some(release.service.clone()),
+            release: Some(release.id),
             ..DeploymentQuery::default()
         },
         super::view::MAX_SCANNED,
@@ -258,7 +258,6 @@ pub async fn show(
     )
     .await?
     .iter()
-    .filter(|d| d.release_id == release.id)
     .map(DeploymentRow::from)
     .collect();
     Ok(ReleasePage {

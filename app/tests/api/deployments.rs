@@ -664,6 +664,30 @@ async fn deployments_are_listed_newest_first_with_filters() {
         .await
         .expect("json");
     assert_eq!(next["items"][0]["id"], first["id"]);
+
+    let of_release: Value = env
+        .app
+        .get(&format!(
+            "/api/deployments?release_id={}",
+            first["release_id"].as_str().expect("a release id")
+        ))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<_> = of_release["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|d| d["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [first["id"].clone()],
+        "only the deployments of that release"
+    );
+    let bad = problem(env.app.get("/api/deployments?release_id=nope").await, 400).await;
+    assert_eq!(bad["errors"][0]["field"], "release_id", "{bad}");
 }
 
 /// Reads the event stream until it ends or `within` passes, returning what it sent.

@@ -210,6 +210,8 @@ impl Deployment {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeploymentQuery {
     pub service: Option<ServiceName>,
+    /// Only deployments of this release.
+    pub release: Option<ReleaseId>,
     pub cluster: Option<ClusterName>,
     pub namespace: Option<Namespace>,
     pub status: Option<DeploymentStatus>,
