@@ -11,6 +11,7 @@
 //! instructions (docs/performance.md).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::PgConnection;
@@ -38,19 +39,28 @@ impl Queue {
     ///
     /// # Errors
     /// When the operating system refuses to start a thread.
+    ///
+    /// The threads hold the pool weakly: when every [`PgPool`] is gone the pool closes
+    /// its connections on the thread that dropped the last one, and the threads end.
+    /// (Were a thread the last owner, it could be closing TLS connections while the
+    /// process exits and OpenSSL cleans up: a crash at exit.)
     pub(crate) fn start(
-        connections: &Pool<ConnectionManager<PgConnection>>,
+        connections: &Arc<Pool<ConnectionManager<PgConnection>>>,
         wait_limit: Duration,
     ) -> std::io::Result<Self> {
         let (jobs, queued) = flume::unbounded::<Job>();
         for number in 0..connections.max_size() {
             let queued = queued.clone();
-            let connections = connections.clone();
+            let connections = Arc::downgrade(connections);
             std::thread::Builder::new()
                 .name(format!("kubernaut-db-{number}"))
                 .spawn(move || {
                     for job in queued {
-                        job(&connections);
+                        // Gone: the job is dropped, so its caller hears it did not run.
+                        let Some(pool) = connections.upgrade() else {
+                            return;
+                        };
+                        job(&pool);
                     }
                 })?;
         }

@@ -1,6 +1,7 @@
 //! The connection pool and the migrations embedded in the binary.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::PgConnection;
@@ -22,7 +23,10 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 /// runs the repositories' queries (see `blocking.rs`). Cheap to clone (shared).
 #[derive(Clone)]
 pub struct PgPool {
-    connections: Pool<ConnectionManager<PgConnection>>,
+    /// Held strongly only here: the database threads hold it weakly, so the pool and
+    /// its connections close where the last `PgPool` is dropped (before the process
+    /// exits), never on a database thread racing the exit.
+    connections: Arc<Pool<ConnectionManager<PgConnection>>>,
     queue: Queue,
 }
 
@@ -94,6 +98,7 @@ impl Database {
             .test_on_check_out(false)
             .build(ConnectionManager::new(url))
             .map_err(DatabaseError::Connect)?;
+        let connections = Arc::new(connections);
         let queue = Queue::start(&connections, options.connection_timeout)
             .map_err(DatabaseError::Threads)?;
         Ok(Self {
