@@ -238,6 +238,19 @@ fn settings() -> ClusterSettings {
     }
 }
 
+/// A cluster where every apply works and every rollout succeeds.
+fn a_healthy_cluster() -> MockCluster {
+    let mut cluster = MockCluster::new();
+    cluster
+        .expect_apply()
+        .returning(|objects| Ok(applied(objects)));
+    cluster
+        .expect_watch_rollout()
+        .returning(|_, _| Ok(RolloutOutcome::Succeeded { warnings: vec![] }));
+    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    cluster
+}
+
 fn service_with(
     releases: Vec<Release>,
     cluster: MockCluster,
@@ -576,14 +589,7 @@ async fn a_failure_with_rollback_on_failure_deploys_the_last_good_release() {
 async fn a_manual_rollback_deploys_the_release_before_and_says_so() {
     let good = release("12");
     let newer = release("13");
-    let mut cluster = MockCluster::new();
-    cluster
-        .expect_apply()
-        .returning(|objects| Ok(applied(objects)));
-    cluster
-        .expect_watch_rollout()
-        .returning(|_, _| Ok(RolloutOutcome::Succeeded { warnings: vec![] }));
-    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    let cluster = a_healthy_cluster();
     let (service, deployments) = service_with(vec![good.clone(), newer.clone()], cluster);
     let first = service
         .request(request(&good), &deployer("ci"))
@@ -621,17 +627,7 @@ async fn a_manual_rollback_deploys_the_release_before_and_says_so() {
 
     // Rolling back the very first release has nothing to go back to.
     let lonely = release("14");
-    let (service, _) = service_with(vec![lonely.clone()], {
-        let mut cluster = MockCluster::new();
-        cluster
-            .expect_apply()
-            .returning(|objects| Ok(applied(objects)));
-        cluster
-            .expect_watch_rollout()
-            .returning(|_, _| Ok(RolloutOutcome::Succeeded { warnings: vec![] }));
-        cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
-        cluster
-    });
+    let (service, _) = service_with(vec![lonely.clone()], a_healthy_cluster());
     let only = service
         .request(request(&lonely), &deployer("ci"))
         .await
@@ -801,14 +797,7 @@ async fn a_deployer_outside_its_scope_is_refused_and_nothing_is_stored_or_audite
 #[tokio::test]
 async fn requests_verdicts_and_cancels_are_audited_with_who_did_them() {
     let good = release("1");
-    let mut cluster = MockCluster::new();
-    cluster
-        .expect_apply()
-        .returning(|objects| Ok(applied(objects)));
-    cluster
-        .expect_watch_rollout()
-        .returning(|_, _| Ok(RolloutOutcome::Succeeded { warnings: vec![] }));
-    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    let cluster = a_healthy_cluster();
     let (service, deployments) = service_with(vec![good.clone()], cluster);
     let caller = deployer("jenkins").with_request(Some("req-9".into()), Some("10.0.0.9".into()));
     let started = service
