@@ -388,6 +388,21 @@ async fn the_service_and_cluster_pages_show_where_each_version_went() {
             ">1.1.0</a>",
         ],
     );
+    // In the release history, 1.0.0 went to sim/shop and 1.1.0 nowhere.
+    let history_row = |version: &str| {
+        html.split("<tr>")
+            .find(|row| row.contains(&format!("\">{version}</a></th>")))
+            .unwrap_or_else(|| panic!("no history row for {version}: {html}"))
+            .to_owned()
+    };
+    assert!(
+        history_row("1.0.0").contains(&format!(
+            "<a href=\"/deployments/{}\">sim/shop</a>",
+            text(&succeeded["id"])
+        )),
+        "{html}"
+    );
+    assert!(history_row("1.1.0").contains("nowhere yet"), "{html}");
 
     let html = page(&app, "/clusters").await;
     assert_contains(

@@ -535,6 +535,24 @@ impl DeploymentService {
         Ok(self.deployments.placements(query).await?)
     }
 
+    /// Where `releases` went: the newest deployment of each on every target it was
+    /// deployed to (see [`DeploymentRepository::newest_per_target`]).
+    ///
+    /// # Errors
+    /// [`DeploymentLookupError::Forbidden`] when the caller may not read;
+    /// [`DeploymentLookupError::Repository`] when the storage fails.
+    pub async fn newest_per_target(
+        &self,
+        releases: &[ReleaseId],
+        caller: &Caller,
+    ) -> Result<Vec<Deployment>, DeploymentLookupError> {
+        caller.require(Permission::Read)?;
+        if releases.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.deployments.newest_per_target(releases).await?)
+    }
+
     /// Cancels an active deployment: it stops being watched and ends `cancelled`.
     /// What was applied stays applied.
     ///

@@ -100,6 +100,25 @@ impl DeploymentRepository for MemoryDeployments {
         Ok(placements.into_values().collect())
     }
 
+    async fn newest_per_target(
+        &self,
+        releases: &[ReleaseId],
+    ) -> Result<Vec<Deployment>, RepositoryError> {
+        let mut newest: BTreeMap<(ReleaseId, String, String), Deployment> = BTreeMap::new();
+        // Rows are oldest first: a later row is newer.
+        for row in self.rows.lock().expect("lock").iter() {
+            if releases.contains(&row.release_id) {
+                let key = (
+                    row.release_id,
+                    row.target.cluster.to_string(),
+                    row.target.namespace.to_string(),
+                );
+                newest.insert(key, row.clone());
+            }
+        }
+        Ok(newest.into_values().collect())
+    }
+
     async fn list_active(&self) -> Result<Vec<Deployment>, RepositoryError> {
         Ok(self
             .rows
@@ -843,6 +862,18 @@ async fn requests_verdicts_and_cancels_are_audited_with_who_did_them() {
         service
             .placements(&DeploymentQuery::default(), &nobody)
             .await,
+        Err(DeploymentLookupError::Forbidden(_))
+    ));
+    let went_to = service
+        .newest_per_target(&[good.id], &viewer)
+        .await
+        .expect("where a release went is readable");
+    assert_eq!(
+        went_to.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [started.id]
+    );
+    assert!(matches!(
+        service.newest_per_target(&[good.id], &nobody).await,
         Err(DeploymentLookupError::Forbidden(_))
     ));
     assert!(matches!(

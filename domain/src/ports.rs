@@ -191,6 +191,18 @@ pub trait DeploymentRepository: Send + Sync + 'static {
     /// [`RepositoryError`] only when the storage fails.
     async fn placements(&self, query: &DeploymentQuery) -> Result<Vec<Placement>, RepositoryError>;
 
+    /// Where `releases` went: for each of them and each target it was deployed to, its
+    /// newest deployment there, of any status; ordered by release id, cluster and
+    /// namespace. However many deployments there are, every such target is there.
+    /// Deployments MAY leave `objects`, `manifest` and `timeline` empty.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn newest_per_target(
+        &self,
+        releases: &[ReleaseId],
+    ) -> Result<Vec<Deployment>, RepositoryError>;
+
     /// Every active deployment, oldest first: what a restarted Kubernaut resumes.
     ///
     /// # Errors

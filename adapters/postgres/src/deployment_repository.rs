@@ -339,6 +339,38 @@ impl DeploymentRepository for PostgresDeploymentRepository {
         .await
     }
 
+    #[tracing::instrument(skip_all, fields(releases = releases.len()))]
+    async fn newest_per_target(
+        &self,
+        releases: &[ReleaseId],
+    ) -> Result<Vec<Deployment>, RepositoryError> {
+        let ids: Vec<Uuid> = releases.iter().map(|release| release.as_uuid()).collect();
+        with_connection(&self.pool, move |connection| {
+            // DISTINCT ON over the (release_id, created_at DESC, id DESC) index's rows.
+            deployments::table
+                .distinct_on((
+                    deployments::release_id,
+                    deployments::cluster,
+                    deployments::namespace,
+                ))
+                .filter(deployments::release_id.eq_any(ids))
+                .select(DeploymentSummaryRow::as_select())
+                .order((
+                    deployments::release_id.asc(),
+                    deployments::cluster.asc(),
+                    deployments::namespace.asc(),
+                    deployments::created_at.desc(),
+                    deployments::id.desc(),
+                ))
+                .load(connection)
+                .map_err(query_failed("finding where releases went"))?
+                .into_iter()
+                .map(|row| row.into_deployment(Vec::new()))
+                .collect()
+        })
+        .await
+    }
+
     #[tracing::instrument(skip(self))]
     async fn list_active(&self) -> Result<Vec<Deployment>, RepositoryError> {
         with_connection(&self.pool, move |connection| {

@@ -18,7 +18,7 @@ use kubernaut_domain::deployment::{
 use kubernaut_domain::ports::{
     AuditRepository as _, DeploymentRepository as _, InsertDeploymentError, ReleaseRepository as _,
 };
-use kubernaut_domain::release::{NewRelease, Release, ServiceName, UnvalidatedRelease};
+use kubernaut_domain::release::{NewRelease, Release, ReleaseId, ServiceName, UnvalidatedRelease};
 use kubernaut_postgres::{Database, PoolOptions, PostgresDeploymentRepository};
 use kubernaut_testkit::database::TestDatabase;
 use serde_json::json;
@@ -944,6 +944,78 @@ async fn the_listing_filters_by_release() {
         [v1_staging.id, v1_shop.id]
     );
     assert_eq!(harness.list(&of(&v2), 50).await, [v2_shop.id]);
+}
+
+#[tokio::test]
+async fn where_releases_went_is_their_newest_deployment_on_every_target() {
+    let harness = Harness::new();
+    let v1 = harness.release("payments", "1.0.0").await;
+    let v2 = harness.release("payments", "2.0.0").await;
+    let never = harness.release("payments", "3.0.0").await;
+    let shop = target("eu", "shop");
+    let staging = target("eu", "staging");
+    let v1_shop_old = finished(
+        deployment(&v1, shop.clone(), 0),
+        DeploymentStatus::Succeeded,
+    );
+    let v1_staging = finished(
+        deployment(&v1, staging.clone(), 10),
+        DeploymentStatus::Succeeded,
+    );
+    let v1_shop_new = finished(deployment(&v1, shop.clone(), 20), DeploymentStatus::Failed);
+    let v2_shop = deployment(&v2, shop.clone(), 30);
+    // Many newer deployments of v2 elsewhere do not push v1's targets out.
+    let mut crowd = Vec::new();
+    for index in 0..30 {
+        crowd.push(finished(
+            deployment(&v2, target("us", &format!("ns-{index:02}")), 40 + index),
+            DeploymentStatus::Succeeded,
+        ));
+    }
+    for deployment in [&v1_shop_old, &v1_staging, &v1_shop_new, &v2_shop]
+        .into_iter()
+        .chain(&crowd)
+    {
+        harness.insert(deployment).await;
+    }
+
+    let went = |releases: Vec<ReleaseId>| {
+        let deployments = &harness.deployments;
+        async move {
+            deployments
+                .newest_per_target(&releases)
+                .await
+                .expect("where the releases went is read")
+        }
+    };
+    let of_v1 = went(vec![v1.id]).await;
+    assert_eq!(
+        of_v1
+            .iter()
+            .map(|d| (d.target.to_string(), d.id))
+            .collect::<Vec<_>>(),
+        [
+            (shop.to_string(), v1_shop_new.id),
+            (staging.to_string(), v1_staging.id),
+        ],
+        "the newest of any status on each target, ordered by target"
+    );
+    let both = went(vec![v1.id, v2.id, never.id]).await;
+    assert_eq!(both.len(), 2 + 1 + 30, "every target of every release");
+    let on_shop: Vec<_> = both
+        .iter()
+        .filter(|d| d.target == shop)
+        .map(|d| (d.release_id, d.id))
+        .collect();
+    assert_eq!(
+        on_shop.len(),
+        2,
+        "one per release on the same target: {on_shop:?}"
+    );
+    assert!(on_shop.contains(&(v1.id, v1_shop_new.id)));
+    assert!(on_shop.contains(&(v2.id, v2_shop.id)));
+    assert!(went(vec![never.id]).await.is_empty());
+    assert!(went(Vec::new()).await.is_empty());
 }
 
 #[tokio::test]

@@ -1,18 +1,16 @@
 //! `/services/{name}`: a service's release history and where each version went.
 
-use std::collections::BTreeMap;
-
 use actix_web::web::{self, Data};
 use askama::Template;
 use askama_web::WebTemplate;
 use kubernaut_domain::deployment::DeploymentQuery;
 use kubernaut_domain::deployment_service::DeploymentService;
-use kubernaut_domain::{ListReleasesError, ReleaseQuery, ReleaseService, ServiceName};
+use kubernaut_domain::{ListReleasesError, ReleaseId, ReleaseQuery, ReleaseService, ServiceName};
 
 use super::PageError;
 use super::home::{Cell, placements};
 use super::releases::ReleaseRow;
-use super::view::{DeploymentRow, MAX_SCANNED, deployments_matching, largest_page};
+use super::view::{DeploymentRow, largest_page, lookup_error};
 use crate::session::{SessionView, SignedIn};
 
 /// What runs on one target now.
@@ -70,9 +68,12 @@ pub async fn show(
         ..DeploymentQuery::default()
     };
     let placements = placements(&deployments, &of_service, &signed_in.caller).await?;
-    // The newest deployments of this service, for the releases shown (the newest page).
-    let recent =
-        deployments_matching(&deployments, of_service, MAX_SCANNED, &signed_in.caller).await?;
+    // Where each release shown (the newest page) went: its newest deployment per target.
+    let shown: Vec<ReleaseId> = page.items.iter().map(|release| release.id).collect();
+    let went_to = deployments
+        .newest_per_target(&shown, &signed_in.caller)
+        .await
+        .map_err(lookup_error)?;
     if page.items.is_empty() && placements.is_empty() {
         return Err(not_found());
     }
@@ -88,16 +89,15 @@ pub async fn show(
         .items
         .iter()
         .map(|release| {
-            // The newest deployment of this release on each target.
-            let mut newest = BTreeMap::new();
-            for deployment in recent.iter().filter(|d| d.release_id == release.id) {
-                newest
-                    .entry(deployment.target.to_string())
-                    .or_insert_with(|| DeploymentRow::from(deployment));
-            }
+            // Ordered by target, as the repository gives them.
+            let went_to = went_to
+                .iter()
+                .filter(|d| d.release_id == release.id)
+                .map(DeploymentRow::from)
+                .collect();
             HistoryRow {
                 release: ReleaseRow::from(release),
-                went_to: newest.into_values().collect(),
+                went_to,
             }
         })
         .collect();
