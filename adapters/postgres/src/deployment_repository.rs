@@ -123,6 +123,42 @@ fn placements_query(query: &DeploymentQuery, status: Option<DeploymentStatus>) -
     ))
 }
 
+/// The newest deployment of each of the releases `ids` on every target it went to,
+/// ordered by release, cluster and namespace: `DISTINCT ON` over the rows of the
+/// `(release_id, created_at DESC, id DESC)` index.
+fn went_to_query(ids: Vec<Uuid>) -> ListQuery {
+    deployments::table
+        .distinct_on((
+            deployments::release_id,
+            deployments::cluster,
+            deployments::namespace,
+        ))
+        .filter(deployments::release_id.eq_any(ids))
+        .select(DeploymentSummaryRow::as_select())
+        .order((
+            deployments::release_id.asc(),
+            deployments::cluster.asc(),
+            deployments::namespace.asc(),
+            deployments::created_at.desc(),
+            deployments::id.desc(),
+        ))
+        .into_boxed()
+}
+
+/// Runs a listing query; its deployments come without timeline, manifest or objects.
+fn load_listed(
+    query: ListQuery,
+    connection: &mut PgConnection,
+    what: &'static str,
+) -> Result<Vec<Deployment>, RepositoryError> {
+    query
+        .load(connection)
+        .map_err(query_failed(what))?
+        .into_iter()
+        .map(|row| row.into_deployment(Vec::new()))
+        .collect()
+}
+
 /// `select` narrowed to the deployments matching `query`'s service, cluster, namespace
 /// and creation window.
 fn matching(mut select: ListQuery, query: &DeploymentQuery) -> ListQuery {
@@ -286,12 +322,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
     ) -> Result<Vec<Deployment>, RepositoryError> {
         let query = query.clone();
         with_connection(&self.pool, move |connection| {
-            list_query(&query, limit)
-                .load(connection)
-                .map_err(query_failed("listing deployments"))?
-                .into_iter()
-                .map(|row| row.into_deployment(Vec::new()))
-                .collect()
+            load_listed(list_query(&query, limit), connection, "listing deployments")
         })
         .await
     }
@@ -346,27 +377,11 @@ impl DeploymentRepository for PostgresDeploymentRepository {
     ) -> Result<Vec<Deployment>, RepositoryError> {
         let ids: Vec<Uuid> = releases.iter().map(|release| release.as_uuid()).collect();
         with_connection(&self.pool, move |connection| {
-            // DISTINCT ON over the (release_id, created_at DESC, id DESC) index's rows.
-            deployments::table
-                .distinct_on((
-                    deployments::release_id,
-                    deployments::cluster,
-                    deployments::namespace,
-                ))
-                .filter(deployments::release_id.eq_any(ids))
-                .select(DeploymentSummaryRow::as_select())
-                .order((
-                    deployments::release_id.asc(),
-                    deployments::cluster.asc(),
-                    deployments::namespace.asc(),
-                    deployments::created_at.desc(),
-                    deployments::id.desc(),
-                ))
-                .load(connection)
-                .map_err(query_failed("finding where releases went"))?
-                .into_iter()
-                .map(|row| row.into_deployment(Vec::new()))
-                .collect()
+            load_listed(
+                went_to_query(ids),
+                connection,
+                "finding where releases went",
+            )
         })
         .await
     }
