@@ -1,38 +1,36 @@
-//! The deployment use cases: request a deploy, drive it to a verdict, cancel, roll
-//! back, preview, and resume whatever a restart interrupted.
+//! The deployment use cases: request a deploy, read and wait for deployments, cancel,
+//! roll back, preview.
 //!
 //! A deployment is a state machine persisted at every step (`queued` -> `applying` ->
-//! `rolling_out` -> verdict). Every step is a compare-and-set in the repository, so a
-//! cancel racing a verdict leaves exactly one of them, and a Kubernaut restarted
-//! mid-deploy resumes from what is stored: applying again is idempotent.
+//! `rolling_out` -> verdict). The [`crate::engine`] drives it, on whichever replica holds
+//! its lease; every step is a compare-and-set in the repository, so a cancel racing a
+//! verdict leaves exactly one of them.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SubsecRound as _, Utc};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::broadcast;
 
 use crate::access::{AccessDenied, Caller, Permission};
-use crate::actor::Actor;
-use crate::audit::{AuditAction, AuditEntry};
-use crate::cluster::{
-    ClusterSettings, ClusterStatus, ManifestRejected, RolloutOutcome, RolloutRequest,
-    prepare_objects, resource_ref_of,
-};
+use crate::audit::AuditAction;
+use crate::changes::{Change, ChangeFeed, next_change_of};
+use crate::cluster::{ClusterSettings, ClusterStatus, ManifestRejected, prepare_objects};
 use crate::deployment::{
-    ClusterName, Deployment, DeploymentId, DeploymentOptions, DeploymentQuery, DeploymentStatus,
-    Diagnostics, FailureReason, Namespace, Placement, ResourceRef, Target, TimelineEntry,
-    Transition,
+    ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Namespace,
+    NewDeployment, Placement, Target, TimelineEntry, Transition,
 };
+use crate::deployment_plan::{Planner, now};
+use crate::engine::{Engine, EngineSettings};
 use crate::pagination::Page;
 use crate::ports::{
-    Cluster, ClusterError, DeploymentRepository, InsertDeploymentError, ReleaseRepository,
+    Cluster, DeploymentRepository, InsertDeploymentError, LeaseRepository, ReleaseRepository,
     RepositoryError,
 };
-use crate::release::{AttributeName, Release, ReleaseId, ServiceName, Version};
-use crate::template::{RenderError, TemplateVariables};
+use crate::release::{AttributeName, ReleaseId, ServiceName, Version};
 use crate::validation::ValidationErrors;
+
+pub use crate::deployment_plan::TIMEOUT_ATTRIBUTE;
 
 /// A configured cluster: its name, its rules and the port to reach it.
 #[derive(Clone)]
@@ -136,56 +134,69 @@ pub struct ClusterOverview {
     pub status: ClusterStatus,
 }
 
-#[derive(Default)]
-struct Runners {
-    /// The cancel signal of each deployment driven by this process.
-    cancels: HashMap<DeploymentId, watch::Sender<bool>>,
-}
-
-/// The deployment use cases over the release and deployment repositories and the
-/// configured clusters.
+/// The deployment use cases over the release and deployment repositories, the leases,
+/// the change feed and the configured clusters.
 #[derive(Clone)]
 pub struct DeploymentService {
-    releases: Arc<dyn ReleaseRepository>,
+    planner: Planner,
     deployments: Arc<dyn DeploymentRepository>,
-    clusters: Arc<BTreeMap<ClusterName, ClusterHandle>>,
-    runners: Arc<Mutex<Runners>>,
-    changes: broadcast::Sender<DeploymentId>,
-    retry_delay: Duration,
-    pin_image_digest: bool,
+    leases: Arc<dyn LeaseRepository>,
+    changes: Arc<dyn ChangeFeed>,
+    engine: Engine,
 }
 
 impl std::fmt::Debug for DeploymentService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeploymentService")
-            .field("clusters", &self.clusters.keys().collect::<Vec<_>>())
+            .field(
+                "clusters",
+                &self.planner.clusters.keys().collect::<Vec<_>>(),
+            )
+            .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
 }
 
-/// The release attribute that sets a release's default rollout timeout.
-pub const TIMEOUT_ATTRIBUTE: &str = "kubernaut.timeout_seconds";
-
-fn now() -> chrono::DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
 impl DeploymentService {
+    /// The use cases, with an engine of [`EngineSettings::default`] (not started: see
+    /// [`Engine::start`]).
     pub fn new(
         releases: Arc<dyn ReleaseRepository>,
         deployments: Arc<dyn DeploymentRepository>,
+        leases: Arc<dyn LeaseRepository>,
+        changes: Arc<dyn ChangeFeed>,
         clusters: Vec<ClusterHandle>,
     ) -> Self {
-        let (changes, _) = broadcast::channel(4096);
-        Self {
+        let planner = Planner {
             releases,
-            deployments,
             clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
-            runners: Arc::new(Mutex::new(Runners::default())),
-            changes,
-            retry_delay: Duration::from_secs(1),
             pin_image_digest: false,
+        };
+        let engine = Engine::new(
+            Arc::clone(&deployments),
+            Arc::clone(&leases),
+            Arc::clone(&changes),
+            planner.clone(),
+            EngineSettings::default(),
+        );
+        Self {
+            planner,
+            deployments,
+            leases,
+            changes,
+            engine,
         }
+    }
+
+    fn rebuild_engine(mut self, settings: EngineSettings) -> Self {
+        self.engine = Engine::new(
+            Arc::clone(&self.deployments),
+            Arc::clone(&self.leases),
+            Arc::clone(&self.changes),
+            self.planner.clone(),
+            settings,
+        );
+        self
     }
 
     /// With `pin` set, the `image` template variable of a release whose digest was
@@ -193,95 +204,26 @@ impl DeploymentService {
     /// checked at release time even when its tag has moved since.
     #[must_use]
     pub fn with_digest_pinning(mut self, pin: bool) -> Self {
-        self.pin_image_digest = pin;
-        self
+        self.planner.pin_image_digest = pin;
+        let settings = self.engine.settings().clone();
+        self.rebuild_engine(settings)
     }
 
-    /// Sets the first delay between retries of an unreachable cluster (tests shorten it).
+    /// Runs the engine with `settings` (call before starting it).
     #[must_use]
-    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
-        self.retry_delay = delay;
-        self
+    pub fn with_engine_settings(self, settings: EngineSettings) -> Self {
+        self.rebuild_engine(settings)
     }
 
-    /// Tells of every change to a deployment (a status, a timeline entry) by its id.
-    pub fn subscribe(&self) -> broadcast::Receiver<DeploymentId> {
+    /// The engine that drives this replica's share of the deployments.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Tells of every change to a deployment (a status, a timeline entry), made through
+    /// any replica.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
-    }
-
-    fn cluster(&self, name: &ClusterName) -> Result<&ClusterHandle, RequestDeploymentError> {
-        self.clusters
-            .get(name)
-            .ok_or_else(|| RequestDeploymentError::UnknownCluster(name.clone()))
-    }
-
-    async fn resolve_release(
-        &self,
-        selector: &ReleaseSelector,
-    ) -> Result<Release, RequestDeploymentError> {
-        let found = match selector {
-            ReleaseSelector::Id(id) => self.releases.find_active(*id).await?,
-            ReleaseSelector::Version(service, version) => {
-                self.releases
-                    .find_active_by_version(service, version)
-                    .await?
-            }
-        };
-        found.ok_or(RequestDeploymentError::ReleaseNotFound)
-    }
-
-    /// Renders `release` for `target`: variables from the cluster, the namespace, the
-    /// release, `cluster` and `namespace`, then the request's attributes, later winning.
-    fn render(
-        &self,
-        release: &Release,
-        target: &Target,
-        attributes: &BTreeMap<AttributeName, String>,
-    ) -> Result<(String, Vec<serde_json::Value>, &ClusterHandle), RequestDeploymentError> {
-        let handle = self.cluster(&target.cluster)?;
-        if !handle.settings.allows_namespace(&target.namespace) {
-            return Err(RequestDeploymentError::NamespaceNotAllowed {
-                cluster: target.cluster.clone(),
-                namespace: target.namespace.clone(),
-            });
-        }
-        let mut variables = TemplateVariables::default();
-        for (name, value) in &handle.settings.attributes {
-            variables.set(name, value);
-        }
-        if let Some(namespace_attributes) = handle
-            .settings
-            .namespace_attributes
-            .get(target.namespace.as_str())
-        {
-            for (name, value) in namespace_attributes {
-                variables.set(name, value);
-            }
-        }
-        for (name, value) in release.attributes().iter() {
-            variables.set(name.as_str(), value);
-        }
-        variables.set("service", release.service.as_str());
-        variables.set("version", release.version.as_str());
-        match release.pinned_image().filter(|_| self.pin_image_digest) {
-            Some(pinned) => variables.set("image", &pinned),
-            None => variables.set("image", release.image().as_str()),
-        }
-        variables.set("cluster", target.cluster.as_str());
-        variables.set("namespace", target.namespace.as_str());
-        for (name, value) in attributes {
-            variables.set(name.as_str(), value);
-        }
-        let rendered = release
-            .template()
-            .render(&variables)
-            .map_err(|error| match error {
-                RenderError::MissingVariables(names) => {
-                    RequestDeploymentError::MissingVariables(names)
-                }
-                other => RequestDeploymentError::Render(other.to_string()),
-            })?;
-        Ok((rendered.text, rendered.objects, handle))
     }
 
     /// Renders the release for a target without applying anything.
@@ -299,15 +241,16 @@ impl DeploymentService {
             .require(Permission::Read)
             .map_err(RequestDeploymentError::from)?;
         let release = self
+            .planner
             .releases
             .find_active(release)
             .await
             .map_err(RequestDeploymentError::from)?
             .ok_or(PreviewError::ReleaseNotFound)?;
-        let (text, objects, handle) = self.render(&release, target, attributes)?;
+        let rendered = self.planner.render(&release, target, attributes)?;
         let objects = prepare_objects(
-            &objects,
-            &handle.settings,
+            &rendered.objects,
+            &rendered.handle.settings,
             &target.cluster,
             &target.namespace,
             &release.service,
@@ -315,10 +258,13 @@ impl DeploymentService {
             DeploymentId::from_uuid(uuid::Uuid::nil()),
         )
         .map_err(RequestDeploymentError::from)?;
-        Ok(Preview { text, objects })
+        Ok(Preview {
+            text: rendered.text,
+            objects,
+        })
     }
 
-    /// Starts a deploy: renders, stores it `queued` and drives it in the background.
+    /// Starts a deploy: renders, stores it `queued`, and has the engine drive it.
     /// The caller needs [`Permission::Deploy`] on the target.
     ///
     /// # Errors
@@ -329,100 +275,13 @@ impl DeploymentService {
         caller: &Caller,
     ) -> Result<Deployment, RequestDeploymentError> {
         caller.require(Permission::Deploy(request.target.clone()))?;
-        let release = self.resolve_release(&request.release).await?;
-        self.start(release, request, caller, None).await
+        let release = self.planner.resolve_release(&request.release).await?;
+        let planned = self.planner.plan(&release, request, caller, None)?;
+        self.store(planned).await
     }
 
-    async fn start(
-        &self,
-        release: Release,
-        request: DeploymentRequest,
-        caller: &Caller,
-        rollback_of: Option<DeploymentId>,
-    ) -> Result<Deployment, RequestDeploymentError> {
-        let actor = caller.actor().clone();
-        let (manifest, objects, handle) =
-            self.render(&release, &request.target, &request.attributes)?;
-        let id = DeploymentId::generate();
-        let objects = prepare_objects(
-            &objects,
-            &handle.settings,
-            &request.target.cluster,
-            &request.target.namespace,
-            &release.service,
-            release.id,
-            id,
-        )?;
-        let timeout = request
-            .timeout
-            .or_else(|| {
-                release
-                    .attributes()
-                    .get(TIMEOUT_ATTRIBUTE)
-                    .and_then(|t| t.parse::<u64>().ok())
-                    .map(Duration::from_secs)
-            })
-            .unwrap_or(DeploymentOptions::DEFAULT_TIMEOUT)
-            .clamp(Duration::from_secs(1), DeploymentOptions::MAX_TIMEOUT);
-        let created_at = now();
-        let message = match rollback_of {
-            Some(of) => format!(
-                "rollback of deployment {of} to {} {} requested by {actor}",
-                release.service, release.version
-            ),
-            None => format!(
-                "{} {} to {} requested by {actor}",
-                release.service, release.version, request.target
-            ),
-        };
-        let deployment = Deployment {
-            id,
-            release_id: release.id,
-            service: release.service.clone(),
-            version: release.version.clone(),
-            target: request.target,
-            requested_by: actor,
-            attributes: request
-                .attributes
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-            options: DeploymentOptions {
-                timeout,
-                prune: request.prune,
-                rollback_on_failure: request.rollback_on_failure,
-            },
-            manifest,
-            objects,
-            status: DeploymentStatus::Queued,
-            created_at,
-            started_at: None,
-            finished_at: None,
-            timeline: vec![TimelineEntry {
-                at: created_at,
-                phase: DeploymentStatus::Queued,
-                message,
-                resource: None,
-            }],
-            diagnostics: None,
-            rollback_of,
-        };
-        let audit = caller.audit(
-            if rollback_of.is_some() {
-                AuditAction::DeploymentRolledBack
-            } else {
-                AuditAction::DeploymentRequested
-            },
-            format!("deployment/{}", deployment.id),
-            serde_json::json!({
-                "service": deployment.service.as_str(),
-                "version": deployment.version.as_str(),
-                "release": deployment.release_id.to_string(),
-                "cluster": deployment.target.cluster.as_str(),
-                "namespace": deployment.target.namespace.as_str(),
-                "rollback_of": rollback_of.map(|of| of.to_string()),
-            }),
-        );
+    async fn store(&self, planned: NewDeployment) -> Result<Deployment, RequestDeploymentError> {
+        let NewDeployment { deployment, audit } = planned;
         self.deployments
             .insert(&deployment, &audit)
             .await
@@ -432,7 +291,11 @@ impl DeploymentService {
                 }
                 InsertDeploymentError::Repository(error) => error.into(),
             })?;
-        self.spawn_driver(deployment.clone());
+        self.changes.publish(Change::Deployment {
+            id: deployment.id,
+            status: Some(DeploymentStatus::Queued),
+        });
+        self.engine.started(deployment.id);
         Ok(deployment)
     }
 
@@ -456,7 +319,8 @@ impl DeploymentService {
             .ok_or(DeploymentLookupError::NotFound)
     }
 
-    /// The deployment once it has a verdict, or as it is when `wait` runs out.
+    /// The deployment once it has a verdict, or as it is when `wait` runs out. Wakes on
+    /// the change feed, so a verdict stored by any replica ends the wait at once.
     ///
     /// # Errors
     /// [`DeploymentLookupError::NotFound`] for unknown ids.
@@ -474,25 +338,10 @@ impl DeploymentService {
             if deployment.status.is_verdict() {
                 return Ok(deployment);
             }
-            // Wake on a change of this deployment; re-read at least every second in case
-            // another Kubernaut process drives it.
-            let woke = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)),
-                async {
-                    loop {
-                        match changes.recv().await {
-                            Ok(changed) if changed == id => return,
-                            Ok(_) => {}
-                            Err(broadcast::error::RecvError::Lagged(_)) => return,
-                            Err(broadcast::error::RecvError::Closed) => {
-                                std::future::pending::<()>().await;
-                            }
-                        }
-                    }
-                },
-            )
-            .await;
-            if woke.is_err() && tokio::time::Instant::now() >= deadline {
+            if tokio::time::timeout_at(deadline, next_change_of(&mut changes, id))
+                .await
+                .is_err()
+            {
                 return self.find(id).await;
             }
         }
@@ -553,8 +402,8 @@ impl DeploymentService {
         Ok(self.deployments.newest_per_target(releases).await?)
     }
 
-    /// Cancels an active deployment: it stops being watched and ends `cancelled`.
-    /// What was applied stays applied.
+    /// Cancels an active deployment: it stops being watched (by whichever replica
+    /// drives it) and ends `cancelled`. What was applied stays applied.
     ///
     /// # Errors
     /// [`DeploymentLookupError::AlreadyFinished`] when it has a verdict already.
@@ -570,49 +419,34 @@ impl DeploymentService {
             return Err(DeploymentLookupError::AlreadyFinished(deployment.status));
         }
         let at = now();
-        let moved = self
-            .deployments
-            .transition(
-                id,
-                &Transition {
-                    from: DeploymentStatus::ACTIVE.to_vec(),
-                    to: DeploymentStatus::Cancelled,
-                    at,
-                    diagnostics: None,
-                    audit: Some(caller.audit(
-                        AuditAction::DeploymentCancelled,
-                        format!("deployment/{id}"),
-                        serde_json::json!({
-                            "service": deployment.service.as_str(),
-                            "version": deployment.version.as_str(),
-                            "cluster": deployment.target.cluster.as_str(),
-                            "namespace": deployment.target.namespace.as_str(),
-                        }),
-                    )),
-                },
-            )
-            .await?;
-        if !moved {
+        let mut cancel =
+            Transition::new(&DeploymentStatus::ACTIVE, DeploymentStatus::Cancelled, at);
+        cancel.audit = Some(caller.audit(
+            AuditAction::DeploymentCancelled,
+            format!("deployment/{id}"),
+            serde_json::json!({
+                "service": deployment.service.as_str(),
+                "version": deployment.version.as_str(),
+                "cluster": deployment.target.cluster.as_str(),
+                "namespace": deployment.target.namespace.as_str(),
+            }),
+        ));
+        cancel.entries.push(TimelineEntry {
+            at,
+            phase: DeploymentStatus::Cancelled,
+            message: format!("cancelled by {actor}"),
+            resource: None,
+        });
+        if !self.deployments.transition(id, &cancel).await? {
             let now_status = self.find(id).await?.status;
             return Err(DeploymentLookupError::AlreadyFinished(now_status));
         }
-        self.deployments
-            .append_timeline(
-                id,
-                &TimelineEntry {
-                    at,
-                    phase: DeploymentStatus::Cancelled,
-                    message: format!("cancelled by {actor}"),
-                    resource: None,
-                },
-            )
-            .await?;
-        if let Ok(runners) = self.runners.lock()
-            && let Some(cancel) = runners.cancels.get(&id)
-        {
-            let _ = cancel.send(true);
-        }
-        let _ = self.changes.send(id);
+        // The replica that drives it hears of this and stops its driver; its fenced
+        // writes would be refused anyway.
+        self.changes.publish(Change::Deployment {
+            id,
+            status: Some(DeploymentStatus::Cancelled),
+        });
         self.find(id).await
     }
 
@@ -630,43 +464,11 @@ impl DeploymentService {
         caller
             .require(Permission::Deploy(deployment.target.clone()))
             .map_err(DeploymentLookupError::from)?;
-        Ok(self.roll_back_from(&deployment, caller).await?)
-    }
-
-    async fn roll_back_from(
-        &self,
-        deployment: &Deployment,
-        caller: &Caller,
-    ) -> Result<Deployment, RequestDeploymentError> {
-        let good = self
-            .deployments
-            .last_succeeded(
-                &deployment.service,
-                &deployment.target,
-                Some(deployment.release_id),
-            )
-            .await?
-            .ok_or(RequestDeploymentError::NothingToRollBackTo)?;
-        let release = self
-            .releases
-            .find_active(good.release_id)
-            .await?
-            .ok_or(RequestDeploymentError::NothingToRollBackTo)?;
-        let attributes = good
-            .attributes
-            .iter()
-            .filter_map(|(k, v)| AttributeName::parse(k).ok().map(|k| (k, v.clone())))
-            .collect();
-        let request = DeploymentRequest {
-            release: ReleaseSelector::Id(release.id),
-            target: deployment.target.clone(),
-            attributes,
-            timeout: Some(good.options.timeout),
-            prune: good.options.prune,
-            rollback_on_failure: false,
-        };
-        self.start(release, request, caller, Some(deployment.id))
-            .await
+        let planned = self
+            .planner
+            .plan_rollback(self.deployments.as_ref(), &deployment, caller)
+            .await?;
+        Ok(self.store(planned).await?)
     }
 
     /// The configured clusters and whether each answers.
@@ -675,8 +477,8 @@ impl DeploymentService {
     /// [`AccessDenied`] for callers without a role.
     pub async fn clusters(&self, caller: &Caller) -> Result<Vec<ClusterOverview>, AccessDenied> {
         caller.require(Permission::Read)?;
-        let mut overviews = Vec::with_capacity(self.clusters.len());
-        for handle in self.clusters.values() {
+        let mut overviews = Vec::with_capacity(self.planner.clusters.len());
+        for handle in self.planner.clusters.values() {
             overviews.push(ClusterOverview {
                 name: handle.name.clone(),
                 settings: handle.settings.clone(),
@@ -684,369 +486,6 @@ impl DeploymentService {
             });
         }
         Ok(overviews)
-    }
-
-    /// Drives every deployment a previous process left active to its verdict. Call once
-    /// at start-up.
-    ///
-    /// # Errors
-    /// [`RepositoryError`] when the active deployments cannot be listed.
-    pub async fn resume_active(&self) -> Result<usize, RepositoryError> {
-        let active = self.deployments.list_active().await?;
-        let count = active.len();
-        for deployment in active {
-            tracing::info!(deployment = %deployment.id, status = %deployment.status, "resuming deployment");
-            self.spawn_driver(deployment);
-        }
-        Ok(count)
-    }
-
-    fn spawn_driver(&self, deployment: Deployment) {
-        let (cancel, cancelled) = watch::channel(false);
-        if let Ok(mut runners) = self.runners.lock() {
-            runners.cancels.insert(deployment.id, cancel);
-        }
-        let service = self.clone();
-        tokio::spawn(async move {
-            let id = deployment.id;
-            if let Err(error) = service.drive(deployment, cancelled).await {
-                tracing::error!(deployment = %id, error = %error, "deployment driver failed; it will resume on restart");
-            }
-            if let Ok(mut runners) = service.runners.lock() {
-                runners.cancels.remove(&id);
-            }
-            let _ = service.changes.send(id);
-        });
-    }
-
-    async fn note(
-        &self,
-        id: DeploymentId,
-        phase: DeploymentStatus,
-        message: String,
-        resource: Option<String>,
-    ) -> Result<(), RepositoryError> {
-        self.deployments
-            .append_timeline(
-                id,
-                &TimelineEntry {
-                    at: now(),
-                    phase,
-                    message,
-                    resource,
-                },
-            )
-            .await?;
-        let _ = self.changes.send(id);
-        Ok(())
-    }
-
-    /// Moves the deployment on; `false` when someone else (a cancel) moved it first.
-    async fn step(
-        &self,
-        id: DeploymentId,
-        from: &[DeploymentStatus],
-        to: DeploymentStatus,
-        diagnostics: Option<Diagnostics>,
-    ) -> Result<bool, RepositoryError> {
-        let moved = self
-            .deployments
-            .transition(
-                id,
-                &Transition {
-                    from: from.to_vec(),
-                    to,
-                    at: now(),
-                    audit: to
-                        .is_verdict()
-                        .then(|| finished(id, to, diagnostics.as_ref())),
-                    diagnostics,
-                },
-            )
-            .await?;
-        let _ = self.changes.send(id);
-        Ok(moved)
-    }
-
-    /// Runs the state machine from wherever the deployment is.
-    async fn drive(
-        &self,
-        deployment: Deployment,
-        mut cancelled: watch::Receiver<bool>,
-    ) -> Result<(), RepositoryError> {
-        use DeploymentStatus::{Applying, Failed, Queued, RollingOut, Succeeded, TimedOut};
-        let id = deployment.id;
-        let Some(handle) = self.clusters.get(&deployment.target.cluster).cloned() else {
-            let diagnostics = Diagnostics::single(
-                placeholder_resource(&deployment),
-                FailureReason::Other,
-                format!(
-                    "cluster {} is no longer configured",
-                    deployment.target.cluster
-                ),
-            );
-            self.step(id, &DeploymentStatus::ACTIVE, Failed, Some(diagnostics))
-                .await?;
-            return Ok(());
-        };
-        let resumed = deployment.status != Queued;
-        if resumed {
-            self.note(
-                id,
-                deployment.status,
-                "resumed after a restart of Kubernaut".into(),
-                None,
-            )
-            .await?;
-        } else if !self.step(id, &[Queued], Applying, None).await? {
-            return Ok(());
-        }
-        let started_at = deployment.started_at.unwrap_or_else(now);
-        let deadline = deployment.started_at.map_or_else(
-            || started_at + chrono_duration(deployment.options.timeout),
-            |_| deployment.deadline(),
-        );
-
-        // Apply, retrying while the cluster is unreachable and time remains.
-        self.note(
-            id,
-            Applying,
-            format!(
-                "applying {} objects to {}",
-                deployment.objects.len(),
-                deployment.target
-            ),
-            None,
-        )
-        .await?;
-        let mut delay = self.retry_delay;
-        let applied = loop {
-            let attempt = tokio::select! {
-                result = handle.cluster.apply(&deployment.objects) => result,
-                _ = wait_cancelled(&mut cancelled) => return Ok(()),
-            };
-            match attempt {
-                Ok(applied) => break applied,
-                Err(ClusterError::Rejected { resource, message }) => {
-                    let resource_ref = deployment
-                        .objects
-                        .iter()
-                        .map(resource_ref_of)
-                        .find(|r| r.to_string() == resource)
-                        .unwrap_or_else(|| placeholder_resource(&deployment));
-                    let diagnostics = Diagnostics::single(
-                        resource_ref,
-                        FailureReason::ApplyRejected,
-                        message.clone(),
-                    );
-                    self.note(
-                        id,
-                        Applying,
-                        format!("the cluster refused {resource}: {message}"),
-                        Some(resource),
-                    )
-                    .await?;
-                    self.step(id, &[Applying, RollingOut], Failed, Some(diagnostics))
-                        .await?;
-                    return self.after_verdict(&deployment, Failed).await;
-                }
-                Err(ClusterError::Unavailable(message)) => {
-                    if Utc::now() + chrono_duration(delay) >= deadline {
-                        let diagnostics = Diagnostics::single(
-                            placeholder_resource(&deployment),
-                            FailureReason::TimedOut,
-                            format!("the cluster stayed unreachable until the deadline: {message}"),
-                        );
-                        self.step(id, &[Applying, RollingOut], TimedOut, Some(diagnostics))
-                            .await?;
-                        return self.after_verdict(&deployment, TimedOut).await;
-                    }
-                    self.note(
-                        id,
-                        Applying,
-                        format!("the cluster is unreachable, retrying: {message}"),
-                        None,
-                    )
-                    .await?;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
-            }
-        };
-        for resource in &applied {
-            let generation = resource
-                .generation
-                .map(|g| format!(" (generation {g})"))
-                .unwrap_or_default();
-            self.note(
-                id,
-                Applying,
-                format!("applied {}{generation}", resource.resource),
-                Some(resource.resource.to_string()),
-            )
-            .await?;
-        }
-        if !self
-            .step(id, &[Applying, RollingOut], RollingOut, None)
-            .await?
-        {
-            return Ok(());
-        }
-
-        // Watch to a verdict, forwarding progress to the timeline as it comes.
-        let request = RolloutRequest {
-            deployment: id,
-            namespace: deployment.target.namespace.clone(),
-            resources: applied,
-            started_at,
-            deadline,
-        };
-        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
-        let forwarder = {
-            let service = self.clone();
-            tokio::spawn(async move {
-                while let Some(progress) = progress_rx.recv().await {
-                    let progress: crate::cluster::RolloutProgress = progress;
-                    if let Err(error) = service
-                        .note(id, RollingOut, progress.message, progress.resource)
-                        .await
-                    {
-                        tracing::warn!(deployment = %id, %error, "could not record progress");
-                    }
-                }
-            })
-        };
-        let mut delay = self.retry_delay;
-        let outcome = loop {
-            let watched = tokio::select! {
-                outcome = handle.cluster.watch_rollout(&request, progress_tx.clone()) => outcome,
-                _ = wait_cancelled(&mut cancelled) => {
-                    forwarder.abort();
-                    return Ok(());
-                }
-            };
-            match watched {
-                Ok(outcome) => break outcome,
-                Err(error) if Utc::now() + chrono_duration(delay) < deadline => {
-                    self.note(
-                        id,
-                        RollingOut,
-                        format!("lost the cluster while watching, retrying: {error}"),
-                        None,
-                    )
-                    .await?;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
-                Err(error) => {
-                    break RolloutOutcome::TimedOut(Diagnostics::single(
-                        placeholder_resource(&deployment),
-                        FailureReason::TimedOut,
-                        format!("the cluster stayed unreachable until the deadline: {error}"),
-                    ));
-                }
-            }
-        };
-        drop(progress_tx);
-        let _ = forwarder.await;
-
-        let verdict = match outcome {
-            RolloutOutcome::Succeeded { warnings } => {
-                for warning in warnings {
-                    self.note(id, RollingOut, format!("warning: {warning}"), None)
-                        .await?;
-                }
-                if deployment.options.prune {
-                    let keep: Vec<ResourceRef> =
-                        deployment.objects.iter().map(resource_ref_of).collect();
-                    match handle
-                        .cluster
-                        .prune(&deployment.target.namespace, &deployment.service, &keep)
-                        .await
-                    {
-                        Ok(pruned) => {
-                            for resource in pruned {
-                                self.note(
-                                    id,
-                                    RollingOut,
-                                    format!("pruned {resource}"),
-                                    Some(resource.to_string()),
-                                )
-                                .await?;
-                            }
-                        }
-                        Err(error) => {
-                            self.note(
-                                id,
-                                RollingOut,
-                                format!("warning: prune failed: {error}"),
-                                None,
-                            )
-                            .await?;
-                        }
-                    }
-                }
-                self.step(id, &[RollingOut], Succeeded, None).await?;
-                self.note(id, Succeeded, "rolled out".into(), None).await?;
-                Succeeded
-            }
-            RolloutOutcome::Failed(diagnostics) => {
-                let headline = headline(&diagnostics);
-                self.step(id, &[RollingOut], Failed, Some(diagnostics))
-                    .await?;
-                self.note(id, Failed, format!("failed: {headline}"), None)
-                    .await?;
-                Failed
-            }
-            RolloutOutcome::TimedOut(diagnostics) => {
-                let headline = headline(&diagnostics);
-                self.step(id, &[RollingOut], TimedOut, Some(diagnostics))
-                    .await?;
-                self.note(id, TimedOut, format!("timed out: {headline}"), None)
-                    .await?;
-                TimedOut
-            }
-        };
-        self.after_verdict(&deployment, verdict).await
-    }
-
-    async fn after_verdict(
-        &self,
-        deployment: &Deployment,
-        verdict: DeploymentStatus,
-    ) -> Result<(), RepositoryError> {
-        if verdict == DeploymentStatus::Succeeded || !deployment.options.rollback_on_failure {
-            return Ok(());
-        }
-        match self
-            .roll_back_from(
-                deployment,
-                &Caller::system("kubernaut (rollback on failure)"),
-            )
-            .await
-        {
-            Ok(rollback) => {
-                self.note(
-                    deployment.id,
-                    verdict,
-                    format!(
-                        "rolling back to {} {} in deployment {}",
-                        rollback.service, rollback.version, rollback.id
-                    ),
-                    None,
-                )
-                .await
-            }
-            Err(error) => {
-                self.note(
-                    deployment.id,
-                    verdict,
-                    format!("no automatic rollback: {error}"),
-                    None,
-                )
-                .await
-            }
-        }
     }
 }
 
@@ -1057,61 +496,6 @@ pub enum RollbackError {
     Lookup(#[from] DeploymentLookupError),
     #[error(transparent)]
     Request(#[from] RequestDeploymentError),
-}
-
-/// The audit record of a deployment reaching `verdict`, decided by Kubernaut itself.
-fn finished(
-    id: DeploymentId,
-    verdict: DeploymentStatus,
-    diagnostics: Option<&Diagnostics>,
-) -> AuditEntry {
-    AuditEntry::new(
-        Actor::named("kubernaut"),
-        AuditAction::DeploymentFinished,
-        format!("deployment/{id}"),
-        None,
-        None,
-        serde_json::json!({
-            "status": verdict.to_string(),
-            "reason": diagnostics.map(headline),
-        }),
-    )
-}
-
-async fn wait_cancelled(cancelled: &mut watch::Receiver<bool>) {
-    loop {
-        if *cancelled.borrow() {
-            return;
-        }
-        if cancelled.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-fn chrono_duration(duration: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(duration).unwrap_or_else(|_| chrono::Duration::seconds(600))
-}
-
-fn headline(diagnostics: &Diagnostics) -> String {
-    diagnostics
-        .resources
-        .first()
-        .map(|r| format!("{} {}: {}", r.resource, r.reason, r.message))
-        .unwrap_or_else(|| "no diagnosis".to_owned())
-}
-
-fn placeholder_resource(deployment: &Deployment) -> ResourceRef {
-    deployment
-        .objects
-        .first()
-        .map(resource_ref_of)
-        .unwrap_or_else(|| ResourceRef {
-            api_version: String::new(),
-            kind: "Deployment".into(),
-            name: deployment.service.to_string(),
-            namespace: Some(deployment.target.namespace.to_string()),
-        })
 }
 
 /// Parses a request's attributes, naming each bad one under `attributes.NAME`.
@@ -1131,3 +515,7 @@ pub fn parse_request_attributes(
 #[cfg(test)]
 #[path = "deployment_service_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod engine_tests;

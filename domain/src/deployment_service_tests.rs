@@ -9,20 +9,104 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use std::collections::HashMap;
+
 use super::*;
-use crate::cluster::AppliedResource;
+use crate::actor::Actor;
+use crate::audit::AuditEntry;
+use crate::changes::LocalChanges;
+use crate::cluster::{AppliedResource, RolloutOutcome, resource_ref_of};
+use crate::deployment::{DeploymentOptions, Fence};
 use crate::deployment::{DeploymentQuery, Diagnostics, FailureReason, Namespace, ResourceRef};
+use crate::engine::{EngineSettings, RetryPolicy};
+use crate::lease::{ClaimedDeployment, InstanceId};
+use crate::ports::ClusterError;
+use crate::ports::LeaseRepository;
 use crate::ports::{MockCluster, MockReleaseRepository, RepositoryError};
 use crate::release::{NewRelease, Release, UnvalidatedRelease};
 
+/// A lease as the in-memory store keeps it.
+#[derive(Debug, Clone)]
+struct MemoryLease {
+    owner: Option<InstanceId>,
+    expires: std::time::Instant,
+    fence: Fence,
+}
+
 #[derive(Default)]
-struct MemoryDeployments {
-    rows: Mutex<Vec<Deployment>>,
+pub(super) struct MemoryDeployments {
+    pub(super) rows: Mutex<Vec<Deployment>>,
     audit: Mutex<Vec<AuditEntry>>,
+    leases: Mutex<HashMap<DeploymentId, MemoryLease>>,
 }
 
 impl MemoryDeployments {
-    fn audit_actions(&self) -> Vec<(AuditAction, String)> {
+    fn current_fence(&self, id: DeploymentId) -> Fence {
+        self.leases
+            .lock()
+            .expect("lock")
+            .get(&id)
+            .map_or(Fence::new(0), |lease| lease.fence)
+    }
+
+    fn is_active(&self, id: DeploymentId) -> bool {
+        self.rows
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|d| d.id == id && d.status.is_active())
+    }
+
+    pub(super) fn timeline_of(&self, id: DeploymentId) -> Vec<TimelineEntry> {
+        self.rows
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|d| d.id == id)
+            .map(|d| d.timeline.clone())
+            .unwrap_or_default()
+    }
+
+    /// Makes the deployment's lease look expired, as if its owner had stopped renewing.
+    pub(super) fn expire_lease(&self, id: DeploymentId) {
+        if let Some(lease) = self.leases.lock().expect("lock").get_mut(&id) {
+            lease.expires = std::time::Instant::now();
+        }
+    }
+
+    pub(super) fn take(
+        &self,
+        id: DeploymentId,
+        owner: &InstanceId,
+        ttl: Duration,
+    ) -> Option<ClaimedDeployment> {
+        let deployment = self
+            .rows
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|d| d.id == id && d.status.is_active())
+            .cloned()?;
+        let mut leases = self.leases.lock().expect("lock");
+        let now = std::time::Instant::now();
+        let lease = leases.entry(id).or_insert(MemoryLease {
+            owner: None,
+            expires: now,
+            fence: Fence::new(0),
+        });
+        if lease.owner.is_some() && lease.expires > now {
+            return None;
+        }
+        lease.owner = Some(owner.clone());
+        lease.expires = now + ttl;
+        lease.fence = Fence::new(lease.fence.get() + 1);
+        Some(ClaimedDeployment {
+            deployment,
+            fence: lease.fence,
+        })
+    }
+
+    pub(super) fn audit_actions(&self) -> Vec<(AuditAction, String)> {
         self.audit
             .lock()
             .expect("lock")
@@ -135,6 +219,12 @@ impl DeploymentRepository for MemoryDeployments {
         id: DeploymentId,
         transition: &Transition,
     ) -> Result<bool, RepositoryError> {
+        if transition
+            .fence
+            .is_some_and(|fence| fence != self.current_fence(id))
+        {
+            return Ok(false);
+        }
         let mut rows = self.rows.lock().expect("lock");
         let Some(row) = rows.iter_mut().find(|d| d.id == id) else {
             return Ok(false);
@@ -143,6 +233,7 @@ impl DeploymentRepository for MemoryDeployments {
             return Ok(false);
         }
         row.status = transition.to;
+        row.timeline.extend(transition.entries.iter().cloned());
         if transition.to == DeploymentStatus::Applying && row.started_at.is_none() {
             row.started_at = Some(transition.at);
         }
@@ -153,19 +244,33 @@ impl DeploymentRepository for MemoryDeployments {
         if let Some(audit) = &transition.audit {
             self.audit.lock().expect("lock").push(audit.clone());
         }
+        if let Some(follow_up) = &transition.follow_up {
+            rows.push(follow_up.deployment.clone());
+            self.audit
+                .lock()
+                .expect("lock")
+                .push(follow_up.audit.clone());
+        }
         Ok(true)
     }
 
     async fn append_timeline(
         &self,
         id: DeploymentId,
+        fence: Option<Fence>,
         entry: &TimelineEntry,
-    ) -> Result<(), RepositoryError> {
-        let mut rows = self.rows.lock().expect("lock");
-        if let Some(row) = rows.iter_mut().find(|d| d.id == id) {
-            row.timeline.push(entry.clone());
+    ) -> Result<bool, RepositoryError> {
+        if let Some(fence) = fence
+            && (fence != self.current_fence(id) || !self.is_active(id))
+        {
+            return Ok(false);
         }
-        Ok(())
+        let mut rows = self.rows.lock().expect("lock");
+        let Some(row) = rows.iter_mut().find(|d| d.id == id) else {
+            return Ok(false);
+        };
+        row.timeline.push(entry.clone());
+        Ok(true)
     }
 
     async fn last_succeeded(
@@ -190,9 +295,85 @@ impl DeploymentRepository for MemoryDeployments {
     }
 }
 
+#[async_trait]
+impl LeaseRepository for MemoryDeployments {
+    async fn claim(
+        &self,
+        owner: &InstanceId,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDeployment>, RepositoryError> {
+        let ids: Vec<DeploymentId> = self
+            .rows
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|d| d.status.is_active())
+            .map(|d| d.id)
+            .collect();
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| self.take(id, owner, ttl))
+            .take(limit)
+            .collect())
+    }
+
+    async fn claim_one(
+        &self,
+        id: DeploymentId,
+        owner: &InstanceId,
+        ttl: Duration,
+    ) -> Result<Option<ClaimedDeployment>, RepositoryError> {
+        Ok(self.take(id, owner, ttl))
+    }
+
+    async fn renew(
+        &self,
+        owner: &InstanceId,
+        held: &[(DeploymentId, Fence)],
+        ttl: Duration,
+    ) -> Result<Vec<DeploymentId>, RepositoryError> {
+        let active: Vec<DeploymentId> = held
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| self.is_active(*id))
+            .collect();
+        let mut leases = self.leases.lock().expect("lock");
+        let mut kept = Vec::new();
+        for (id, fence) in held {
+            if let Some(lease) = leases.get_mut(id)
+                && lease.owner.as_ref() == Some(owner)
+                && lease.fence == *fence
+                && active.contains(id)
+            {
+                lease.expires = std::time::Instant::now() + ttl;
+                kept.push(*id);
+            }
+        }
+        Ok(kept)
+    }
+
+    async fn release(
+        &self,
+        owner: &InstanceId,
+        held: &[(DeploymentId, Fence)],
+    ) -> Result<(), RepositoryError> {
+        let mut leases = self.leases.lock().expect("lock");
+        for (id, fence) in held {
+            if let Some(lease) = leases.get_mut(id)
+                && lease.owner.as_ref() == Some(owner)
+                && lease.fence == *fence
+            {
+                lease.owner = None;
+            }
+        }
+        Ok(())
+    }
+}
+
 const TEMPLATE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ service }}\nspec:\n  replicas: {{ replicas }}\n  template:\n    spec:\n      containers:\n      - name: app\n        image: {{ image }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ service }}-{{ region }}\n";
 
-fn release(version: &str) -> Release {
+pub(super) fn release(version: &str) -> Release {
     Release::register(
         NewRelease::parse(&UnvalidatedRelease {
             service: "hello".into(),
@@ -208,21 +389,21 @@ fn release(version: &str) -> Release {
 }
 
 /// A deployer of every namespace of every cluster.
-fn deployer(name: &str) -> Caller {
+pub(super) fn deployer(name: &str) -> Caller {
     Caller::new(crate::access::Principal {
         actor: Actor::named(name),
         grants: vec![crate::access::Grant::global(crate::access::Role::Deployer)],
     })
 }
 
-fn target() -> Target {
+pub(super) fn target() -> Target {
     Target {
         cluster: ClusterName::parse("eu").expect("cluster"),
         namespace: Namespace::parse("shop").expect("namespace"),
     }
 }
 
-fn releases_of(all: Vec<Release>) -> MockReleaseRepository {
+pub(super) fn releases_of(all: Vec<Release>) -> MockReleaseRepository {
     let mut repository = MockReleaseRepository::new();
     let by_id = all.clone();
     repository
@@ -250,7 +431,7 @@ fn applied(objects: &[serde_json::Value]) -> Vec<AppliedResource> {
         .collect()
 }
 
-fn settings() -> ClusterSettings {
+pub(super) fn settings() -> ClusterSettings {
     ClusterSettings {
         attributes: BTreeMap::from([("region".into(), "eu-west".into())]),
         ..ClusterSettings::default()
@@ -270,25 +451,62 @@ fn a_healthy_cluster() -> MockCluster {
     cluster
 }
 
-fn service_with(
+/// Engine settings for tests: short retries and leases.
+pub(super) fn fast_engine(name: &str) -> EngineSettings {
+    let quick = RetryPolicy {
+        first: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+    };
+    EngineSettings {
+        instance: InstanceId::unique(name),
+        lease_ttl: Duration::from_millis(600),
+        claim_interval: Duration::from_millis(50),
+        cluster_retry: quick,
+        database_retry: quick,
+        ..EngineSettings::default()
+    }
+}
+
+/// A replica: the use cases and a started engine over `deployments`, with its own feed.
+fn replica(
     releases: Vec<Release>,
     cluster: MockCluster,
-) -> (DeploymentService, Arc<MemoryDeployments>) {
-    let deployments = Arc::new(MemoryDeployments::default());
+    deployments: &Arc<MemoryDeployments>,
+    changes: &Arc<LocalChanges>,
+    name: &str,
+) -> DeploymentService {
     let service = DeploymentService::new(
         Arc::new(releases_of(releases)),
         deployments.clone(),
+        deployments.clone(),
+        changes.clone(),
         vec![ClusterHandle {
             name: target().cluster,
             settings: settings(),
             cluster: Arc::new(cluster),
         }],
     )
-    .with_retry_delay(Duration::from_millis(10));
+    .with_engine_settings(fast_engine(name));
+    service.engine().start();
+    service
+}
+
+fn service_with(
+    releases: Vec<Release>,
+    cluster: MockCluster,
+) -> (DeploymentService, Arc<MemoryDeployments>) {
+    let deployments = Arc::new(MemoryDeployments::default());
+    let service = replica(
+        releases,
+        cluster,
+        &deployments,
+        &Arc::new(LocalChanges::new()),
+        "test",
+    );
     (service, deployments)
 }
 
-fn request(release: &Release) -> DeploymentRequest {
+pub(super) fn request(release: &Release) -> DeploymentRequest {
     DeploymentRequest {
         release: ReleaseSelector::Id(release.id),
         target: target(),
@@ -479,6 +697,8 @@ async fn a_deploy_that_cannot_supply_the_templates_variables_is_refused_by_name(
     let service = DeploymentService::new(
         Arc::new(releases_of(vec![good.clone()])),
         deployments.clone(),
+        deployments.clone(),
+        Arc::new(LocalChanges::new()),
         vec![ClusterHandle {
             name: target().cluster,
             settings: ClusterSettings::default(),
@@ -513,7 +733,9 @@ async fn unknown_clusters_and_forbidden_namespaces_are_refused() {
     let deployments = Arc::new(MemoryDeployments::default());
     let strict = DeploymentService::new(
         Arc::new(releases_of(vec![good.clone()])),
+        deployments.clone(),
         deployments,
+        Arc::new(LocalChanges::new()),
         vec![ClusterHandle {
             name: target().cluster,
             settings: ClusterSettings {
@@ -742,7 +964,7 @@ async fn a_restart_resumes_active_deployments_and_reaches_a_verdict() {
         rollback_of: None,
     };
     deployments.rows.lock().expect("lock").push(left.clone());
-    assert_eq!(service.resume_active().await.expect("resumed"), 1);
+    // No lease: the supervisor claims it at its next look.
     let done = verdict(&service, left.id).await;
     assert_eq!(done.status, DeploymentStatus::Succeeded);
     assert!(done.timeline.iter().any(|e| e.message.contains("resumed")));

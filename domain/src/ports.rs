@@ -4,6 +4,8 @@
 //! `Arc<dyn Port>`. With the `mocks` feature (or in this crate's tests) each has a
 //! mockall mock, `MockReleaseRepository` and so on.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -19,6 +21,7 @@ use crate::deployment::{
     Deployment, DeploymentId, DeploymentQuery, Namespace, Placement, ResourceRef, Target,
     TimelineEntry, Transition,
 };
+use crate::lease::{ClaimedDeployment, Fence, InstanceId};
 use crate::release::{
     ImageRef, Release, ReleaseId, ReleaseQuery, ReleaseSummary, ServiceName, Version,
 };
@@ -210,10 +213,12 @@ pub trait DeploymentRepository: Send + Sync + 'static {
     async fn list_active(&self) -> Result<Vec<Deployment>, RepositoryError>;
 
     /// Moves the deployment to `transition.to` if, and only if, its status is one of
-    /// `transition.from`; returns whether it moved. Entering `applying` sets
-    /// `started_at` (once); entering a verdict sets `finished_at` and stores the
-    /// diagnostics. When it moved, `transition.audit` (if any) is stored in the same
-    /// transaction; when it did not, nothing is.
+    /// `transition.from` and, when `transition.fence` is set, that fence is its lease's
+    /// current one; returns whether it moved. Entering `applying` sets `started_at`
+    /// (once); entering a verdict sets `finished_at` and stores the diagnostics. When it
+    /// moved, `transition.audit`, `transition.entries` (appended in order) and
+    /// `transition.follow_up` (a new deployment with its audit record) are stored in the
+    /// same transaction; when it did not, none of them is.
     ///
     /// # Errors
     /// [`RepositoryError`] only when the storage fails.
@@ -223,15 +228,19 @@ pub trait DeploymentRepository: Send + Sync + 'static {
         transition: &Transition,
     ) -> Result<bool, RepositoryError>;
 
-    /// Appends an entry to the deployment's timeline.
+    /// Appends an entry to the deployment's timeline; returns whether it did. With a
+    /// `fence`, only while the deployment is active and that fence is its lease's
+    /// current one (a driver's lines); without, always (an unknown deployment has no
+    /// timeline: `false`).
     ///
     /// # Errors
     /// [`RepositoryError`] only when the storage fails.
     async fn append_timeline(
         &self,
         id: DeploymentId,
+        fence: Option<Fence>,
         entry: &TimelineEntry,
-    ) -> Result<(), RepositoryError>;
+    ) -> Result<bool, RepositoryError>;
 
     /// The newest deployment of `service` to `target` that succeeded, leaving out
     /// deployments of release `excluding` (to find what to roll back to).
@@ -244,6 +253,63 @@ pub trait DeploymentRepository: Send + Sync + 'static {
         target: &Target,
         excluding: Option<ReleaseId>,
     ) -> Result<Option<Deployment>, RepositoryError>;
+}
+
+/// The leases of active deployments: which replica drives each (see [`crate::lease`]).
+/// Times are the storage's own clock, so replicas' clocks need not agree.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait LeaseRepository: Send + Sync + 'static {
+    /// Acquires, for `owner` and `ttl` from now, the leases of at most `limit` active
+    /// deployments whose lease is free or expired, oldest deployment first; each
+    /// acquisition gets a fence one higher than the deployment's last. Concurrent
+    /// claimers MUST NOT both acquire one deployment: a deployment another claimer is
+    /// acquiring is skipped, not waited for.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn claim(
+        &self,
+        owner: &InstanceId,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDeployment>, RepositoryError>;
+
+    /// [`Self::claim`] for deployment `id` alone: `None` when it is not active or its
+    /// lease is held by someone and not expired.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn claim_one(
+        &self,
+        id: DeploymentId,
+        owner: &InstanceId,
+        ttl: Duration,
+    ) -> Result<Option<ClaimedDeployment>, RepositoryError>;
+
+    /// Extends to `ttl` from now every lease of `held` that `owner` still holds with
+    /// that fence on a deployment still active (expired or not, as long as nobody took
+    /// it over); returns the ids of those it extended. The others are lost.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn renew(
+        &self,
+        owner: &InstanceId,
+        held: &[(DeploymentId, Fence)],
+        ttl: Duration,
+    ) -> Result<Vec<DeploymentId>, RepositoryError>;
+
+    /// Gives back the leases of `held` that `owner` holds with that fence, so that any
+    /// replica may claim them at once.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn release(
+        &self,
+        owner: &InstanceId,
+        held: &[(DeploymentId, Fence)],
+    ) -> Result<(), RepositoryError>;
 }
 
 /// Why [`AccessRepository::insert_account`] stored nothing.

@@ -19,6 +19,7 @@ pub use target::{ClusterName, InvalidClusterName, InvalidNamespace, Namespace, T
 
 use crate::actor::Actor;
 use crate::audit::AuditEntry;
+pub use crate::lease::Fence;
 use crate::pagination::{Cursor, PageLimit};
 use crate::release::{ReleaseId, ServiceName, Version};
 
@@ -230,7 +231,10 @@ pub struct Placement {
     pub running: Option<Deployment>,
 }
 
-/// A change of status, applied only when the deployment is in one of `from`.
+/// A change of status, applied only when the deployment is in one of `from` (and, with
+/// a `fence`, only while that lease is the deployment's current one). Everything it
+/// carries is stored in one transaction with the move, and nothing of it when the
+/// deployment does not move.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     pub from: Vec<DeploymentStatus>,
@@ -240,4 +244,33 @@ pub struct Transition {
     pub diagnostics: Option<Diagnostics>,
     /// The audit record of this change, stored with it when it happens.
     pub audit: Option<AuditEntry>,
+    /// The lease the mover holds: the move happens only while it is current.
+    pub fence: Option<Fence>,
+    /// Timeline lines written with the move, after the deployment's earlier ones.
+    pub entries: Vec<TimelineEntry>,
+    /// A deployment this move starts (an automatic rollback), inserted with it.
+    pub follow_up: Option<Box<NewDeployment>>,
+}
+
+impl Transition {
+    /// A move from one of `from` to `to` at `at`, carrying nothing else yet.
+    pub fn new(from: &[DeploymentStatus], to: DeploymentStatus, at: DateTime<Utc>) -> Self {
+        Self {
+            from: from.to_vec(),
+            to,
+            at,
+            diagnostics: None,
+            audit: None,
+            fence: None,
+            entries: Vec::new(),
+            follow_up: None,
+        }
+    }
+}
+
+/// A deployment to store, with the audit record of its request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeployment {
+    pub deployment: Deployment,
+    pub audit: AuditEntry,
 }
