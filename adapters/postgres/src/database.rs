@@ -13,6 +13,7 @@ use crate::audit_repository::PostgresAuditRepository;
 use crate::blocking::Queue;
 use crate::deployment_repository::PostgresDeploymentRepository;
 use crate::error::DatabaseError;
+use crate::lease_repository::PostgresLeaseRepository;
 use crate::release_repository::PostgresReleaseRepository;
 
 /// The migrations of the repository's `migrations/` folder, compiled into the binary so
@@ -119,6 +120,11 @@ impl Database {
     /// The deployment repository on this database.
     pub fn deployment_repository(&self) -> PostgresDeploymentRepository {
         PostgresDeploymentRepository::new(self.pool.clone())
+    }
+
+    /// The leases of active deployments on this database.
+    pub fn lease_repository(&self) -> PostgresLeaseRepository {
+        PostgresLeaseRepository::new(self.pool.clone())
     }
 
     /// The repository of accounts, grants and API tokens on this database.

@@ -3,14 +3,15 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use diesel::IntoSql as _;
 use diesel::dsl::{AsSelect, SqlTypeOf};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use kubernaut_domain::audit::AuditEntry;
 use kubernaut_domain::deployment::{
-    Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Placement, Target, TimelineEntry,
-    Transition,
+    Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Fence, Placement, Target,
+    TimelineEntry, Transition,
 };
 use kubernaut_domain::ports::{DeploymentRepository, InsertDeploymentError, RepositoryError};
 use kubernaut_domain::release::{ReleaseId, ServiceName};
@@ -65,7 +66,7 @@ impl PostgresDeploymentRepository {
     }
 }
 
-fn status_texts(statuses: &[DeploymentStatus]) -> Vec<&'static str> {
+pub(crate) fn status_texts(statuses: &[DeploymentStatus]) -> Vec<&'static str> {
     statuses.iter().map(|status| status.as_str()).collect()
 }
 
@@ -205,7 +206,7 @@ fn load_timelines(
 }
 
 /// Whole deployments from their rows, with their timelines.
-fn with_timelines(
+pub(crate) fn with_timelines(
     connection: &mut PgConnection,
     rows: Vec<DeploymentRow>,
 ) -> Result<Vec<Deployment>, RepositoryError> {
@@ -220,6 +221,42 @@ fn with_timelines(
             row.into_deployment(timeline)
         })
         .collect()
+}
+
+/// A new deployment's rows (the deployment, its timeline) and its audit record, ready
+/// to insert in a transaction of the caller's.
+struct NewDeploymentRows {
+    row: DeploymentRow,
+    timeline: Vec<NewTimelineRow>,
+    audit: AuditEntry,
+}
+
+impl NewDeploymentRows {
+    fn of(deployment: &Deployment, audit: &AuditEntry) -> Result<Self, RepositoryError> {
+        Ok(Self {
+            row: DeploymentRow::from_deployment(deployment)?,
+            timeline: deployment
+                .timeline
+                .iter()
+                .map(|entry| NewTimelineRow::from_entry(deployment.id, entry))
+                .collect(),
+            audit: audit.clone(),
+        })
+    }
+
+    fn insert(&self, connection: &mut PgConnection) -> Result<(), DieselError> {
+        diesel::insert_into(deployments::table)
+            .values(&self.row)
+            .execute(connection)?;
+        // One statement per entry (there is usually one): diesel keeps a single-row
+        // insert prepared, never a multi-row one.
+        for entry in &self.timeline {
+            diesel::insert_into(deployment_timeline::table)
+                .values(entry)
+                .execute(connection)?;
+        }
+        record_audit(connection, &self.audit)
+    }
 }
 
 /// Whether `error` is the violation of the one-active-deployment-per-target index.
@@ -255,34 +292,17 @@ impl DeploymentRepository for PostgresDeploymentRepository {
         deployment: &Deployment,
         audit: &AuditEntry,
     ) -> Result<(), InsertDeploymentError> {
-        let audit = audit.clone();
-        let row = DeploymentRow::from_deployment(deployment)?;
-        let timeline: Vec<NewTimelineRow> = deployment
-            .timeline
-            .iter()
-            .map(|entry| NewTimelineRow::from_entry(deployment.id, entry))
-            .collect();
+        let new = NewDeploymentRows::of(deployment, audit)?;
         with_connection(&self.pool, move |connection| {
             for _ in 0..INSERT_ATTEMPTS {
                 // The partial unique index decides, so concurrent requests cannot both
                 // pass; the loser learns the winner's id once its transaction is over.
-                let inserted = connection.transaction::<_, DieselError, _>(|connection| {
-                    diesel::insert_into(deployments::table)
-                        .values(&row)
-                        .execute(connection)?;
-                    // One statement per entry (there is usually one): diesel keeps a
-                    // single-row insert prepared, never a multi-row one.
-                    for entry in &timeline {
-                        diesel::insert_into(deployment_timeline::table)
-                            .values(entry)
-                            .execute(connection)?;
-                    }
-                    record_audit(connection, &audit)
-                });
+                let inserted = connection
+                    .transaction::<_, DieselError, _>(|connection| new.insert(connection));
                 match inserted {
                     Ok(()) => return Ok(()),
                     Err(error) if is_active_conflict(&error) => {
-                        if let Some(active) = active_on_target(connection, &row.summary)? {
+                        if let Some(active) = active_on_target(connection, &new.row.summary)? {
                             return Err(InsertDeploymentError::ActiveExists {
                                 active: DeploymentId::from_uuid(active),
                             });
@@ -408,17 +428,31 @@ impl DeploymentRepository for PostgresDeploymentRepository {
     ) -> Result<bool, RepositoryError> {
         let diagnostics = diagnostics_json(id, transition.diagnostics.as_ref())?;
         let update = TransitionUpdate::new(id.as_uuid(), transition, diagnostics);
-        let Some(audit) = transition.audit.clone() else {
+        let carries_more = transition.audit.is_some()
+            || !transition.entries.is_empty()
+            || transition.follow_up.is_some();
+        if !carries_more {
             return with_connection(&self.pool, move |connection| {
-                // A compare-and-set on the status, so a cancel and the driver cannot
-                // both win.
+                // A compare-and-set on the status (and the lease), so a cancel and the
+                // driver cannot both win.
                 let moved = update
                     .execute(connection)
                     .map_err(query_failed("moving a deployment on"))?;
                 Ok(moved == 1)
             })
             .await;
-        };
+        }
+        let audit = transition.audit.clone();
+        let entries: Vec<NewTimelineRow> = transition
+            .entries
+            .iter()
+            .map(|entry| NewTimelineRow::from_entry(id, entry))
+            .collect();
+        let follow_up = transition
+            .follow_up
+            .as_ref()
+            .map(|new| NewDeploymentRows::of(&new.deployment, &new.audit))
+            .transpose()?;
         with_connection(&self.pool, move |connection| {
             connection
                 .transaction(|connection| {
@@ -426,7 +460,17 @@ impl DeploymentRepository for PostgresDeploymentRepository {
                     // Recorded only when the deployment moved: a lost compare-and-set
                     // changed nothing.
                     if moved {
-                        record_audit(connection, &audit)?;
+                        for entry in &entries {
+                            diesel::insert_into(deployment_timeline::table)
+                                .values(entry)
+                                .execute(connection)?;
+                        }
+                        if let Some(audit) = &audit {
+                            record_audit(connection, audit)?;
+                        }
+                        if let Some(follow_up) = &follow_up {
+                            follow_up.insert(connection)?;
+                        }
                     }
                     Ok(moved)
                 })
@@ -439,19 +483,50 @@ impl DeploymentRepository for PostgresDeploymentRepository {
     async fn append_timeline(
         &self,
         id: DeploymentId,
+        fence: Option<Fence>,
         entry: &TimelineEntry,
-    ) -> Result<(), RepositoryError> {
+    ) -> Result<bool, RepositoryError> {
         let row = NewTimelineRow::from_entry(id, entry);
         with_connection(&self.pool, move |connection| {
-            match diesel::insert_into(deployment_timeline::table)
-                .values(&row)
-                .execute(connection)
-            {
-                Ok(_) => Ok(()),
+            let appended = match fence {
+                None => diesel::insert_into(deployment_timeline::table)
+                    .values(&row)
+                    .execute(connection),
+                // Only while the deployment is active and the lease is the writer's.
+                Some(fence) => diesel::insert_into(deployment_timeline::table)
+                    .values(
+                        deployments::table
+                            .filter(deployments::id.eq(row.deployment_id))
+                            .filter(deployments::lease_fence.eq(fence.get()))
+                            .filter(
+                                deployments::status
+                                    .eq_any(status_texts(&DeploymentStatus::ACTIVE)),
+                            )
+                            .select((
+                                deployments::id,
+                                row.at.into_sql::<diesel::sql_types::Timestamptz>(),
+                                row.phase.clone().into_sql::<diesel::sql_types::Text>(),
+                                row.message.clone().into_sql::<diesel::sql_types::Text>(),
+                                row.resource
+                                    .clone()
+                                    .into_sql::<diesel::sql_types::Nullable<diesel::sql_types::Text>>(),
+                            )),
+                    )
+                    .into_columns((
+                        deployment_timeline::deployment_id,
+                        deployment_timeline::at,
+                        deployment_timeline::phase,
+                        deployment_timeline::message,
+                        deployment_timeline::resource,
+                    ))
+                    .execute(connection),
+            };
+            match appended {
+                Ok(count) => Ok(count == 1),
                 // Like a note about nothing: an unknown deployment has no timeline to add to.
                 Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {
                     tracing::warn!(deployment = %id, "a timeline entry for an unknown deployment was dropped");
-                    Ok(())
+                    Ok(false)
                 }
                 Err(error) => Err(query_failed("appending to a deployment's timeline")(error)),
             }

@@ -11,15 +11,17 @@
 //!        finished_at = $finished,                        -- $at for a verdict, else NULL
 //!        diagnostics = CASE WHEN $verdict THEN $diagnostics ELSE diagnostics END
 //!  WHERE id = $id AND status = ANY($from)
+//!    AND ($fenced IS FALSE OR lease_fence = $fence)               -- a driver's move
 //! ```
 //!
-//! The `WHERE` makes it a compare-and-set, and `finished_at` follows the status, so the
-//! `deployments_finished_only_with_a_verdict` constraint holds after every move.
+//! The `WHERE` makes it a compare-and-set (on the lease too, for a driver), and
+//! `finished_at` follows the status, so the `deployments_finished_only_with_a_verdict`
+//! constraint holds after every move.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Array, Bool, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::{PgConnection, QueryResult, RunQueryDsl};
 use kubernaut_domain::deployment::{DeploymentStatus, Transition};
 use uuid::Uuid;
@@ -35,6 +37,8 @@ pub(crate) struct TransitionUpdate {
     finished: Option<DateTime<Utc>>,
     verdict: bool,
     diagnostics: Option<serde_json::Value>,
+    fenced: bool,
+    fence: i64,
 }
 
 impl TransitionUpdate {
@@ -58,6 +62,8 @@ impl TransitionUpdate {
             finished: verdict.then_some(transition.at),
             verdict,
             diagnostics: if verdict { diagnostics } else { None },
+            fenced: transition.fence.is_some(),
+            fence: transition.fence.map_or(0, |fence| fence.get()),
         }
     }
 }
@@ -100,6 +106,12 @@ impl QueryFragment<Pg> for TransitionUpdate {
         column(&mut out, deployments::status::NAME)?;
         out.push_sql(" = ANY(");
         out.push_bind_param::<Array<Text>, _>(&self.from)?;
+        out.push_sql(") AND (");
+        out.push_bind_param::<Bool, _>(&self.fenced)?;
+        out.push_sql(" IS FALSE OR ");
+        column(&mut out, deployments::lease_fence::NAME)?;
+        out.push_sql(" = ");
+        out.push_bind_param::<BigInt, _>(&self.fence)?;
         out.push_sql(")");
         Ok(())
     }

@@ -3,6 +3,7 @@
 mod access_repository;
 mod audit_repository;
 mod blocking;
+mod changes;
 mod database;
 mod deployment_repository;
 mod deployment_row;
@@ -10,6 +11,7 @@ mod deployment_transition;
 mod error;
 mod explain;
 mod keyset;
+mod lease_repository;
 mod provision;
 mod release_repository;
 mod release_row;
@@ -17,8 +19,10 @@ mod schema;
 
 pub use access_repository::PostgresAccessRepository;
 pub use audit_repository::PostgresAuditRepository;
+pub use changes::PostgresChanges;
 pub use database::{Database, PgPool, PoolOptions};
 pub use deployment_repository::PostgresDeploymentRepository;
 pub use error::DatabaseError;
+pub use lease_repository::PostgresLeaseRepository;
 pub use provision::{ProvisionError, create_database_if_missing};
 pub use release_repository::PostgresReleaseRepository;

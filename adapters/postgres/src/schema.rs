@@ -40,6 +40,9 @@ diesel::table! {
         finished_at -> Nullable<Timestamptz>,
         diagnostics -> Nullable<Jsonb>,
         rollback_of -> Nullable<Uuid>,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamptz>,
+        lease_fence -> BigInt,
     }
 }
 

@@ -10,16 +10,20 @@ use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use kubernaut_domain::access::Caller;
 use kubernaut_domain::actor::Actor;
 use kubernaut_domain::audit::{AuditAction, AuditEntry, AuditQuery};
+use kubernaut_domain::changes::{Change, ChangeFeed as _};
 use kubernaut_domain::deployment::{
     ClusterName, ContainerLogs, Deployment, DeploymentId, DeploymentOptions, DeploymentQuery,
     DeploymentStatus, Diagnostics, EventRecord, FailureReason, Namespace, ResourceDiagnosis,
     ResourceRef, Target, TimelineEntry, Transition,
 };
+use kubernaut_domain::deployment::{Fence, NewDeployment};
+use kubernaut_domain::lease::InstanceId;
 use kubernaut_domain::ports::{
-    AuditRepository as _, DeploymentRepository as _, InsertDeploymentError, ReleaseRepository as _,
+    AuditRepository as _, DeploymentRepository as _, InsertDeploymentError, LeaseRepository as _,
+    ReleaseRepository as _,
 };
 use kubernaut_domain::release::{NewRelease, Release, ReleaseId, ServiceName, UnvalidatedRelease};
-use kubernaut_postgres::{Database, PoolOptions, PostgresDeploymentRepository};
+use kubernaut_postgres::{Database, PoolOptions, PostgresChanges, PostgresDeploymentRepository};
 use kubernaut_testkit::database::TestDatabase;
 use serde_json::json;
 
@@ -211,13 +215,7 @@ fn diagnostics() -> Diagnostics {
 }
 
 fn transition(from: &[DeploymentStatus], to: DeploymentStatus, seconds: i64) -> Transition {
-    Transition {
-        from: from.to_vec(),
-        to,
-        at: at(seconds),
-        diagnostics: None,
-        audit: None,
-    }
+    Transition::new(from, to, at(seconds))
 }
 
 /// An audit record by `jenkins` of `action` on `kind/<id>`.
@@ -340,6 +338,7 @@ async fn unknown_deployments_are_absent_not_errors() {
         .deployments
         .append_timeline(
             unknown,
+            None,
             &TimelineEntry {
                 at: at(1),
                 phase: DeploymentStatus::Queued,
@@ -601,7 +600,7 @@ async fn timeline_entries_read_back_in_the_order_they_were_appended() {
         };
         harness
             .deployments
-            .append_timeline(stored.id, &entry)
+            .append_timeline(stored.id, None, &entry)
             .await
             .expect("the entry is appended");
         expected.push(entry);
@@ -839,7 +838,7 @@ async fn the_active_deployments_are_listed_oldest_first_and_whole() {
     };
     harness
         .deployments
-        .append_timeline(rolling_out.id, &note)
+        .append_timeline(rolling_out.id, None, &note)
         .await
         .expect("the entry is appended");
 
@@ -1287,6 +1286,7 @@ async fn the_hot_queries_are_prepared_once_per_connection_and_reused() {
                 repository
                     .append_timeline(
                         stored.id,
+                        None,
                         &TimelineEntry {
                             at: at(round),
                             phase: to,
@@ -1486,5 +1486,385 @@ async fn a_transition_whose_audit_record_fails_does_not_move() {
     assert_eq!(
         harness.find(stored.id).await.status,
         DeploymentStatus::Queued
+    );
+}
+
+// Leases, fences and the change feed.
+
+fn instance(name: &str) -> InstanceId {
+    InstanceId::from_stored(name)
+}
+
+const TTL: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn concurrent_claims_never_take_one_deployment_twice_and_fences_grow() {
+    let harness = Harness::with_pool_size(6);
+    let release = harness.release("payments", "1.0.0").await;
+    let mut stored = Vec::new();
+    for n in 0..30 {
+        let queued = deployment(&release, target("eu", &format!("ns-{n}")), n);
+        harness.insert(&queued).await;
+        stored.push(queued.id);
+    }
+    let done = finished(
+        deployment(&release, target("eu", "done"), 100),
+        DeploymentStatus::Succeeded,
+    );
+    harness.insert(&done).await;
+    let leases = harness.database.lease_repository();
+    // Three replicas claim at once, ten at a time, until nothing is left.
+    let claimers = (0..3).map(|n| {
+        let leases = leases.clone();
+        tokio::spawn(async move {
+            let me = instance(&format!("replica-{n}"));
+            let mut mine = Vec::new();
+            loop {
+                let claimed = leases.claim(&me, TTL, 4).await.expect("claims run");
+                if claimed.is_empty() {
+                    return mine;
+                }
+                mine.extend(claimed);
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.expect("the claimer ends"));
+    }
+    let mut claimed_ids: Vec<DeploymentId> = all.iter().map(|c| c.deployment.id).collect();
+    claimed_ids.sort();
+    let mut expected = stored.clone();
+    expected.sort();
+    assert_eq!(claimed_ids, expected, "each active deployment exactly once");
+    assert!(all.iter().all(|c| c.fence == Fence::new(1)));
+    assert_eq!(
+        all.iter()
+            .find(|c| c.deployment.id == stored[0])
+            .map(|c| c.deployment.timeline.len()),
+        Some(1),
+        "claimed deployments come whole"
+    );
+    // Held and not expired: nobody else gets them.
+    assert!(
+        leases
+            .claim(&instance("late"), TTL, 100)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(
+        leases
+            .claim_one(stored[0], &instance("late"), TTL)
+            .await
+            .expect("claim"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_with_a_higher_fence_and_the_old_owner_is_fenced_off() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let queued = deployment(&release, target("eu", "shop"), 0);
+    harness.insert(&queued).await;
+    let leases = harness.database.lease_repository();
+    let (old, new) = (instance("old"), instance("new"));
+    let first = leases
+        .claim_one(queued.id, &old, Duration::from_millis(200))
+        .await
+        .expect("claim")
+        .expect("free");
+    assert_eq!(first.fence, Fence::new(1));
+    // The old owner's fenced writes go through while its lease is current.
+    assert!(
+        harness
+            .transition(
+                queued.id,
+                &Transition {
+                    fence: Some(first.fence),
+                    ..transition(&[DeploymentStatus::Queued], DeploymentStatus::Applying, 1)
+                }
+            )
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = leases
+        .claim(&new, TTL, 10)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("an expired lease is free");
+    assert_eq!(second.fence, Fence::new(2));
+    assert_eq!(second.deployment.status, DeploymentStatus::Applying);
+
+    // The old owner, back from a pause: its renewal, lines and moves are all refused.
+    assert_eq!(
+        leases
+            .renew(&old, &[(queued.id, first.fence)], TTL)
+            .await
+            .expect("renew"),
+        Vec::<DeploymentId>::new()
+    );
+    let line = TimelineEntry {
+        at: at(5),
+        phase: DeploymentStatus::RollingOut,
+        message: "from the old owner".to_owned(),
+        resource: None,
+    };
+    assert!(
+        !harness
+            .deployments
+            .append_timeline(queued.id, Some(first.fence), &line)
+            .await
+            .expect("append runs")
+    );
+    let mut verdict = transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Succeeded, 6);
+    verdict.fence = Some(first.fence);
+    verdict.audit = Some(audit_for(
+        "deployment",
+        queued.id,
+        AuditAction::DeploymentFinished,
+    ));
+    verdict.entries.push(line.clone());
+    assert!(!harness.transition(queued.id, &verdict).await);
+    let now = harness.find(queued.id).await;
+    assert_eq!(now.status, DeploymentStatus::Applying);
+    assert!(
+        now.timeline
+            .iter()
+            .all(|e| e.message != "from the old owner")
+    );
+    assert!(
+        deployment_audit(&harness)
+            .await
+            .iter()
+            .all(|a| a.action != AuditAction::DeploymentFinished)
+    );
+
+    // The new owner's go through; then nobody's lines are taken any more.
+    assert_eq!(
+        leases
+            .renew(&new, &[(queued.id, second.fence)], TTL)
+            .await
+            .expect("renew"),
+        vec![queued.id]
+    );
+    assert!(
+        harness
+            .deployments
+            .append_timeline(queued.id, Some(second.fence), &line)
+            .await
+            .expect("append runs")
+    );
+    verdict.fence = Some(second.fence);
+    assert!(harness.transition(queued.id, &verdict).await);
+    assert!(
+        !harness
+            .deployments
+            .append_timeline(queued.id, Some(second.fence), &line)
+            .await
+            .expect("append runs"),
+        "no line after a verdict"
+    );
+    let done = harness.find(queued.id).await;
+    assert_eq!(
+        done.timeline
+            .iter()
+            .filter(|e| e.message == "from the old owner")
+            .count(),
+        2,
+        "the new owner's line and the verdict's own"
+    );
+}
+
+#[tokio::test]
+async fn a_released_lease_is_free_at_once_and_a_finished_deployment_is_never_claimed() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let queued = deployment(&release, target("eu", "shop"), 0);
+    harness.insert(&queued).await;
+    let leases = harness.database.lease_repository();
+    let leaving = instance("leaving");
+    let claimed = leases
+        .claim_one(queued.id, &leaving, TTL)
+        .await
+        .expect("claim")
+        .expect("free");
+    // Releasing with a wrong fence does nothing.
+    leases
+        .release(&leaving, &[(queued.id, Fence::new(7))])
+        .await
+        .expect("release");
+    assert!(
+        leases
+            .claim(&instance("other"), TTL, 5)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    leases
+        .release(&leaving, &[(queued.id, claimed.fence)])
+        .await
+        .expect("release");
+    let taken = leases
+        .claim(&instance("other"), TTL, 5)
+        .await
+        .expect("claim");
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].fence, Fence::new(2));
+    let mut cancel = transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Cancelled, 3);
+    cancel.entries.push(TimelineEntry {
+        at: at(3),
+        phase: DeploymentStatus::Cancelled,
+        message: "cancelled by bob".to_owned(),
+        resource: None,
+    });
+    assert!(
+        harness.transition(queued.id, &cancel).await,
+        "a cancel needs no lease"
+    );
+    assert_eq!(
+        harness
+            .find(queued.id)
+            .await
+            .timeline
+            .last()
+            .map(|e| e.message.clone()),
+        Some("cancelled by bob".to_owned())
+    );
+    leases
+        .release(&instance("other"), &[(queued.id, taken[0].fence)])
+        .await
+        .expect("release");
+    assert!(
+        leases
+            .claim(&instance("third"), TTL, 5)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(
+        leases
+            .renew(&instance("other"), &[(queued.id, taken[0].fence)], TTL)
+            .await
+            .expect("renew"),
+        Vec::<DeploymentId>::new(),
+        "an ended deployment's lease is lost"
+    );
+}
+
+#[tokio::test]
+async fn a_verdict_and_the_rollback_it_starts_are_stored_together_or_not_at_all() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "2.0.0").await;
+    let good = harness.release("payments", "1.0.0").await;
+    let failing = deployment(&release, target("eu", "shop"), 0);
+    harness.insert(&failing).await;
+    let leases = harness.database.lease_repository();
+    let owner = instance("owner");
+    let claimed = leases
+        .claim_one(failing.id, &owner, TTL)
+        .await
+        .expect("claim")
+        .expect("free");
+    let mut rollback = deployment(&good, target("eu", "shop"), 10);
+    rollback.rollback_of = Some(failing.id);
+    let mut verdict = transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Failed, 9);
+    verdict.fence = Some(claimed.fence);
+    verdict.diagnostics = Some(diagnostics());
+    verdict.audit = Some(audit_for(
+        "deployment",
+        failing.id,
+        AuditAction::DeploymentFinished,
+    ));
+    verdict.entries.push(TimelineEntry {
+        at: at(9),
+        phase: DeploymentStatus::Failed,
+        message: format!("rolling back in deployment {}", rollback.id),
+        resource: None,
+    });
+    verdict.follow_up = Some(Box::new(NewDeployment {
+        audit: requested(&rollback),
+        deployment: rollback.clone(),
+    }));
+
+    // A stale fence: nothing of it is stored, no rollback either.
+    let stale = Transition {
+        fence: Some(Fence::new(0)),
+        ..verdict.clone()
+    };
+    assert!(!harness.transition(failing.id, &stale).await);
+    assert_eq!(
+        harness.deployments.find(rollback.id).await.expect("lookup"),
+        None
+    );
+
+    assert!(harness.transition(failing.id, &verdict).await);
+    let stored = harness.find(rollback.id).await;
+    assert_eq!(stored.status, DeploymentStatus::Queued);
+    assert_eq!(stored.rollback_of, Some(failing.id));
+    assert_eq!(
+        harness.find(failing.id).await.status,
+        DeploymentStatus::Failed
+    );
+    // The rollback is the target's active deployment, free to claim.
+    let next = leases.claim(&owner, TTL, 5).await.expect("claim");
+    assert_eq!(
+        next.iter().map(|c| c.deployment.id).collect::<Vec<_>>(),
+        [rollback.id]
+    );
+    // Applied once only: the same verdict again moves nothing and adds nothing.
+    assert!(!harness.transition(failing.id, &verdict).await);
+}
+
+#[tokio::test]
+async fn every_replica_hears_of_changes_through_listen_and_notify() {
+    let harness = Harness::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let feed = PostgresChanges::listen(harness.test_database.url()).expect("listening");
+    let mut changes = feed.subscribe();
+    // The first thing a listener says is that it (re)connected.
+    let first = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+        .await
+        .expect("the listener connects")
+        .expect("a change");
+    assert_eq!(first, Change::Resync);
+
+    let queued = deployment(&release, target("eu", "shop"), 0);
+    harness.insert(&queued).await;
+    let mut cancel = transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Cancelled, 1);
+    cancel.entries.push(TimelineEntry {
+        at: at(1),
+        phase: DeploymentStatus::Cancelled,
+        message: "cancelled".to_owned(),
+        resource: None,
+    });
+    assert!(harness.transition(queued.id, &cancel).await);
+    let mut heard = Vec::new();
+    while heard.len() < 3 {
+        let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+            .await
+            .expect("notified")
+            .expect("a change");
+        heard.push(change);
+    }
+    assert_eq!(
+        heard,
+        [
+            Change::Deployment {
+                id: queued.id,
+                status: Some(DeploymentStatus::Queued)
+            },
+            Change::Deployment {
+                id: queued.id,
+                status: None
+            },
+            Change::Deployment {
+                id: queued.id,
+                status: Some(DeploymentStatus::Cancelled)
+            },
+        ],
+        "the insert, its timeline line (once per transaction) and the cancel"
     );
 }
