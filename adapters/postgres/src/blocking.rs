@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::PgConnection;
-use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::r2d2::Pool;
 use kubernaut_domain::ports::RepositoryError;
 use tokio::sync::oneshot;
 
-use crate::database::PgPool;
+use crate::database::{PgConnectionManager, PgPool};
 
 /// Work for a database thread, given the pool it checks its connection out of.
-type Job = Box<dyn FnOnce(&Pool<ConnectionManager<PgConnection>>) + Send>;
+type Job = Box<dyn FnOnce(&Pool<PgConnectionManager>) + Send>;
 
 /// The sending end of the database threads' queue; the threads end when every sender
 /// is gone.
@@ -45,7 +45,7 @@ impl Queue {
     /// (Were a thread the last owner, it could be closing TLS connections while the
     /// process exits and OpenSSL cleans up: a crash at exit.)
     pub(crate) fn start(
-        connections: &Arc<Pool<ConnectionManager<PgConnection>>>,
+        connections: &Arc<Pool<PgConnectionManager>>,
         wait_limit: Duration,
     ) -> std::io::Result<Self> {
         let (jobs, queued) = flume::unbounded::<Job>();

@@ -17,7 +17,7 @@ mod schema;
 
 pub use access_repository::PostgresAccessRepository;
 pub use audit_repository::PostgresAuditRepository;
-pub use database::{Database, PgPool, PoolOptions};
+pub use database::{Database, PgConnectionManager, PgPool, PoolOptions};
 pub use deployment_repository::PostgresDeploymentRepository;
 pub use error::DatabaseError;
 pub use provision::{ProvisionError, create_database_if_missing};
