@@ -63,7 +63,7 @@ impl fmt::Debug for PgPool {
 /// per request, and counts a connection as broken only by its transaction state, which
 /// a dead connection does not always spoil: such a connection went back to the pool
 /// and failed every request it was given, for good ("no connection to the server").
-/// Ours asks libpq instead, which costs no round trip ([`ensure_open`]).
+/// Ours asks libpq instead, which costs no round trip (`ensure_open`).
 #[derive(Debug)]
 pub struct PgConnectionManager {
     diesel: ConnectionManager<PgConnection>,
