@@ -21,7 +21,7 @@ use kubernaut_domain::token::{ApiToken, TokenHash, TokenId};
 use uuid::Uuid;
 
 use crate::audit_repository::record_audit;
-use crate::blocking::{query_failed, with_connection};
+use crate::blocking::{query_failed, with_connection, with_connection_read};
 use crate::database::PgPool;
 use crate::schema::{account_grants, accounts, api_tokens};
 
@@ -256,9 +256,9 @@ impl AccessRepository for PostgresAccessRepository {
     #[tracing::instrument(skip_all, fields(account = %name))]
     async fn find_account(&self, name: &AccountName) -> Result<Option<Account>, RepositoryError> {
         let name = name.as_str().to_owned();
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             let row = accounts::table
-                .find(name)
+                .find(&name)
                 .select(AccountRow::as_select())
                 .first(connection)
                 .optional()
@@ -270,7 +270,7 @@ impl AccessRepository for PostgresAccessRepository {
 
     #[tracing::instrument(skip_all)]
     async fn list_accounts(&self) -> Result<Vec<Account>, RepositoryError> {
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             let rows = accounts::table
                 .order(accounts::name.asc())
                 .select(AccountRow::as_select())
@@ -380,10 +380,10 @@ impl AccessRepository for PostgresAccessRepository {
         hash: &TokenHash,
     ) -> Result<Option<(ApiToken, Account)>, RepositoryError> {
         let hash = hash.as_bytes().to_vec();
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             let found = api_tokens::table
                 .inner_join(accounts::table)
-                .filter(api_tokens::token_hash.eq(hash))
+                .filter(api_tokens::token_hash.eq(&hash))
                 .select((TokenRow::as_select(), AccountRow::as_select()))
                 .first::<(TokenRow, AccountRow)>(connection)
                 .optional()
@@ -402,7 +402,7 @@ impl AccessRepository for PostgresAccessRepository {
 
     #[tracing::instrument(skip(self))]
     async fn find_token_by_id(&self, id: TokenId) -> Result<Option<ApiToken>, RepositoryError> {
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             api_tokens::table
                 .find(id.as_uuid())
                 .select(TokenRow::as_select())
@@ -420,9 +420,9 @@ impl AccessRepository for PostgresAccessRepository {
         &self,
         account: Option<AccountName>,
     ) -> Result<Vec<ApiToken>, RepositoryError> {
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             let mut select = api_tokens::table.select(TokenRow::as_select()).into_boxed();
-            if let Some(account) = account {
+            if let Some(account) = &account {
                 select = select.filter(api_tokens::account.eq(account.as_str().to_owned()));
             }
             select

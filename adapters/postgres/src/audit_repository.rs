@@ -12,7 +12,7 @@ use kubernaut_domain::audit::{AuditAction, AuditEntry, AuditQuery};
 use kubernaut_domain::ports::{AuditRepository, RepositoryError};
 use uuid::Uuid;
 
-use crate::blocking::{query_failed, with_connection};
+use crate::blocking::{query_failed, with_connection_read};
 use crate::database::PgPool;
 use crate::explain::explain_plan;
 use crate::keyset::OlderThan;
@@ -163,7 +163,7 @@ impl AuditRepository for PostgresAuditRepository {
         limit: usize,
     ) -> Result<Vec<AuditEntry>, RepositoryError> {
         let query = query.clone();
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             list_query(&query, limit)
                 .load(connection)
                 .map_err(query_failed("listing the audit trail"))?

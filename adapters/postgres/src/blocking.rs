@@ -15,14 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::PgConnection;
-use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::r2d2::{Pool, PooledConnection};
 use kubernaut_domain::ports::RepositoryError;
 use tokio::sync::oneshot;
 
-use crate::database::PgPool;
+use crate::database::{PgConnectionManager, PgPool, ensure_open};
+
+/// The pool a database thread checks its connections out of.
+type Connections = Pool<PgConnectionManager>;
 
 /// Work for a database thread, given the pool it checks its connection out of.
-type Job = Box<dyn FnOnce(&Pool<ConnectionManager<PgConnection>>) + Send>;
+type Job = Box<dyn FnOnce(&Connections) + Send>;
 
 /// The sending end of the database threads' queue; the threads end when every sender
 /// is gone.
@@ -45,7 +48,7 @@ impl Queue {
     /// (Were a thread the last owner, it could be closing TLS connections while the
     /// process exits and OpenSSL cleans up: a crash at exit.)
     pub(crate) fn start(
-        connections: &Arc<Pool<ConnectionManager<PgConnection>>>,
+        connections: &Arc<Connections>,
         wait_limit: Duration,
     ) -> std::io::Result<Self> {
         let (jobs, queued) = flume::unbounded::<Job>();
@@ -69,9 +72,65 @@ impl Queue {
 }
 
 /// Runs `work` with a connection from `pool` on one of the database threads.
+///
+/// For writes, and for anything that must not run twice: when the connection dies
+/// under `work` the error goes to the caller, who alone knows whether trying again is
+/// safe (the server may have committed before it went away).
 pub(crate) async fn with_connection<T, E, F>(pool: &PgPool, work: F) -> Result<T, E>
 where
     F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<RepositoryError> + Send + 'static,
+{
+    on_a_database_thread(pool, move |connections| {
+        let mut connection = check_out(connections)?;
+        work(&mut connection)
+    })
+    .await
+}
+
+/// Runs the read-only `work` with a connection from `pool` on one of the database
+/// threads, and once more on a fresh connection when the first one turns out to have
+/// been closed under it.
+///
+/// Checkout skips connections the server has closed, but one can still die between
+/// checkout and query (a restart at that moment). Whether the server ran the query
+/// before it went away cannot be known, so only work that changes nothing is tried
+/// again: running a read twice is harmless. `work` must not write.
+pub(crate) async fn with_connection_read<T, E, F>(pool: &PgPool, work: F) -> Result<T, E>
+where
+    F: Fn(&mut PgConnection) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<RepositoryError> + Send + 'static,
+{
+    on_a_database_thread(pool, move |connections| {
+        let mut connection = check_out(connections)?;
+        let first = work(&mut connection);
+        // Only a failure is looked into: the success path costs nothing more.
+        if first.is_err() && ensure_open(&mut connection).is_err() {
+            // Returned to the pool, the closed connection is discarded (`has_broken`).
+            drop(connection);
+            tracing::info!("the database connection closed under a read; reading again");
+            let mut connection = check_out(connections)?;
+            return work(&mut connection);
+        }
+        first
+    })
+    .await
+}
+
+fn check_out(
+    connections: &Connections,
+) -> Result<PooledConnection<PgConnectionManager>, RepositoryError> {
+    connections
+        .get()
+        .map_err(|error| RepositoryError::caused_by("no database connection is available", error))
+}
+
+/// Runs `job` on one of the database threads and hands back its answer.
+async fn on_a_database_thread<T, E, F>(pool: &PgPool, job: F) -> Result<T, E>
+where
+    F: FnOnce(&Connections) -> Result<T, E> + Send + 'static,
     T: Send + 'static,
     E: From<RepositoryError> + Send + 'static,
 {
@@ -90,16 +149,11 @@ where
             ))
             .into())
         } else {
-            // A panic in `work` must not end the thread: the caller gets an error instead
+            // A panic in `job` must not end the thread: the caller gets an error instead
             // and the thread takes the next job. The connection is not reused: diesel's
             // r2d2 manager counts a connection returned while panicking as broken.
-            catch_unwind(AssertUnwindSafe(|| {
-                let mut connection = connections.get().map_err(|error| {
-                    RepositoryError::caused_by("no database connection is available", error)
-                })?;
-                work(&mut connection)
-            }))
-            .unwrap_or_else(|_| Err(RepositoryError::new("the database task panicked").into()))
+            catch_unwind(AssertUnwindSafe(|| job(connections)))
+                .unwrap_or_else(|_| Err(RepositoryError::new("the database task panicked").into()))
         };
         // The caller may have gone away meanwhile; then nobody wants the answer.
         let _ = answer.send(result);
@@ -122,6 +176,7 @@ pub(crate) fn query_failed(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use diesel::sql_types::{BigInt, Text};
@@ -246,6 +301,52 @@ mod tests {
         assert_eq!(marks(&database).await, 0, "the abandoned insert never ran");
         assert_eq!(mark(&database, "wanted").await.expect("the insert"), 1);
         assert_eq!(marks(&database).await, 1);
+    }
+
+    /// Work that first has the server end its own connection, as a restart would
+    /// between checkout and query, then counts the marks; `attempts` counts the runs.
+    fn ends_its_connection_once(
+        attempts: &Arc<AtomicUsize>,
+    ) -> impl Fn(&mut PgConnection) -> Result<i64, RepositoryError> + Send + 'static {
+        let attempts = Arc::clone(attempts);
+        move |connection| {
+            if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                // Fails too, or not, depending on when the backend notices: either way
+                // the connection is closed after it.
+                let _ =
+                    sql_query("SELECT pg_terminate_backend(pg_backend_pid())").execute(connection);
+            }
+            sql_query("SELECT count(*) AS count FROM marks")
+                .get_result::<Count>(connection)
+                .map(|count| count.count)
+                .map_err(query_failed("counting"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_whose_connection_closes_under_it_runs_once_more_on_a_fresh_one() {
+        let (database, _test_database) = one_connection(Duration::from_secs(5));
+        let attempts = Arc::new(AtomicUsize::new(0));
+
+        let counted =
+            with_connection_read(database.pool(), ends_its_connection_once(&attempts)).await;
+
+        assert_eq!(counted.expect("the second run reads"), 0);
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn other_work_whose_connection_closes_under_it_fails_without_running_again() {
+        let (database, _test_database) = one_connection(Duration::from_secs(5));
+        let attempts = Arc::new(AtomicUsize::new(0));
+
+        let counted = with_connection(database.pool(), ends_its_connection_once(&attempts)).await;
+
+        counted.expect_err("the connection closed under the work");
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        // The closed connection did not go back into the pool of one: the next query
+        // gets a fresh one.
+        assert_eq!(mark(&database, "afterwards").await.expect("the insert"), 1);
     }
 
     #[tokio::test]

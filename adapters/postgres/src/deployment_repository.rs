@@ -18,7 +18,7 @@ use kubernaut_domain::release::{ReleaseId, ServiceName};
 use uuid::Uuid;
 
 use crate::audit_repository::record_audit;
-use crate::blocking::{query_failed, with_connection};
+use crate::blocking::{query_failed, with_connection, with_connection_read};
 use crate::database::PgPool;
 use crate::deployment_row::{
     DeploymentRow, DeploymentSummaryRow, NewTimelineRow, TimelineRow, diagnostics_json,
@@ -322,7 +322,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
 
     #[tracing::instrument(skip(self))]
     async fn find(&self, id: DeploymentId) -> Result<Option<Deployment>, RepositoryError> {
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             let row = deployments::table
                 .find(id.as_uuid())
                 .select(DeploymentRow::as_select())
@@ -341,7 +341,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
         limit: usize,
     ) -> Result<Vec<Deployment>, RepositoryError> {
         let query = query.clone();
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             load_listed(list_query(&query, limit), connection, "listing deployments")
         })
         .await
@@ -350,7 +350,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
     #[tracing::instrument(skip_all)]
     async fn placements(&self, query: &DeploymentQuery) -> Result<Vec<Placement>, RepositoryError> {
         let query = query.clone();
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             let last = placements_query(&query, None)
                 .load(connection)
                 .map_err(query_failed("finding the newest deployment on each target"))?;
@@ -396,9 +396,9 @@ impl DeploymentRepository for PostgresDeploymentRepository {
         releases: &[ReleaseId],
     ) -> Result<Vec<Deployment>, RepositoryError> {
         let ids: Vec<Uuid> = releases.iter().map(|release| release.as_uuid()).collect();
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             load_listed(
-                went_to_query(ids),
+                went_to_query(ids.clone()),
                 connection,
                 "finding where releases went",
             )
@@ -408,7 +408,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
 
     #[tracing::instrument(skip(self))]
     async fn list_active(&self) -> Result<Vec<Deployment>, RepositoryError> {
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             let rows = deployments::table
                 .filter(deployments::status.eq_any(status_texts(&DeploymentStatus::ACTIVE)))
                 .order((deployments::created_at.asc(), deployments::id.asc()))
@@ -544,11 +544,11 @@ impl DeploymentRepository for PostgresDeploymentRepository {
         let service = service.as_str().to_owned();
         let cluster = target.cluster.as_str().to_owned();
         let namespace = target.namespace.as_str().to_owned();
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             let mut select = deployments::table
-                .filter(deployments::service.eq(service))
-                .filter(deployments::cluster.eq(cluster))
-                .filter(deployments::namespace.eq(namespace))
+                .filter(deployments::service.eq(&service))
+                .filter(deployments::cluster.eq(&cluster))
+                .filter(deployments::namespace.eq(&namespace))
                 .filter(deployments::status.eq(DeploymentStatus::Succeeded.as_str()))
                 .select(DeploymentRow::as_select())
                 .into_boxed();

@@ -15,7 +15,7 @@ use kubernaut_domain::release::{
 };
 
 use crate::audit_repository::record_audit;
-use crate::blocking::{query_failed, with_connection};
+use crate::blocking::{query_failed, with_connection, with_connection_read};
 use crate::database::PgPool;
 use crate::explain::explain_plan;
 use crate::keyset::OlderThan;
@@ -124,7 +124,7 @@ impl ReleaseRepository for PostgresReleaseRepository {
 
     #[tracing::instrument(skip(self))]
     async fn find_active(&self, id: ReleaseId) -> Result<Option<Release>, RepositoryError> {
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             releases::table
                 .find(id.as_uuid())
                 .filter(releases::deleted_at.is_null())
@@ -146,10 +146,10 @@ impl ReleaseRepository for PostgresReleaseRepository {
     ) -> Result<Option<Release>, RepositoryError> {
         let service = service.as_str().to_owned();
         let version = version.as_str().to_owned();
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             releases::table
-                .filter(releases::service.eq(service))
-                .filter(releases::version.eq(version))
+                .filter(releases::service.eq(&service))
+                .filter(releases::version.eq(&version))
                 .filter(releases::deleted_at.is_null())
                 .select(ReleaseRow::as_select())
                 .first(connection)
@@ -168,7 +168,7 @@ impl ReleaseRepository for PostgresReleaseRepository {
         limit: usize,
     ) -> Result<Vec<ReleaseSummary>, RepositoryError> {
         let query = query.clone();
-        with_connection(&self.pool, move |connection| {
+        with_connection_read(&self.pool, move |connection| {
             list_active_query(&query, limit)
                 .load(connection)
                 .map_err(query_failed("listing releases"))?
@@ -218,7 +218,7 @@ impl ReleaseRepository for PostgresReleaseRepository {
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {
-        with_connection(&self.pool, |connection| {
+        with_connection_read(&self.pool, |connection| {
             diesel::sql_query("SELECT 1")
                 .execute(connection)
                 .map(drop)
