@@ -11,6 +11,7 @@ use crate::access::{
     AccessDenied, Account, AccountKind, AccountName, Caller, Grant, Permission, Principal,
 };
 use crate::audit::{AuditAction, AuditEntry, AuditQuery};
+use crate::changes::Change;
 use crate::pagination::Page;
 use crate::ports::{
     AccessRepository, AuditRepository, GrantChange, InsertAccountError, InsertTokenError,
@@ -168,6 +169,26 @@ impl AccessService {
         }
         self.credentials_changed
             .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// Forgets every cached authentication whenever `changes` tells of a revocation or
+    /// a change of grants made through any replica (or of missed changes), so that it
+    /// takes effect everywhere at once; the cache's TTL remains the bound when the feed
+    /// is down. Runs on a task of its own for as long as the feed lives.
+    pub fn follow_changes(&self, mut changes: tokio::sync::broadcast::Receiver<Change>) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(Change::Credentials | Change::Resync)
+                    | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        service.forget_cached();
+                    }
+                    Ok(Change::Deployment { .. }) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     /// Changes each time this process revokes a token or changes an account's grants.

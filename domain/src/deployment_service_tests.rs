@@ -302,13 +302,14 @@ impl LeaseRepository for MemoryDeployments {
         owner: &InstanceId,
         ttl: Duration,
         limit: usize,
+        except: &[DeploymentId],
     ) -> Result<Vec<ClaimedDeployment>, RepositoryError> {
         let ids: Vec<DeploymentId> = self
             .rows
             .lock()
             .expect("lock")
             .iter()
-            .filter(|d| d.status.is_active())
+            .filter(|d| d.status.is_active() && !except.contains(&d.id))
             .map(|d| d.id)
             .collect();
         Ok(ids

@@ -261,7 +261,8 @@ pub trait DeploymentRepository: Send + Sync + 'static {
 #[async_trait]
 pub trait LeaseRepository: Send + Sync + 'static {
     /// Acquires, for `owner` and `ttl` from now, the leases of at most `limit` active
-    /// deployments whose lease is free or expired, oldest deployment first; each
+    /// deployments whose lease is free or expired, oldest deployment first, leaving out
+    /// `except` (those the caller drives already: it renews them instead); each
     /// acquisition gets a fence one higher than the deployment's last. Concurrent
     /// claimers MUST NOT both acquire one deployment: a deployment another claimer is
     /// acquiring is skipped, not waited for.
@@ -273,6 +274,7 @@ pub trait LeaseRepository: Send + Sync + 'static {
         owner: &InstanceId,
         ttl: Duration,
         limit: usize,
+        except: &[DeploymentId],
     ) -> Result<Vec<ClaimedDeployment>, RepositoryError>;
 
     /// [`Self::claim`] for deployment `id` alone: `None` when it is not active or its

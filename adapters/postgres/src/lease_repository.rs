@@ -20,7 +20,8 @@ use crate::deployment_row::DeploymentRow;
 use crate::schema::deployments;
 
 /// Takes the leases of up to `$3` active deployments whose lease is free or expired (of
-/// `$4` alone when it is not NULL), oldest first, skipping rows another claimer holds.
+/// `$4` alone when it is not NULL, never of those in `$5`), oldest first, skipping rows
+/// another claimer holds.
 const CLAIM: &str = "\
 UPDATE deployments
    SET lease_owner = $1,
@@ -31,6 +32,7 @@ UPDATE deployments
         WHERE status IN ('queued', 'applying', 'rolling_out')
           AND (lease_owner IS NULL OR lease_expires_at < now())
           AND ($4::uuid IS NULL OR id = $4)
+          AND id <> ALL($5::uuid[])
         ORDER BY created_at, id
         LIMIT $3
         FOR UPDATE SKIP LOCKED)
@@ -77,8 +79,10 @@ impl PostgresLeaseRepository {
         ttl: Duration,
         limit: usize,
         only: Option<DeploymentId>,
+        except: &[DeploymentId],
     ) -> Result<Vec<ClaimedDeployment>, RepositoryError> {
         let owner = owner.as_str().to_owned();
+        let except: Vec<Uuid> = except.iter().map(DeploymentId::as_uuid).collect();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         with_connection(&self.pool, move |connection| {
             let leased: Vec<Leased> = sql_query(CLAIM)
@@ -86,6 +90,7 @@ impl PostgresLeaseRepository {
                 .bind::<Double, _>(ttl.as_secs_f64())
                 .bind::<BigInt, _>(limit)
                 .bind::<Nullable<SqlUuid>, _>(only.map(|id| id.as_uuid()))
+                .bind::<Array<SqlUuid>, _>(&except)
                 .load(connection)
                 .map_err(query_failed("claiming deployments"))?;
             if leased.is_empty() {
@@ -130,8 +135,9 @@ impl LeaseRepository for PostgresLeaseRepository {
         owner: &InstanceId,
         ttl: Duration,
         limit: usize,
+        except: &[DeploymentId],
     ) -> Result<Vec<ClaimedDeployment>, RepositoryError> {
-        self.claim_some(owner, ttl, limit, None).await
+        self.claim_some(owner, ttl, limit, None, except).await
     }
 
     #[tracing::instrument(skip(self))]
@@ -141,7 +147,7 @@ impl LeaseRepository for PostgresLeaseRepository {
         owner: &InstanceId,
         ttl: Duration,
     ) -> Result<Option<ClaimedDeployment>, RepositoryError> {
-        Ok(self.claim_some(owner, ttl, 1, Some(id)).await?.pop())
+        Ok(self.claim_some(owner, ttl, 1, Some(id), &[]).await?.pop())
     }
 
     #[tracing::instrument(skip(self, held), fields(held = held.len()))]

@@ -1520,7 +1520,7 @@ async fn concurrent_claims_never_take_one_deployment_twice_and_fences_grow() {
             let me = instance(&format!("replica-{n}"));
             let mut mine = Vec::new();
             loop {
-                let claimed = leases.claim(&me, TTL, 4).await.expect("claims run");
+                let claimed = leases.claim(&me, TTL, 4, &[]).await.expect("claims run");
                 if claimed.is_empty() {
                     return mine;
                 }
@@ -1548,7 +1548,7 @@ async fn concurrent_claims_never_take_one_deployment_twice_and_fences_grow() {
     // Held and not expired: nobody else gets them.
     assert!(
         leases
-            .claim(&instance("late"), TTL, 100)
+            .claim(&instance("late"), TTL, 100, &[])
             .await
             .expect("claim")
             .is_empty()
@@ -1560,6 +1560,22 @@ async fn concurrent_claims_never_take_one_deployment_twice_and_fences_grow() {
             .expect("claim"),
         None
     );
+    // Expired leases are claimed again, but not those the claimer says it drives
+    // already (it renews them instead).
+    let mut sql = harness.sql();
+    diesel::sql_query("UPDATE deployments SET lease_expires_at = now() - interval '1 second' WHERE lease_owner IS NOT NULL")
+        .execute(&mut sql)
+        .expect("leases expire");
+    let retaken = leases
+        .claim(&instance("late"), TTL, 100, &stored[..29])
+        .await
+        .expect("claim");
+    assert_eq!(
+        retaken.iter().map(|c| c.deployment.id).collect::<Vec<_>>(),
+        [stored[29]],
+        "all but the excepted"
+    );
+    assert_eq!(retaken[0].fence, Fence::new(2));
 }
 
 #[tokio::test]
@@ -1590,7 +1606,7 @@ async fn an_expired_lease_is_taken_over_with_a_higher_fence_and_the_old_owner_is
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     let second = leases
-        .claim(&new, TTL, 10)
+        .claim(&new, TTL, 10, &[])
         .await
         .expect("claim")
         .pop()
@@ -1698,7 +1714,7 @@ async fn a_released_lease_is_free_at_once_and_a_finished_deployment_is_never_cla
         .expect("release");
     assert!(
         leases
-            .claim(&instance("other"), TTL, 5)
+            .claim(&instance("other"), TTL, 5, &[])
             .await
             .expect("claim")
             .is_empty()
@@ -1708,7 +1724,7 @@ async fn a_released_lease_is_free_at_once_and_a_finished_deployment_is_never_cla
         .await
         .expect("release");
     let taken = leases
-        .claim(&instance("other"), TTL, 5)
+        .claim(&instance("other"), TTL, 5, &[])
         .await
         .expect("claim");
     assert_eq!(taken.len(), 1);
@@ -1739,7 +1755,7 @@ async fn a_released_lease_is_free_at_once_and_a_finished_deployment_is_never_cla
         .expect("release");
     assert!(
         leases
-            .claim(&instance("third"), TTL, 5)
+            .claim(&instance("third"), TTL, 5, &[])
             .await
             .expect("claim")
             .is_empty()
@@ -1809,7 +1825,7 @@ async fn a_verdict_and_the_rollback_it_starts_are_stored_together_or_not_at_all(
         DeploymentStatus::Failed
     );
     // The rollback is the target's active deployment, free to claim.
-    let next = leases.claim(&owner, TTL, 5).await.expect("claim");
+    let next = leases.claim(&owner, TTL, 5, &[]).await.expect("claim");
     assert_eq!(
         next.iter().map(|c| c.deployment.id).collect::<Vec<_>>(),
         [rollback.id]

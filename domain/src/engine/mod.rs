@@ -333,16 +333,24 @@ async fn claim(inner: &Arc<Inner>) {
     if *inner.stopping.borrow() {
         return;
     }
-    let room = inner
-        .settings
-        .max_drivers
-        .saturating_sub(inner.drivers.lock().map_or(usize::MAX, |d| d.len()));
+    let driving: Vec<DeploymentId> = match inner.drivers.lock() {
+        Ok(drivers) => drivers.keys().copied().collect(),
+        Err(_) => return,
+    };
+    let room = inner.settings.max_drivers.saturating_sub(driving.len());
     if room == 0 {
         return;
     }
+    // Not those driven here already: after a database outage their leases may look
+    // expired, but the heartbeat renews them (same fence) and their drivers go on.
     match inner
         .leases
-        .claim(&inner.settings.instance, inner.settings.lease_ttl, room)
+        .claim(
+            &inner.settings.instance,
+            inner.settings.lease_ttl,
+            room,
+            &driving,
+        )
         .await
     {
         Ok(claimed) => {
