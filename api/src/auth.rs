@@ -358,9 +358,11 @@ mod tests {
     use actix_web::http::StatusCode;
     use actix_web::{App, test};
     use kubernaut_domain::access::{Account, AccountKind, Grant, Role};
+    use kubernaut_domain::changes::LocalChanges;
     use kubernaut_domain::deployment_service::DeploymentService;
     use kubernaut_domain::ports::{
-        MockAccessRepository, MockAuditRepository, MockDeploymentRepository, MockReleaseRepository,
+        MockAccessRepository, MockAuditRepository, MockDeploymentRepository, MockLeaseRepository,
+        MockReleaseRepository,
     };
     use kubernaut_domain::token::{ApiToken, TokenHash, TokenSecret};
     use kubernaut_domain::{Actor, ReleaseService};
@@ -453,6 +455,8 @@ mod tests {
             deployments: DeploymentService::new(
                 Arc::new(MockReleaseRepository::new()),
                 Arc::new(MockDeploymentRepository::new()),
+                Arc::new(MockLeaseRepository::new()),
+                Arc::new(LocalChanges::new()),
                 Vec::new(),
             ),
             access,

@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures_util::stream;
 use kubernaut_domain::access_service::{AccessService, AuthenticationError};
+use kubernaut_domain::changes::Change;
 use kubernaut_domain::deployment::{
     ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Diagnostics,
     Namespace, Target, TimelineEntry,
@@ -502,7 +503,7 @@ struct StreamState {
     service: DeploymentService,
     caller: Caller,
     id: DeploymentId,
-    changes: tokio::sync::broadcast::Receiver<DeploymentId>,
+    changes: tokio::sync::broadcast::Receiver<Change>,
     sent_entries: usize,
     last_status: Option<DeploymentStatus>,
     finished: bool,
@@ -592,7 +593,7 @@ pub async fn events(
             loop {
                 tokio::select! {
                     change = state.changes.recv() => match change {
-                        Ok(changed) if changed == state.id => return,
+                        Ok(change) if change.concerns(state.id) => return,
                         Ok(_) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => {

@@ -18,13 +18,14 @@ use kubernaut_api::auth::SecuritySettings;
 use kubernaut_domain::ReleaseService;
 use kubernaut_domain::access::{AccountKind, AccountName};
 use kubernaut_domain::access_service::{AccessService, AuthenticationCache, NewAccount};
+use kubernaut_domain::changes::ChangeFeed;
 use kubernaut_domain::cluster::ClusterSettings;
 use kubernaut_domain::deployment::ClusterName;
 use kubernaut_domain::deployment_service::{ClusterHandle, DeploymentService};
 use kubernaut_domain::token::TokenSecret;
 use kubernaut_domain::{Caller, Grant, Role, Scope};
 use kubernaut_kubernetes::KubernetesCluster;
-use kubernaut_postgres::{Database, PoolOptions};
+use kubernaut_postgres::{Database, PoolOptions, PostgresChanges};
 use kubernaut_registry::{Credentials, DockerRegistries, DockerRegistry, Password};
 use tracing::Span;
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
@@ -144,6 +145,7 @@ pub struct Application {
     port: u16,
     server: Server,
     deployments: DeploymentService,
+    shutdown_grace: Duration,
 }
 
 impl std::fmt::Debug for Application {
@@ -247,12 +249,19 @@ impl Application {
             releases = releases.with_registry(Arc::new(registries));
         }
         let clusters = connect_clusters(&settings).await?;
+        let changes: Arc<dyn ChangeFeed> = Arc::new(
+            PostgresChanges::listen(settings.database.url.expose())
+                .context("could not start listening for changes")?,
+        );
         let deployments = DeploymentService::new(
             release_repository,
             Arc::new(database.deployment_repository()),
+            Arc::new(database.lease_repository()),
+            Arc::clone(&changes),
             clusters,
         )
-        .with_digest_pinning(settings.deployments.pin_image_digest);
+        .with_digest_pinning(settings.deployments.pin_image_digest)
+        .with_engine_settings(settings.engine.engine_settings());
         let (session_key, random_key) = settings.security.session_key()?;
         if random_key {
             tracing::warn!(
@@ -267,6 +276,7 @@ impl Application {
             ttl: Duration::from_secs(settings.security.token_cache_seconds),
             ..AuthenticationCache::default()
         });
+        access.follow_changes(changes.subscribe());
         let services = ApiServices {
             releases,
             deployments: deployments.clone(),
@@ -289,6 +299,8 @@ impl Application {
                 .wrap(TracingLogger::<RequestSpans>::new())
                 .configure(kubernaut_api::configure(services.clone()))
         })
+        // Signals are ours (`run_until_stopped`): the engine stops before the server.
+        .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_seconds)
         .client_request_timeout(Duration::from_secs(
             settings.server.client_request_timeout_seconds,
@@ -301,19 +313,14 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
         let server = server.listen(listener)?.run();
-        if settings.deployments.resume_on_start {
-            let resumed = deployments
-                .resume_active()
-                .await
-                .context("could not resume unfinished deployments")?;
-            if resumed > 0 {
-                tracing::info!(resumed, "resumed unfinished deployments");
-            }
+        if settings.engine.enabled {
+            deployments.engine().start();
         }
         Ok(Self {
             port,
             server,
             deployments,
+            shutdown_grace: Duration::from_secs(settings.engine.shutdown_grace_seconds),
         })
     }
 
@@ -326,11 +333,51 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process is told to stop (SIGINT, SIGTERM).
+    /// Serves until the process is told to stop (SIGINT, SIGTERM). Then the engine
+    /// stops first and gives its leases back, so other replicas drive its deployments
+    /// on at once, and the server finishes its requests in flight.
     ///
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let handle = self.server.handle();
+        let engine = self.deployments.engine().clone();
+        let grace = self.shutdown_grace;
+        tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stopping: giving deployments back to the other replicas");
+            engine.shutdown(grace).await;
+            handle.stop(true).await;
+        });
+        let served = self.server.await;
+        // Stopped some other way (the server failed): the leases go back all the same.
+        self.deployments
+            .engine()
+            .shutdown(self.shutdown_grace)
+            .await;
+        served
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
     }
 }

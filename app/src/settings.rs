@@ -4,7 +4,11 @@
 use std::fmt;
 use std::path::Path;
 
+use std::time::Duration;
+
 use config::{Config, Environment, File, FileFormat};
+use kubernaut_domain::engine::EngineSettings;
+use kubernaut_domain::lease::InstanceId;
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -26,6 +30,77 @@ pub struct Settings {
     pub registries: Vec<RegistryConfig>,
     #[serde(default)]
     pub security: SecuritySettings,
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+/// The deployment engine of this replica: the `[engine]` section (docs/operations.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EngineConfig {
+    /// Drive deployments in this process. `false`: it serves the API and the UI only,
+    /// and other replicas drive what it stores.
+    pub enabled: bool,
+    /// This replica's name in the leases it holds (a random suffix is added per start).
+    /// Unset: the host name.
+    pub instance: Option<String>,
+    /// Seconds a lease lasts without a heartbeat: how long a dead replica's deployments
+    /// wait before another replica drives them on. Renewed every third of it.
+    pub lease_ttl_seconds: u64,
+    /// Milliseconds between looks for deployments whose lease is free or expired.
+    pub claim_interval_ms: u64,
+    /// The most deployments this replica drives at once.
+    pub max_deployments: usize,
+    /// Seconds past a deployment's deadline that its driver keeps retrying database
+    /// errors before leaving it to the next replica that claims it.
+    pub retry_window_seconds: u64,
+    /// Seconds a driver that starts past the deadline watches for what the cluster shows
+    /// before judging.
+    pub late_check_seconds: u64,
+    /// Seconds a stopping replica waits for its drivers before giving their leases back.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            instance: None,
+            lease_ttl_seconds: 15,
+            claim_interval_ms: 1000,
+            max_deployments: 2000,
+            retry_window_seconds: 60,
+            late_check_seconds: 10,
+            shutdown_grace_seconds: 5,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The engine's settings, named after `instance` or the host.
+    pub fn engine_settings(&self) -> EngineSettings {
+        let name = self.instance.clone().unwrap_or_else(host_name);
+        let defaults = EngineSettings::default();
+        EngineSettings {
+            instance: InstanceId::unique(&name),
+            lease_ttl: Duration::from_secs(self.lease_ttl_seconds.max(1)),
+            claim_interval: Duration::from_millis(self.claim_interval_ms.max(10)),
+            max_drivers: self.max_deployments.max(1),
+            retry_window: Duration::from_secs(self.retry_window_seconds),
+            late_check: Duration::from_secs(self.late_check_seconds.max(1)),
+            ..defaults
+        }
+    }
+}
+
+/// The machine's host name (a pod's name in Kubernetes), or `kubernaut`.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "kubernaut".to_owned())
 }
 
 /// Sessions, rate limits and proxies: the `[security]` section.
@@ -164,8 +239,6 @@ fn one() -> f64 {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DeploymentSettings {
-    /// Resume watching the deployments a previous process left unfinished.
-    pub resume_on_start: bool,
     /// How long a pod of a new revision may stay unschedulable before the deploy fails.
     pub unschedulable_grace_seconds: u64,
     /// With no `[[clusters]]`, use the current context of `KUBECONFIG` / `~/.kube/config`.
@@ -179,7 +252,6 @@ pub struct DeploymentSettings {
 impl Default for DeploymentSettings {
     fn default() -> Self {
         Self {
-            resume_on_start: true,
             unschedulable_grace_seconds: 15,
             use_current_kubeconfig_context: true,
             pin_image_digest: false,

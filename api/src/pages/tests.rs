@@ -14,9 +14,11 @@ use actix_web::{App, test};
 use chrono::Utc;
 use kubernaut_domain::access::{Account, AccountKind, AccountName, Grant, Role};
 use kubernaut_domain::access_service::AccessService;
+use kubernaut_domain::changes::LocalChanges;
 use kubernaut_domain::deployment_service::DeploymentService;
 use kubernaut_domain::ports::{
-    MockAccessRepository, MockAuditRepository, MockDeploymentRepository, MockReleaseRepository,
+    MockAccessRepository, MockAuditRepository, MockDeploymentRepository, MockLeaseRepository,
+    MockReleaseRepository,
 };
 use kubernaut_domain::token::{ApiToken, TokenHash, TokenId, TokenSecret};
 use kubernaut_domain::{Actor, AuditAction, AuditEntry, ReleaseService};
@@ -106,6 +108,8 @@ fn services(settings: SecuritySettings) -> (ApiServices, Secrets) {
         deployments: DeploymentService::new(
             Arc::new(MockReleaseRepository::new()),
             Arc::new(deployments),
+            Arc::new(MockLeaseRepository::new()),
+            Arc::new(LocalChanges::new()),
             Vec::new(),
         ),
         access: AccessService::new(Arc::new(repository), Arc::new(audit)),
