@@ -7,5 +7,3 @@ mod helpers;
 mod real_cluster;
 mod releases;
 mod releases_bad_input;
-mod restart;
-mod secrets_in_logs;

@@ -7,12 +7,11 @@ use std::time::Duration;
 use kubernaut_testkit::database::TestDatabase;
 use serde_json::{Value, json};
 
-use crate::helpers::client_with_token;
-use crate::restart::admin_token;
+use crate::support::{admin_token, client_with_token};
 
 #[tokio::test]
 async fn the_debug_log_never_contains_a_token_secret() {
-    crate::helpers::install_crypto_provider();
+    crate::support::install_crypto_provider();
     let database = TestDatabase::create().expect("database");
     let dir = tempfile::tempdir().expect("tempdir");
     let log_path = dir.path().join("kubernaut.log");
