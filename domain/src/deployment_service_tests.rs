@@ -38,9 +38,23 @@ pub(super) struct MemoryDeployments {
     pub(super) rows: Mutex<Vec<Deployment>>,
     audit: Mutex<Vec<AuditEntry>>,
     leases: Mutex<HashMap<DeploymentId, MemoryLease>>,
+    /// While above zero, each write (a move, a line, a renewal) fails and counts down:
+    /// the database is away.
+    pub(super) failing_writes: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryDeployments {
+    fn database_away(&self) -> Result<(), RepositoryError> {
+        use std::sync::atomic::Ordering;
+        let failing = self
+            .failing_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match failing {
+            Ok(_) => Err(RepositoryError::new("the database is away")),
+            Err(_) => Ok(()),
+        }
+    }
+
     fn current_fence(&self, id: DeploymentId) -> Fence {
         self.leases
             .lock()
@@ -219,6 +233,7 @@ impl DeploymentRepository for MemoryDeployments {
         id: DeploymentId,
         transition: &Transition,
     ) -> Result<bool, RepositoryError> {
+        self.database_away()?;
         if transition
             .fence
             .is_some_and(|fence| fence != self.current_fence(id))
@@ -260,6 +275,7 @@ impl DeploymentRepository for MemoryDeployments {
         fence: Option<Fence>,
         entry: &TimelineEntry,
     ) -> Result<bool, RepositoryError> {
+        self.database_away()?;
         if let Some(fence) = fence
             && (fence != self.current_fence(id) || !self.is_active(id))
         {
@@ -334,6 +350,7 @@ impl LeaseRepository for MemoryDeployments {
         held: &[(DeploymentId, Fence)],
         ttl: Duration,
     ) -> Result<Vec<DeploymentId>, RepositoryError> {
+        self.database_away()?;
         let active: Vec<DeploymentId> = held
             .iter()
             .map(|(id, _)| *id)

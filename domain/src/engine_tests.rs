@@ -15,15 +15,16 @@ use super::tests::{
     MemoryDeployments, deployer, fast_engine, release, releases_of, request, settings, target,
 };
 use super::*;
+use crate::audit::AuditAction;
 use crate::changes::LocalChanges;
 use crate::cluster::{
     AppliedResource, ClusterStatus, RolloutOutcome, RolloutProgress, RolloutRequest,
     resource_ref_of,
 };
-use crate::deployment::{DeploymentStatus, Fence, ResourceRef};
+use crate::deployment::{DeploymentStatus, Fence, Namespace, ResourceRef};
 use crate::lease::InstanceId;
 use crate::ports::{Cluster, ClusterError};
-use crate::release::Release;
+use crate::release::{Release, ServiceName};
 
 /// A cluster whose rollouts succeed once `finish` is notified; counts what it is asked.
 #[derive(Default)]
@@ -341,4 +342,155 @@ async fn a_replica_that_shuts_down_gives_its_leases_back_at_once() {
         .await
         .expect("read");
     assert_eq!(done.status, DeploymentStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn database_errors_never_end_a_rollout_the_driver_retries_and_keeps_its_watch() {
+    let good = release("5");
+    let cluster = Arc::new(GatedCluster::default());
+    let deployments = Arc::new(MemoryDeployments::default());
+    let changes = Arc::new(LocalChanges::new());
+    let replica = gated_replica(
+        vec![good.clone()],
+        &cluster,
+        &deployments,
+        &changes,
+        "flaky",
+        true,
+    );
+    let started = replica
+        .request(request(&good), &deployer("ci"))
+        .await
+        .expect("requested");
+    eventually("it watches", || cluster.watches.load(Ordering::SeqCst) == 1).await;
+    // The database goes away for the next 25 writes (about a second of retries); the
+    // rollout ends meanwhile.
+    deployments.failing_writes.store(25, Ordering::SeqCst);
+    cluster.finish.notify_waiters();
+    let done = replica
+        .wait(started.id, Duration::from_secs(10), &deployer("ci"))
+        .await
+        .expect("read");
+    assert_eq!(done.status, DeploymentStatus::Succeeded);
+    assert_eq!(deployments.failing_writes.load(Ordering::SeqCst), 0);
+    assert_eq!(cluster.watches.load(Ordering::SeqCst), 1, "one watch, kept");
+    assert_eq!(
+        done.timeline.last().map(|e| e.message.as_str()),
+        Some("rolled out")
+    );
+    assert_eq!(
+        deployments
+            .audit_actions()
+            .iter()
+            .filter(|(action, _)| *action == AuditAction::DeploymentFinished)
+            .count(),
+        1
+    );
+    eventually("the driver ends", || replica.engine().driving() == 0).await;
+}
+
+/// A cluster that records the deadline each watch was given and says the rollout is
+/// complete.
+#[derive(Default)]
+struct CompletedCluster {
+    deadlines: std::sync::Mutex<Vec<chrono::DateTime<chrono::Utc>>>,
+}
+
+#[async_trait]
+impl Cluster for CompletedCluster {
+    async fn apply(&self, objects: &[Value]) -> Result<Vec<AppliedResource>, ClusterError> {
+        GatedCluster::default().apply(objects).await
+    }
+
+    async fn watch_rollout(
+        &self,
+        request: &RolloutRequest,
+        _: UnboundedSender<RolloutProgress>,
+    ) -> Result<RolloutOutcome, ClusterError> {
+        self.deadlines.lock().expect("lock").push(request.deadline);
+        Ok(RolloutOutcome::Succeeded { warnings: vec![] })
+    }
+
+    async fn prune(
+        &self,
+        _: &Namespace,
+        _: &ServiceName,
+        _: &[ResourceRef],
+    ) -> Result<Vec<ResourceRef>, ClusterError> {
+        Ok(vec![])
+    }
+
+    async fn status(&self) -> ClusterStatus {
+        GatedCluster::default().status().await
+    }
+}
+
+#[tokio::test]
+async fn a_deployment_resumed_past_its_deadline_is_judged_by_what_the_cluster_shows() {
+    let good = release("6");
+    let cluster = Arc::new(CompletedCluster::default());
+    let deployments = Arc::new(MemoryDeployments::default());
+    let service = DeploymentService::new(
+        Arc::new(releases_of(vec![good.clone()])),
+        deployments.clone(),
+        deployments.clone(),
+        Arc::new(LocalChanges::new()),
+        vec![ClusterHandle {
+            name: target().cluster,
+            settings: settings(),
+            cluster: cluster.clone(),
+        }],
+    )
+    .with_engine_settings(fast_engine("late"));
+    // Left rolling out by a replica that died, its 60 s deadline long past.
+    let mut left = service
+        .request(request(&good), &deployer("ci"))
+        .await
+        .expect("stored");
+    service.engine().shutdown(Duration::from_secs(1)).await;
+    left.status = DeploymentStatus::RollingOut;
+    left.started_at = Some(chrono::Utc::now() - chrono::Duration::minutes(10));
+    {
+        let mut rows = deployments.rows.lock().expect("lock");
+        rows.retain(|d| d.id != left.id);
+        rows.push(left.clone());
+    }
+    let survivor = DeploymentService::new(
+        Arc::new(releases_of(vec![good.clone()])),
+        deployments.clone(),
+        deployments.clone(),
+        Arc::new(LocalChanges::new()),
+        vec![ClusterHandle {
+            name: target().cluster,
+            settings: settings(),
+            cluster: cluster.clone(),
+        }],
+    )
+    .with_engine_settings(fast_engine("survivor"));
+    survivor.engine().start();
+    let done = survivor
+        .wait(left.id, Duration::from_secs(10), &deployer("ci"))
+        .await
+        .expect("read");
+    assert_eq!(
+        done.status,
+        DeploymentStatus::Succeeded,
+        "{:?}",
+        done.timeline
+    );
+    assert!(
+        done.timeline
+            .iter()
+            .any(|e| e.message.starts_with("past the deadline")),
+        "{:?}",
+        done.timeline
+    );
+    // It looked at the cluster for a while rather than timing out at once.
+    let deadlines = cluster.deadlines.lock().expect("lock").clone();
+    assert!(
+        deadlines
+            .iter()
+            .all(|deadline| *deadline > chrono::Utc::now() - chrono::Duration::seconds(5)),
+        "{deadlines:?}"
+    );
 }
