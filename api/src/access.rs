@@ -70,7 +70,7 @@ pub fn access_error(error: AccessError) -> ApiError {
             ApiError::not_found(format!("no account is named {name}"))
         }
         AccessError::TokenNotFound => ApiError::not_found("no token has this id"),
-        AccessError::Repository(error) => ApiError::internal(error),
+        AccessError::Repository(error) => ApiError::repository(error),
     }
 }
 

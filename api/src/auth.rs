@@ -228,7 +228,7 @@ async fn identify(request: &HttpRequest) -> Result<Identity, ApiError> {
         .authenticate(&presented)
         .await
         .map_err(|error| match error {
-            AuthenticationError::Repository(error) => ApiError::internal(error),
+            AuthenticationError::Repository(error) => ApiError::repository(error),
             AuthenticationError::Malformed(_)
             | AuthenticationError::Unknown
             | AuthenticationError::Expired

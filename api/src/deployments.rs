@@ -305,7 +305,7 @@ pub(crate) fn request_error(error: RequestDeploymentError) -> ApiError {
             ApiError::new(ProblemType::Conflict, error.to_string())
         }
         RequestDeploymentError::Forbidden(denied) => ApiError::forbidden(&denied),
-        RequestDeploymentError::Repository(error) => ApiError::internal(error),
+        RequestDeploymentError::Repository(error) => ApiError::repository(error),
     }
 }
 
@@ -319,7 +319,7 @@ fn lookup_error(id: &str, error: DeploymentLookupError) -> ApiError {
             format!("the deployment already ended: {status}"),
         ),
         DeploymentLookupError::Forbidden(denied) => ApiError::forbidden(&denied),
-        DeploymentLookupError::Repository(error) => ApiError::internal(error),
+        DeploymentLookupError::Repository(error) => ApiError::repository(error),
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
+use kubernaut_domain::ports::RepositoryError;
 use kubernaut_domain::{AccessDenied, FieldError, ValidationErrors};
 use serde::Serialize;
 
@@ -215,6 +216,19 @@ impl ApiError {
         }
     }
 
+    /// A failure of the storage: 503 with `Retry-After` when it could not be reached
+    /// (the request may well succeed shortly), else a 500. The cause goes to the log.
+    pub fn repository(error: RepositoryError) -> Self {
+        if error.is_unavailable() {
+            Self {
+                header: Some(ExtraHeader::RetryAfter(1)),
+                ..Self::unavailable("the database does not answer; try again shortly", error)
+            }
+        } else {
+            Self::internal(error)
+        }
+    }
+
     /// A 503 for a dependency that does not answer; the cause goes to the log.
     pub fn unavailable(
         detail: impl Into<String>,
@@ -349,6 +363,28 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!body.to_string().contains("hunter2"));
         assert!(body.get("errors").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_a_503_to_retry_and_other_storage_failures_a_500() {
+        let away = ApiError::repository(RepositoryError::unavailable(
+            "no database connection is available",
+            std::io::Error::other("connection refused"),
+        ));
+        let response = away.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        let broken = ApiError::repository(RepositoryError::new("a query failed"));
+        assert_eq!(
+            broken.error_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[tokio::test]

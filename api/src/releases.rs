@@ -214,7 +214,7 @@ fn create_failed(error: CreateReleaseError, service: &str, version: &str) -> Api
             error,
         ),
         CreateReleaseError::Forbidden(denied) => ApiError::forbidden(&denied),
-        CreateReleaseError::Repository(error) => ApiError::internal(error),
+        CreateReleaseError::Repository(error) => ApiError::repository(error),
     }
 }
 
@@ -272,7 +272,7 @@ pub async fn list(
         .await
         .map_err(|error| match error {
             ListReleasesError::Forbidden(denied) => ApiError::forbidden(&denied),
-            ListReleasesError::Repository(error) => ApiError::internal(error),
+            ListReleasesError::Repository(error) => ApiError::repository(error),
         })?;
     json_response(
         HttpResponse::Ok(),
@@ -301,7 +301,7 @@ pub async fn get(
         .map_err(|error| match error {
             GetReleaseError::NotFound => release_not_found(&id),
             GetReleaseError::Forbidden(denied) => ApiError::forbidden(&denied),
-            GetReleaseError::Repository(error) => ApiError::internal(error),
+            GetReleaseError::Repository(error) => ApiError::repository(error),
         })?;
     json_response(
         HttpResponse::Ok(),
@@ -324,7 +324,7 @@ pub async fn delete(
         .map_err(|error| match error {
             DeleteReleaseError::NotFound => not_found(),
             DeleteReleaseError::Forbidden(denied) => ApiError::forbidden(&denied),
-            DeleteReleaseError::Repository(error) => ApiError::internal(error),
+            DeleteReleaseError::Repository(error) => ApiError::repository(error),
         })?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -35,6 +35,7 @@ pub struct RepositoryError {
     message: String,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    unavailable: bool,
 }
 
 impl RepositoryError {
@@ -42,6 +43,7 @@ impl RepositoryError {
         Self {
             message: message.into(),
             source: None,
+            unavailable: false,
         }
     }
 
@@ -52,7 +54,25 @@ impl RepositoryError {
         Self {
             message: message.into(),
             source: Some(source.into()),
+            unavailable: false,
         }
+    }
+
+    /// The storage could not be reached at all (no connection, the server away): the
+    /// same request may well succeed shortly, so clients are told to try again.
+    pub fn unavailable(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            unavailable: true,
+            ..Self::caused_by(message, source)
+        }
+    }
+
+    /// Whether the storage could not be reached (see [`Self::unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
     }
 }
 

@@ -124,7 +124,7 @@ fn check_out(
 ) -> Result<PooledConnection<PgConnectionManager>, RepositoryError> {
     connections
         .get()
-        .map_err(|error| RepositoryError::caused_by("no database connection is available", error))
+        .map_err(|error| RepositoryError::unavailable("no database connection is available", error))
 }
 
 /// Runs `job` on one of the database threads and hands back its answer.
@@ -143,10 +143,10 @@ where
         }
         let waited = queued_at.elapsed();
         let result = if waited > wait_limit {
-            Err(RepositoryError::new(format!(
-                "no database connection is available: every connection stayed busy for {} ms",
-                waited.as_millis()
-            ))
+            Err(RepositoryError::unavailable(
+                "no database connection is available",
+                format!("every connection stayed busy for {} ms", waited.as_millis()),
+            )
             .into())
         } else {
             // A panic in `job` must not end the thread: the caller gets an error instead
@@ -171,7 +171,15 @@ where
 pub(crate) fn query_failed(
     what: &'static str,
 ) -> impl FnOnce(diesel::result::Error) -> RepositoryError {
-    move |error| RepositoryError::caused_by(format!("{what} failed"), error)
+    move |error| match error {
+        // The connection went away under the query: the server is restarting or gone.
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ClosedConnection
+            | diesel::result::DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => RepositoryError::unavailable(format!("{what} failed"), error),
+        error => RepositoryError::caused_by(format!("{what} failed"), error),
+    }
 }
 
 #[cfg(test)]

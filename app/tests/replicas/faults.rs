@@ -131,6 +131,19 @@ async fn a_minute_without_postgresql_mid_rollout_ends_with_the_verdict_the_clust
         .await
         .expect("sent");
     assert_eq!(down.status(), 503, "not ready without its database");
+    let refused = client
+        .get(format!("{}/api/deployments/{id}", replica.base))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 503, "a request to retry, not a failure");
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     tokio::time::sleep(Duration::from_secs(60)).await;
     world
         .postgres
