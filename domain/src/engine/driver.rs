@@ -226,9 +226,10 @@ impl Driver {
             |_| deployment.deadline(),
         );
         let applying = format!(
-            "applying {} objects to {}",
+            "applying {} objects to {} (driven by {})",
             deployment.objects.len(),
-            deployment.target
+            deployment.target,
+            inner.settings.instance
         );
         if deployment.status == Queued {
             let mut start = Transition::new(&[Queued], Applying, now());
