@@ -21,7 +21,7 @@ use crate::cluster::{
     AppliedResource, ClusterStatus, RolloutOutcome, RolloutProgress, RolloutRequest,
     resource_ref_of,
 };
-use crate::deployment::{DeploymentStatus, Fence, Namespace, ResourceRef};
+use crate::deployment::{DeploymentStatus, Fence, Namespace, ResourceRef, TimelineEntry};
 use crate::lease::InstanceId;
 use crate::ports::{Cluster, ClusterError};
 use crate::release::{Release, ServiceName};
@@ -176,28 +176,28 @@ async fn an_owner_whose_lease_was_taken_over_writes_nothing_and_acts_on_no_clust
 #[tokio::test]
 async fn a_dead_replicas_deployment_is_driven_on_by_another_after_the_ttl() {
     let good = release("2");
-    let stuck = Arc::new(GatedCluster::default());
     let healthy = Arc::new(GatedCluster::default());
     let deployments = Arc::new(MemoryDeployments::default());
     let changes = Arc::new(LocalChanges::new());
-    // The first replica claims and starts driving, but its supervisor never runs: no
-    // heartbeat, as if it had been killed mid-rollout.
-    let dead = gated_replica(
+    // Requested through a replica that serves the API only (its engine is not started),
+    // then claimed by a replica that dies at once: its lease is never renewed.
+    let api_only = gated_replica(
         vec![good.clone()],
-        &stuck,
+        &healthy,
         &deployments,
         &changes,
-        "dead",
+        "api-only",
         false,
     );
-    let started = dead
+    let started = api_only
         .request(request(&good), &deployer("ci"))
         .await
         .expect("requested");
-    eventually("the first replica watches", || {
-        stuck.watches.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let ttl = fast_engine("any").lease_ttl;
+    let dead = InstanceId::unique("dead");
+    let claimed = deployments
+        .take(started.id, &dead, ttl)
+        .expect("the lease is free");
     let killed_at = tokio::time::Instant::now();
     let survivor = gated_replica(
         vec![good.clone()],
@@ -212,10 +212,14 @@ async fn a_dead_replicas_deployment_is_driven_on_by_another_after_the_ttl() {
     })
     .await;
     let failover = killed_at.elapsed();
-    let ttl = survivor.engine().settings().lease_ttl;
     assert!(
         failover >= ttl / 2,
         "not before the lease expired: {failover:?}"
+    );
+    assert_eq!(
+        api_only.engine().driving(),
+        0,
+        "the API-only replica drives nothing"
     );
     healthy.finish.notify_waiters();
     let done = survivor
@@ -227,13 +231,26 @@ async fn a_dead_replicas_deployment_is_driven_on_by_another_after_the_ttl() {
     assert!(
         done.timeline
             .iter()
-            .any(|e| e.message.contains("resumed by") && e.message.contains(&survivor_name)),
+            .any(|e| e.message.contains(&format!("driven by {survivor_name}"))),
         "{:?}",
         done.timeline
     );
-    // The dead one's watch ends late: it changes nothing.
-    stuck.finish.notify_waiters();
-    eventually("the dead driver ends", || dead.engine().driving() == 0).await;
+    // The dead replica's fence is stale now: had it written, nothing would be stored.
+    assert!(
+        !deployments
+            .append_timeline(
+                started.id,
+                Some(claimed.fence),
+                &TimelineEntry {
+                    at: chrono::Utc::now(),
+                    phase: DeploymentStatus::RollingOut,
+                    message: "late".into(),
+                    resource: None,
+                },
+            )
+            .await
+            .expect("append runs")
+    );
     assert_eq!(
         deployments
             .audit_actions()

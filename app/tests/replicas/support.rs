@@ -49,7 +49,30 @@ pub struct World {
     pub database_url: String,
     pub sim: Simulator,
     pub config: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for World {
+    /// A failing test shows the end of every replica's log (each replica writes to a
+    /// file of its own in the world's folder, so passing tests stay quiet).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log")
+                && let Ok(text) = std::fs::read_to_string(&path)
+            {
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                eprintln!("--- the end of {}:\n{tail}", path.display());
+            }
+        }
+    }
 }
 
 impl World {
@@ -93,7 +116,7 @@ impl World {
             database_url,
             sim,
             config,
-            _dir: dir,
+            dir,
         })
     }
 
@@ -154,6 +177,7 @@ pub struct Replica {
     database_url: String,
     config: PathBuf,
     settings: Vec<(String, String)>,
+    log: PathBuf,
 }
 
 impl Replica {
@@ -169,6 +193,7 @@ impl Replica {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            log: world.dir.path().join(format!("{name}.log")),
         };
         replica.child = Some(replica.command());
         replica
@@ -177,6 +202,12 @@ impl Replica {
     fn command(&self) -> Child {
         let mut command = serve_command(&self.config, &self.database_url, self.port, &self.name);
         command.envs(self.settings.iter().map(|(k, v)| (k, v)));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the replica's log opens");
+        command.stderr(log);
         command.spawn().expect("kubernaut starts")
     }
 
@@ -256,7 +287,7 @@ pub fn serve_command(config: &Path, database_url: &str, port: u16, name: &str) -
         )
         .env("KUBERNAUT__ENGINE__CLAIM_INTERVAL_MS", "250")
         .env("KUBERNAUT__SECURITY__MUTATIONS_PER_MINUTE", "0")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,kubernaut_domain=info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     command

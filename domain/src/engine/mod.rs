@@ -176,8 +176,17 @@ impl Engine {
     }
 
     /// A deployment was just stored by this replica: claim and drive it now rather
-    /// than at the next look.
+    /// than at the next look. An engine that was not started drives nothing (the
+    /// replica serves the API only): the other replicas' supervisors hear of it.
     pub(crate) fn started(&self, id: DeploymentId) {
+        let running = self
+            .inner
+            .supervisor
+            .lock()
+            .is_ok_and(|supervisor| supervisor.is_some());
+        if !running {
+            return;
+        }
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             if *inner.stopping.borrow() {
