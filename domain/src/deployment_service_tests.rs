@@ -485,13 +485,15 @@ pub(super) fn fast_engine(name: &str) -> EngineSettings {
     }
 }
 
-/// A replica: the use cases and a started engine over `deployments`, with its own feed.
-fn replica(
+/// A replica: the use cases and an engine (started when `start`) over `deployments`
+/// and `changes`, deploying to `cluster`.
+pub(super) fn replica(
     releases: Vec<Release>,
-    cluster: MockCluster,
+    cluster: Arc<dyn Cluster>,
     deployments: &Arc<MemoryDeployments>,
     changes: &Arc<LocalChanges>,
     name: &str,
+    start: bool,
 ) -> DeploymentService {
     let service = DeploymentService::new(
         Arc::new(releases_of(releases)),
@@ -501,11 +503,13 @@ fn replica(
         vec![ClusterHandle {
             name: target().cluster,
             settings: settings(),
-            cluster: Arc::new(cluster),
+            cluster,
         }],
     )
     .with_engine_settings(fast_engine(name));
-    service.engine().start();
+    if start {
+        service.engine().start();
+    }
     service
 }
 
@@ -516,10 +520,11 @@ fn service_with(
     let deployments = Arc::new(MemoryDeployments::default());
     let service = replica(
         releases,
-        cluster,
+        Arc::new(cluster),
         &deployments,
         &Arc::new(LocalChanges::new()),
         "test",
+        true,
     );
     (service, deployments)
 }

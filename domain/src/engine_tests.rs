@@ -11,9 +11,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::tests::{
-    MemoryDeployments, deployer, fast_engine, release, releases_of, request, settings, target,
-};
+use super::tests::{MemoryDeployments, deployer, fast_engine, release, replica, request};
 use super::*;
 use crate::audit::AuditAction;
 use crate::changes::LocalChanges;
@@ -78,30 +76,62 @@ impl Cluster for GatedCluster {
     }
 }
 
-fn gated_replica(
-    releases: Vec<Release>,
-    cluster: &Arc<GatedCluster>,
-    deployments: &Arc<MemoryDeployments>,
-    changes: &Arc<LocalChanges>,
-    name: &str,
-    start_supervisor: bool,
-) -> DeploymentService {
-    let service = DeploymentService::new(
-        Arc::new(releases_of(releases)),
-        deployments.clone(),
-        deployments.clone(),
-        changes.clone(),
-        vec![ClusterHandle {
-            name: target().cluster,
-            settings: settings(),
-            cluster: cluster.clone(),
-        }],
-    )
-    .with_engine_settings(fast_engine(name));
-    if start_supervisor {
-        service.engine().start();
+/// One store and one change feed that a test's replicas share, and the release they
+/// deploy.
+struct Fleet {
+    good: Release,
+    deployments: Arc<MemoryDeployments>,
+    changes: Arc<LocalChanges>,
+}
+
+impl Fleet {
+    fn new(version: &str) -> Self {
+        Self {
+            good: release(version),
+            deployments: Arc::new(MemoryDeployments::default()),
+            changes: Arc::new(LocalChanges::new()),
+        }
     }
-    service
+
+    /// A replica deploying to `cluster`; its engine runs when `start`.
+    fn replica(&self, cluster: Arc<dyn Cluster>, name: &str, start: bool) -> DeploymentService {
+        replica(
+            vec![self.good.clone()],
+            cluster,
+            &self.deployments,
+            &self.changes,
+            name,
+            start,
+        )
+    }
+
+    /// Requests the release through `replica`; with `watched`, waits until that
+    /// cluster watches its rollout.
+    async fn deploy(
+        &self,
+        replica: &DeploymentService,
+        watched: Option<&GatedCluster>,
+    ) -> DeploymentId {
+        let started = replica
+            .request(request(&self.good), &deployer("ci"))
+            .await
+            .expect("requested");
+        if let Some(cluster) = watched {
+            eventually("the rollout is watched", || {
+                cluster.watches.load(Ordering::SeqCst) == 1
+            })
+            .await;
+        }
+        started.id
+    }
+
+    fn finished_verdicts(&self) -> usize {
+        self.deployments
+            .audit_actions()
+            .iter()
+            .filter(|(action, _)| *action == AuditAction::DeploymentFinished)
+            .count()
+    }
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -125,33 +155,17 @@ fn status_of(deployments: &MemoryDeployments, id: DeploymentId) -> DeploymentSta
 
 #[tokio::test]
 async fn an_owner_whose_lease_was_taken_over_writes_nothing_and_acts_on_no_cluster() {
-    let good = release("1");
+    let fleet = Fleet::new("1");
     let cluster = Arc::new(GatedCluster::default());
-    let deployments = Arc::new(MemoryDeployments::default());
-    let changes = Arc::new(LocalChanges::new());
-    let owner = gated_replica(
-        vec![good.clone()],
-        &cluster,
-        &deployments,
-        &changes,
-        "owner",
-        true,
-    );
-    let started = owner
-        .request(request(&good), &deployer("ci"))
-        .await
-        .expect("requested");
-    eventually("the owner watches the rollout", || {
-        cluster.watches.load(Ordering::SeqCst) == 1
-    })
-    .await;
-    let lines_before = deployments.timeline_of(started.id).len();
+    let owner = fleet.replica(cluster.clone(), "owner", true);
+    let id = fleet.deploy(&owner, Some(&cluster)).await;
+    let lines_before = fleet.deployments.timeline_of(id).len();
 
     // Another replica takes the lease over while the owner is stuck in its watch.
-    let intruder = InstanceId::unique("intruder");
-    deployments.expire_lease(started.id);
-    let taken = deployments
-        .take(started.id, &intruder, Duration::from_secs(60))
+    fleet.deployments.expire_lease(id);
+    let taken = fleet
+        .deployments
+        .take(id, &InstanceId::unique("intruder"), Duration::from_secs(60))
         .expect("an expired lease can be taken");
     assert_eq!(taken.fence, Fence::new(2));
 
@@ -159,54 +173,29 @@ async fn an_owner_whose_lease_was_taken_over_writes_nothing_and_acts_on_no_clust
     cluster.finish.notify_waiters();
     eventually("the owner's driver ends", || owner.engine().driving() == 0).await;
     assert_eq!(
-        status_of(&deployments, started.id),
+        status_of(&fleet.deployments, id),
         DeploymentStatus::RollingOut
     );
     assert_eq!(cluster.prunes.load(Ordering::SeqCst), 0, "no prune");
-    assert_eq!(deployments.timeline_of(started.id).len(), lines_before);
-    assert!(
-        deployments
-            .audit_actions()
-            .iter()
-            .all(|(action, _)| *action != AuditAction::DeploymentFinished),
-        "no verdict recorded"
-    );
+    assert_eq!(fleet.deployments.timeline_of(id).len(), lines_before);
+    assert_eq!(fleet.finished_verdicts(), 0, "no verdict recorded");
 }
 
 #[tokio::test]
 async fn a_dead_replicas_deployment_is_driven_on_by_another_after_the_ttl() {
-    let good = release("2");
+    let fleet = Fleet::new("2");
     let healthy = Arc::new(GatedCluster::default());
-    let deployments = Arc::new(MemoryDeployments::default());
-    let changes = Arc::new(LocalChanges::new());
     // Requested through a replica that serves the API only (its engine is not started),
     // then claimed by a replica that dies at once: its lease is never renewed.
-    let api_only = gated_replica(
-        vec![good.clone()],
-        &healthy,
-        &deployments,
-        &changes,
-        "api-only",
-        false,
-    );
-    let started = api_only
-        .request(request(&good), &deployer("ci"))
-        .await
-        .expect("requested");
+    let api_only = fleet.replica(healthy.clone(), "api-only", false);
+    let id = fleet.deploy(&api_only, None).await;
     let ttl = fast_engine("any").lease_ttl;
-    let dead = InstanceId::unique("dead");
-    let claimed = deployments
-        .take(started.id, &dead, ttl)
+    let claimed = fleet
+        .deployments
+        .take(id, &InstanceId::unique("dead"), ttl)
         .expect("the lease is free");
     let killed_at = tokio::time::Instant::now();
-    let survivor = gated_replica(
-        vec![good.clone()],
-        &healthy,
-        &deployments,
-        &changes,
-        "survivor",
-        true,
-    );
+    let survivor = fleet.replica(healthy.clone(), "survivor", true);
     eventually("the survivor takes over", || {
         healthy.watches.load(Ordering::SeqCst) == 1
     })
@@ -223,7 +212,7 @@ async fn a_dead_replicas_deployment_is_driven_on_by_another_after_the_ttl() {
     );
     healthy.finish.notify_waiters();
     let done = survivor
-        .wait(started.id, Duration::from_secs(10), &deployer("ci"))
+        .wait(id, Duration::from_secs(10), &deployer("ci"))
         .await
         .expect("read");
     assert_eq!(done.status, DeploymentStatus::Succeeded);
@@ -236,79 +225,46 @@ async fn a_dead_replicas_deployment_is_driven_on_by_another_after_the_ttl() {
         done.timeline
     );
     // The dead replica's fence is stale now: had it written, nothing would be stored.
+    let late = TimelineEntry {
+        at: chrono::Utc::now(),
+        phase: DeploymentStatus::RollingOut,
+        message: "late".into(),
+        resource: None,
+    };
     assert!(
-        !deployments
-            .append_timeline(
-                started.id,
-                Some(claimed.fence),
-                &TimelineEntry {
-                    at: chrono::Utc::now(),
-                    phase: DeploymentStatus::RollingOut,
-                    message: "late".into(),
-                    resource: None,
-                },
-            )
+        !fleet
+            .deployments
+            .append_timeline(id, Some(claimed.fence), &late)
             .await
             .expect("append runs")
     );
-    assert_eq!(
-        deployments
-            .audit_actions()
-            .iter()
-            .filter(|(action, _)| *action == AuditAction::DeploymentFinished)
-            .count(),
-        1,
-        "one verdict"
-    );
+    assert_eq!(fleet.finished_verdicts(), 1, "one verdict");
 }
 
 #[tokio::test]
 async fn a_cancel_through_another_replica_stops_the_owners_driver_at_once() {
-    let good = release("3");
+    let fleet = Fleet::new("3");
     let cluster = Arc::new(GatedCluster::default());
-    let deployments = Arc::new(MemoryDeployments::default());
-    let changes = Arc::new(LocalChanges::new());
-    let owner = gated_replica(
-        vec![good.clone()],
-        &cluster,
-        &deployments,
-        &changes,
-        "owner",
-        true,
-    );
-    let other = gated_replica(
-        vec![good.clone()],
-        &cluster,
-        &deployments,
-        &changes,
-        "other",
-        true,
-    );
-    let started = owner
-        .request(request(&good), &deployer("ci"))
-        .await
-        .expect("requested");
-    eventually("the owner watches", || {
-        cluster.watches.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let owner = fleet.replica(cluster.clone(), "owner", true);
+    let other = fleet.replica(cluster.clone(), "other", true);
+    let id = fleet.deploy(&owner, Some(&cluster)).await;
     let cancelled_at = tokio::time::Instant::now();
     other
-        .cancel(started.id, &deployer("oncall"))
+        .cancel(id, &deployer("oncall"))
         .await
         .expect("cancelled");
     eventually("the owner's driver stops", || owner.engine().driving() == 0).await;
     assert!(cancelled_at.elapsed() < Duration::from_secs(1));
     cluster.finish.notify_waiters();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let timeline = deployments.timeline_of(started.id);
+    let timeline = fleet.deployments.timeline_of(id);
     assert_eq!(
         timeline.last().map(|e| e.message.as_str()),
         Some("cancelled by oncall"),
         "nothing after the cancel"
     );
     assert_eq!(
-        status_of(&deployments, started.id),
+        status_of(&fleet.deployments, id),
         DeploymentStatus::Cancelled
     );
     assert_eq!(cluster.prunes.load(Ordering::SeqCst), 0);
@@ -316,34 +272,14 @@ async fn a_cancel_through_another_replica_stops_the_owners_driver_at_once() {
 
 #[tokio::test]
 async fn a_replica_that_shuts_down_gives_its_leases_back_at_once() {
-    let good = release("4");
+    let fleet = Fleet::new("4");
     let first = Arc::new(GatedCluster::default());
     let second = Arc::new(GatedCluster::default());
-    let deployments = Arc::new(MemoryDeployments::default());
-    let changes = Arc::new(LocalChanges::new());
-    let leaving = gated_replica(
-        vec![good.clone()],
-        &first,
-        &deployments,
-        &changes,
-        "leaving",
-        true,
-    );
-    let started = leaving
-        .request(request(&good), &deployer("ci"))
-        .await
-        .expect("requested");
-    eventually("it watches", || first.watches.load(Ordering::SeqCst) == 1).await;
+    let leaving = fleet.replica(first.clone(), "leaving", true);
+    let id = fleet.deploy(&leaving, Some(&first)).await;
     leaving.engine().shutdown(Duration::from_secs(5)).await;
     assert_eq!(leaving.engine().driving(), 0);
-    let staying = gated_replica(
-        vec![good.clone()],
-        &second,
-        &deployments,
-        &changes,
-        "staying",
-        true,
-    );
+    let staying = fleet.replica(second.clone(), "staying", true);
     let took = tokio::time::Instant::now();
     eventually("another replica drives it", || {
         second.watches.load(Ordering::SeqCst) == 1
@@ -355,7 +291,7 @@ async fn a_replica_that_shuts_down_gives_its_leases_back_at_once() {
     );
     second.finish.notify_waiters();
     let done = staying
-        .wait(started.id, Duration::from_secs(10), &deployer("ci"))
+        .wait(id, Duration::from_secs(10), &deployer("ci"))
         .await
         .expect("read");
     assert_eq!(done.status, DeploymentStatus::Succeeded);
@@ -363,46 +299,26 @@ async fn a_replica_that_shuts_down_gives_its_leases_back_at_once() {
 
 #[tokio::test]
 async fn database_errors_never_end_a_rollout_the_driver_retries_and_keeps_its_watch() {
-    let good = release("5");
+    let fleet = Fleet::new("5");
     let cluster = Arc::new(GatedCluster::default());
-    let deployments = Arc::new(MemoryDeployments::default());
-    let changes = Arc::new(LocalChanges::new());
-    let replica = gated_replica(
-        vec![good.clone()],
-        &cluster,
-        &deployments,
-        &changes,
-        "flaky",
-        true,
-    );
-    let started = replica
-        .request(request(&good), &deployer("ci"))
-        .await
-        .expect("requested");
-    eventually("it watches", || cluster.watches.load(Ordering::SeqCst) == 1).await;
+    let replica = fleet.replica(cluster.clone(), "flaky", true);
+    let id = fleet.deploy(&replica, Some(&cluster)).await;
     // The database goes away for the next 25 writes (about a second of retries); the
     // rollout ends meanwhile.
-    deployments.failing_writes.store(25, Ordering::SeqCst);
+    fleet.deployments.failing_writes.store(25, Ordering::SeqCst);
     cluster.finish.notify_waiters();
     let done = replica
-        .wait(started.id, Duration::from_secs(10), &deployer("ci"))
+        .wait(id, Duration::from_secs(10), &deployer("ci"))
         .await
         .expect("read");
     assert_eq!(done.status, DeploymentStatus::Succeeded);
-    assert_eq!(deployments.failing_writes.load(Ordering::SeqCst), 0);
+    assert_eq!(fleet.deployments.failing_writes.load(Ordering::SeqCst), 0);
     assert_eq!(cluster.watches.load(Ordering::SeqCst), 1, "one watch, kept");
     assert_eq!(
         done.timeline.last().map(|e| e.message.as_str()),
         Some("rolled out")
     );
-    assert_eq!(
-        deployments
-            .audit_actions()
-            .iter()
-            .filter(|(action, _)| *action == AuditAction::DeploymentFinished)
-            .count(),
-        1
-    );
+    assert_eq!(fleet.finished_verdicts(), 1);
     eventually("the driver ends", || replica.engine().driving() == 0).await;
 }
 
@@ -410,13 +326,14 @@ async fn database_errors_never_end_a_rollout_the_driver_retries_and_keeps_its_wa
 /// complete.
 #[derive(Default)]
 struct CompletedCluster {
+    inner: GatedCluster,
     deadlines: std::sync::Mutex<Vec<chrono::DateTime<chrono::Utc>>>,
 }
 
 #[async_trait]
 impl Cluster for CompletedCluster {
     async fn apply(&self, objects: &[Value]) -> Result<Vec<AppliedResource>, ClusterError> {
-        GatedCluster::default().apply(objects).await
+        self.inner.apply(objects).await
     }
 
     async fn watch_rollout(
@@ -430,63 +347,34 @@ impl Cluster for CompletedCluster {
 
     async fn prune(
         &self,
-        _: &Namespace,
-        _: &ServiceName,
-        _: &[ResourceRef],
+        namespace: &Namespace,
+        service: &ServiceName,
+        keep: &[ResourceRef],
     ) -> Result<Vec<ResourceRef>, ClusterError> {
-        Ok(vec![])
+        self.inner.prune(namespace, service, keep).await
     }
 
     async fn status(&self) -> ClusterStatus {
-        GatedCluster::default().status().await
+        self.inner.status().await
     }
 }
 
 #[tokio::test]
 async fn a_deployment_resumed_past_its_deadline_is_judged_by_what_the_cluster_shows() {
-    let good = release("6");
+    let fleet = Fleet::new("6");
     let cluster = Arc::new(CompletedCluster::default());
-    let deployments = Arc::new(MemoryDeployments::default());
-    let service = DeploymentService::new(
-        Arc::new(releases_of(vec![good.clone()])),
-        deployments.clone(),
-        deployments.clone(),
-        Arc::new(LocalChanges::new()),
-        vec![ClusterHandle {
-            name: target().cluster,
-            settings: settings(),
-            cluster: cluster.clone(),
-        }],
-    )
-    .with_engine_settings(fast_engine("late"));
     // Left rolling out by a replica that died, its 60 s deadline long past.
-    let mut left = service
-        .request(request(&good), &deployer("ci"))
-        .await
-        .expect("stored");
-    service.engine().shutdown(Duration::from_secs(1)).await;
-    left.status = DeploymentStatus::RollingOut;
-    left.started_at = Some(chrono::Utc::now() - chrono::Duration::minutes(10));
+    let api_only = fleet.replica(cluster.clone(), "api-only", false);
+    let id = fleet.deploy(&api_only, None).await;
     {
-        let mut rows = deployments.rows.lock().expect("lock");
-        rows.retain(|d| d.id != left.id);
-        rows.push(left.clone());
+        let mut rows = fleet.deployments.rows.lock().expect("lock");
+        let left = rows.iter_mut().find(|d| d.id == id).expect("stored");
+        left.status = DeploymentStatus::RollingOut;
+        left.started_at = Some(chrono::Utc::now() - chrono::Duration::minutes(10));
     }
-    let survivor = DeploymentService::new(
-        Arc::new(releases_of(vec![good.clone()])),
-        deployments.clone(),
-        deployments.clone(),
-        Arc::new(LocalChanges::new()),
-        vec![ClusterHandle {
-            name: target().cluster,
-            settings: settings(),
-            cluster: cluster.clone(),
-        }],
-    )
-    .with_engine_settings(fast_engine("survivor"));
-    survivor.engine().start();
+    let survivor = fleet.replica(cluster.clone(), "survivor", true);
     let done = survivor
-        .wait(left.id, Duration::from_secs(10), &deployer("ci"))
+        .wait(id, Duration::from_secs(10), &deployer("ci"))
         .await
         .expect("read");
     assert_eq!(
