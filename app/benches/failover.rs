@@ -4,8 +4,8 @@
 //! `cargo bench -p kubernaut --bench failover` starts a PostgreSQL server of its own
 //! (testkit's `PostgresServer`), the simulated API server in this process and two
 //! replicas of the `kubernaut` binary of this build, all on 127.0.0.1. Each round
-//! deploys a rollout that never ends through one replica (which claims and drives it),
-//! kills that replica, and measures from the kill to the first write of the new owner
+//! deploys a rollout that never ends (through each replica in turn), kills the replica
+//! that drives it, and measures from the kill to the first write of the new owner
 //! (its "resumed by" timeline line, stamped by the same system clock); then cancels the
 //! deployment and restarts the killed replica. The goal is the lease TTL plus 2 s at
 //! most: the figures are printed beside the TTL they were measured with.
@@ -24,9 +24,8 @@ mod support;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kubernaut_testkit::sim::Behaviour;
 use serde_json::{Value, json};
-use support::{World, client_with_token, deploy, get, messages, release, until};
+use support::{World, client_with_token, get, messages, rolling_out, slow_release, until};
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -60,10 +59,6 @@ async fn main() {
         return;
     };
     world.create_namespace("bench").await;
-    world.sim.set_image_behaviour(
-        "registry.local/failover:1",
-        Behaviour::SlowStart { seconds: 1_000_000 },
-    );
     let ttl_setting = ttl.to_string();
     let settings = [("KUBERNAUT__ENGINE__LEASE_TTL_SECONDS", ttl_setting.as_str())];
     let mut replicas = [
@@ -71,39 +66,39 @@ async fn main() {
         world.replica_with("failover-b", &settings).await,
     ];
     let client = client_with_token(&world.admin_token("bench"));
-    release(
+    slow_release(
+        &world,
         &client,
         &replicas[0].base,
         "failover",
         "1",
-        "registry.local/failover:1",
+        1_000_000,
     )
     .await;
     let mut failovers = Vec::new();
     for round in 0..kills {
-        let (victim, survivor) = if round % 2 == 0 { (0, 1) } else { (1, 0) };
-        let id = deploy(
+        let asked = usize::try_from(round % 2).unwrap_or_default();
+        let id = rolling_out(
             &client,
-            &replicas[victim].base,
-            json!({"service": "failover", "version": "1", "cluster": "sim", "namespace": "bench", "timeout_seconds": 3600}),
+            &replicas[asked],
+            &replicas[1 - asked],
+            ("failover", "1", "bench"),
+            json!({"timeout_seconds": 3600}),
         )
         .await;
+        // Whichever replica claimed it first (the one asked, or another that heard of it)
+        // is the one killed.
+        let rolling = get(&client, &replicas[asked].base, &id).await;
+        let victim = replicas
+            .iter()
+            .position(|r| {
+                messages(&rolling)
+                    .iter()
+                    .any(|m| m.contains(&format!("driven by {}-", r.name)))
+            })
+            .unwrap_or_else(|| panic!("no replica drives it: {rolling}"));
+        let survivor = 1 - victim;
         let victim_name = replicas[victim].name.clone();
-        let rolling = until(
-            &client,
-            &replicas[survivor].base,
-            &id,
-            Duration::from_secs(60),
-            "rolling out",
-            |d| d["status"] == "rolling_out",
-        )
-        .await;
-        assert!(
-            messages(&rolling)
-                .iter()
-                .any(|m| m.contains(&format!("driven by {victim_name}"))),
-            "the replica asked drives it: {rolling}"
-        );
         let killed_at = Utc::now();
         replicas[victim].kill();
         let survivor_name = replicas[survivor].name.clone();

@@ -107,7 +107,7 @@ async fn deploy(
     })
     .await;
     match status {
-        200 | 201 | 202 => answer["id"].as_str().expect("an id").to_owned(),
+        200..=202 => answer["id"].as_str().expect("an id").to_owned(),
         // A retry of a request whose first try was stored after all.
         409 => answer["existing_id"]
             .as_str()

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use kubernaut_testkit::sim::Behaviour;
 use serde_json::{Value, json};
 
-use crate::support::{World, client_with_token, deploy, get, messages, release, until};
+use crate::support::{
+    World, client_with_token, deploy, get, messages, release, rolling_out, slow_release, until,
+};
 
 #[tokio::test]
 async fn after_a_postgresql_restart_every_replica_answers_again_without_an_error() {
@@ -99,28 +100,17 @@ async fn a_minute_without_postgresql_mid_rollout_ends_with_the_verdict_the_clust
         return;
     };
     world.create_namespace("shop").await;
-    // 100 simulated seconds: the rollout completes 5 s after it starts, while the
-    // database is away; the deploy's deadline (30 s) passes while it is away too.
-    world.sim.set_image_behaviour(
-        "registry.local/cart:2",
-        Behaviour::SlowStart { seconds: 100 },
-    );
     let replica = world.replica("outage").await;
     let client = client_with_token(&world.admin_token("ops"));
-    release(&client, &replica.base, "cart", "2", "registry.local/cart:2").await;
-    let id = deploy(
+    // 100 simulated seconds: the rollout completes 5 s after it starts, while the
+    // database is away; the deploy's deadline (30 s) passes while it is away too.
+    slow_release(&world, &client, &replica.base, "cart", "2", 100).await;
+    let id = rolling_out(
         &client,
-        &replica.base,
-        json!({"service": "cart", "version": "2", "cluster": "sim", "namespace": "shop", "timeout_seconds": 30}),
-    )
-    .await;
-    until(
-        &client,
-        &replica.base,
-        &id,
-        Duration::from_secs(30),
-        "rolling out",
-        |d| d["status"] == "rolling_out",
+        &replica,
+        &replica,
+        ("cart", "2", "shop"),
+        json!({"timeout_seconds": 30}),
     )
     .await;
 
@@ -214,10 +204,6 @@ async fn a_cancel_through_another_replica_stops_the_owner_and_wakes_waiters_ever
         return;
     };
     world.create_namespace("shop").await;
-    world.sim.set_image_behaviour(
-        "registry.local/search:9",
-        Behaviour::SlowStart { seconds: 2000 },
-    );
     let owner = world.replica("owner").await;
     let other = world.replica("other").await;
     let client = client_with_token(&world.admin_token("ops"));
@@ -229,14 +215,7 @@ async fn a_cancel_through_another_replica_stops_the_owner_and_wakes_waiters_ever
         "registry.local/search:8",
     )
     .await;
-    release(
-        &client,
-        &owner.base,
-        "search",
-        "9",
-        "registry.local/search:9",
-    )
-    .await;
+    slow_release(&world, &client, &owner.base, "search", "9", 2000).await;
     let good = deploy(
         &client,
         &owner.base,
@@ -254,19 +233,12 @@ async fn a_cancel_through_another_replica_stops_the_owner_and_wakes_waiters_ever
     .await;
     // Requested through the owner, which claims it at once; rollback on failure, which
     // a cancel must not set off.
-    let id = deploy(
+    let id = rolling_out(
         &client,
-        &owner.base,
-        json!({"service": "search", "version": "9", "cluster": "sim", "namespace": "shop", "rollback_on_failure": true}),
-    )
-    .await;
-    until(
-        &client,
-        &other.base,
-        &id,
-        Duration::from_secs(30),
-        "rolling out",
-        |d| d["status"] == "rolling_out",
+        &owner,
+        &other,
+        ("search", "9", "shop"),
+        json!({"rollback_on_failure": true}),
     )
     .await;
     let waiters: Vec<_> = [&owner.base, &other.base]
@@ -344,14 +316,10 @@ async fn a_live_view_on_one_replica_follows_a_rollout_driven_by_another() {
         return;
     };
     world.create_namespace("shop").await;
-    world.sim.set_image_behaviour(
-        "registry.local/feed:1",
-        Behaviour::SlowStart { seconds: 40 },
-    );
     let driver = world.replica("driver").await;
     let viewer = world.replica("viewer").await;
     let client = client_with_token(&world.admin_token("ops"));
-    release(&client, &driver.base, "feed", "1", "registry.local/feed:1").await;
+    slow_release(&world, &client, &driver.base, "feed", "1", 40).await;
     let id = deploy(
         &client,
         &driver.base,
@@ -454,36 +422,18 @@ async fn a_replica_stopped_with_sigterm_hands_its_deployments_over_at_once() {
         return;
     };
     world.create_namespace("shop").await;
-    world.sim.set_image_behaviour(
-        "registry.local/orders:1",
-        Behaviour::SlowStart { seconds: 200 },
-    );
     // A lease of 60 s: only a handover can be quicker than that.
     let long_lease = [("KUBERNAUT__ENGINE__LEASE_TTL_SECONDS", "60")];
     let mut leaving = world.replica_with("leaving", &long_lease).await;
     let staying = world.replica_with("staying", &long_lease).await;
     let client = client_with_token(&world.admin_token("ops"));
-    release(
+    slow_release(&world, &client, &leaving.base, "orders", "1", 200).await;
+    let id = rolling_out(
         &client,
-        &leaving.base,
-        "orders",
-        "1",
-        "registry.local/orders:1",
-    )
-    .await;
-    let id = deploy(
-        &client,
-        &leaving.base,
-        json!({"service": "orders", "version": "1", "cluster": "sim", "namespace": "shop"}),
-    )
-    .await;
-    until(
-        &client,
-        &staying.base,
-        &id,
-        Duration::from_secs(30),
-        "rolling out",
-        |d| d["status"] == "rolling_out",
+        &leaving,
+        &staying,
+        ("orders", "1", "shop"),
+        json!({}),
     )
     .await;
     let stopped_at = tokio::time::Instant::now();

@@ -44,7 +44,7 @@ pub fn free_port() -> u16 {
 /// The world the replicas share: a PostgreSQL server of its own, the simulator, and a
 /// configuration file naming it as cluster `sim`.
 pub struct World {
-    _alone: std::sync::MutexGuard<'static, ()>,
+    _alone: tokio::sync::MutexGuard<'static, ()>,
     pub postgres: PostgresServer,
     pub database_url: String,
     pub sim: Simulator,
@@ -79,10 +79,8 @@ impl World {
     /// `None` (after saying why) when this machine has no PostgreSQL programs.
     pub async fn start() -> Option<Self> {
         // One world at a time: a test waits here until the previous one has ended.
-        static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let alone = ALONE
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let alone = ALONE.lock().await;
         install_crypto_provider();
         let postgres = match PostgresServer::start() {
             Ok(server) => server,
@@ -384,4 +382,59 @@ pub fn messages(deployment: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Registers `service` `version` through `base` with an image the simulator rolls out
+/// in `sim_seconds` simulated seconds (`registry.local/<service>:<version>`).
+pub async fn slow_release(
+    world: &World,
+    client: &reqwest::Client,
+    base: &str,
+    service: &str,
+    version: &str,
+    sim_seconds: u64,
+) {
+    let image = format!("registry.local/{service}:{version}");
+    world.sim.set_image_behaviour(
+        &image,
+        kubernaut_testkit::sim::Behaviour::SlowStart {
+            seconds: sim_seconds,
+        },
+    );
+    release(client, base, service, version, &image).await;
+}
+
+/// Deploys `service` `version` to `sim`/`namespace` through `through` (with the
+/// `extra` fields of the request body) and waits until `watcher` shows it rolling out;
+/// returns its id.
+pub async fn rolling_out(
+    client: &reqwest::Client,
+    through: &Replica,
+    watcher: &Replica,
+    target: (&str, &str, &str),
+    extra: Value,
+) -> String {
+    let (service, version, namespace) = target;
+    let mut body =
+        json!({"service": service, "version": version, "cluster": "sim", "namespace": namespace});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let id = deploy(client, &through.base, body).await;
+    until(
+        client,
+        &watcher.base,
+        &id,
+        Duration::from_secs(60),
+        "rolling out",
+        |d| {
+            assert!(
+                d["status"] != "succeeded" && d["status"] != "failed",
+                "finished before it was caught rolling out: {d}"
+            );
+            d["status"] == "rolling_out"
+        },
+    )
+    .await;
+    id
 }
