@@ -207,6 +207,7 @@ impl Server {
             .env("KUBERNAUT__DATABASE__URL", database_url)
             .env("KUBERNAUT__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("KUBERNAUT__LOG__FILTER", "warn")
+            .env("KUBERNAUT__SECURITY__MUTATIONS_PER_MINUTE", "0")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file again"))
@@ -560,6 +561,30 @@ fn env_count(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// An admin token made by `kubernaut admin create-token` on the benchmark's database
+/// (which it migrates): every `/api` request carries one since issue 7.
+fn admin_token(database_url: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_kubernaut"))
+        .args([
+            "admin",
+            "create-token",
+            "--name",
+            "bench",
+            "--role",
+            "admin",
+        ])
+        .env("KUBERNAUT__DATABASE__URL", database_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubernaut admin create-token runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}
+
 fn median_of(s: &Summary) -> f64 {
     s.median
 }
@@ -599,9 +624,17 @@ async fn run() {
     sim.set_image_behaviour(SLOW_IMAGE, Behaviour::SlowStart { seconds: 3600 });
     let database = TestDatabase::create().expect("a fresh database");
     let dir = tempfile::tempdir().expect("a temporary directory");
+    let token = admin_token(database.url());
     let server = Server::start(database.url(), sim.kubeconfig_path(), dir.path());
+    let mut bearer =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value");
+    bearer.set_sensitive(true);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            bearer,
+        )]))
         .build()
         .expect("an HTTP client");
     let ready_by = Instant::now() + Duration::from_secs(30);
