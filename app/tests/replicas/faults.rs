@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     World, client_with_token, deploy, get, messages, release, rolling_out, slow_release, until,
+    verdict,
 };
 
 #[tokio::test]
@@ -82,15 +83,7 @@ async fn after_a_postgresql_restart_every_replica_answers_again_without_an_error
         json!({"service": "ledger", "version": "1.0.0", "cluster": "sim", "namespace": "books"}),
     )
     .await;
-    let done = until(
-        &client,
-        &a.base,
-        &deployment,
-        Duration::from_secs(60),
-        "a verdict",
-        |d| d["status"] != "queued" && d["status"] != "applying" && d["status"] != "rolling_out",
-    )
-    .await;
+    let done = verdict(&client, &a.base, &deployment).await;
     assert_eq!(done["status"], "succeeded", "{done}");
 }
 
@@ -140,15 +133,7 @@ async fn a_minute_without_postgresql_mid_rollout_ends_with_the_verdict_the_clust
         .start_again()
         .expect("PostgreSQL starts again");
 
-    let done = until(
-        &client,
-        &replica.base,
-        &id,
-        Duration::from_secs(60),
-        "a verdict",
-        |d| d["status"] != "rolling_out",
-    )
-    .await;
+    let done = verdict(&client, &replica.base, &id).await;
     assert_eq!(
         done["status"], "succeeded",
         "the rollout completed in the cluster: {done}"
@@ -186,15 +171,7 @@ async fn a_minute_without_postgresql_mid_rollout_ends_with_the_verdict_the_clust
         json!({"service": "cart", "version": "3", "cluster": "sim", "namespace": "shop"}),
     )
     .await;
-    let next = until(
-        &client,
-        &replica.base,
-        &next,
-        Duration::from_secs(60),
-        "a verdict",
-        |d| d["status"] == "succeeded" || d["status"] == "failed" || d["status"] == "timed_out",
-    )
-    .await;
+    let next = verdict(&client, &replica.base, &next).await;
     assert_eq!(next["status"], "succeeded", "{next}");
 }
 
@@ -455,14 +432,6 @@ async fn a_replica_stopped_with_sigterm_hands_its_deployments_over_at_once() {
         stopped_at.elapsed() < Duration::from_secs(20),
         "handed over, not left to expire: {taken}"
     );
-    let done = until(
-        &client,
-        &staying.base,
-        &id,
-        Duration::from_secs(60),
-        "a verdict",
-        |d| d["status"] != "rolling_out",
-    )
-    .await;
+    let done = verdict(&client, &staying.base, &id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
 }

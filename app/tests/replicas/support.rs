@@ -371,6 +371,24 @@ pub async fn until(
     }
 }
 
+/// The deployment once it has a verdict (within a minute).
+pub async fn verdict(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    until(
+        client,
+        base,
+        id,
+        Duration::from_secs(60),
+        "a verdict",
+        |d| {
+            !matches!(
+                d["status"].as_str(),
+                Some("queued" | "applying" | "rolling_out")
+            )
+        },
+    )
+    .await
+}
+
 /// The timeline's messages.
 pub fn messages(deployment: &Value) -> Vec<String> {
     deployment["timeline"]

@@ -139,6 +139,23 @@ impl Writer {
         Ok(())
     }
 
+    /// Says why the cluster is tried again, waits `delay` (unless stopped) and lengthens
+    /// it for the next time.
+    async fn retry_later(
+        &self,
+        phase: DeploymentStatus,
+        message: String,
+        delay: &mut std::time::Duration,
+    ) -> Result<(), Ended> {
+        self.note(phase, message, None).await?;
+        tokio::select! {
+            () = tokio::time::sleep(*delay) => {}
+            () = self.stopped() => return Err(Ended::Stopped),
+        }
+        *delay = self.inner.settings.cluster_retry.next(*delay);
+        Ok(())
+    }
+
     /// Confirms with the storage, extending it, that the lease is still ours: before
     /// every action on a cluster.
     async fn confirm_lease(&self) -> Result<(), Ended> {
@@ -287,17 +304,12 @@ impl Driver {
                         return self.finish(TimedOut, Some(diagnostics), Vec::new()).await;
                     }
                     writer
-                        .note(
+                        .retry_later(
                             Applying,
                             format!("the cluster is unreachable, retrying: {message}"),
-                            None,
+                            &mut delay,
                         )
                         .await?;
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = writer.stopped() => return Err(Ended::Stopped),
-                    }
-                    delay = inner.settings.cluster_retry.next(delay);
                 }
             }
         };
@@ -356,17 +368,12 @@ impl Driver {
                 Ok(outcome) => break outcome,
                 Err(error) if Utc::now() + chrono_duration(delay) < request.deadline => {
                     writer
-                        .note(
+                        .retry_later(
                             RollingOut,
                             format!("lost the cluster while watching, retrying: {error}"),
-                            None,
+                            &mut delay,
                         )
                         .await?;
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = writer.stopped() => return Err(Ended::Stopped),
-                    }
-                    delay = inner.settings.cluster_retry.next(delay);
                 }
                 Err(error) => {
                     break RolloutOutcome::TimedOut(Diagnostics::single(
