@@ -492,7 +492,10 @@ impl DeploymentRepository for PostgresDeploymentRepository {
                 None => diesel::insert_into(deployment_timeline::table)
                     .values(&row)
                     .execute(connection),
-                // Only while the deployment is active and the lease is the writer's.
+                // Only while the deployment is active and the lease is the writer's. The
+                // row is share-locked: a concurrent move (a cancel, a takeover's verdict)
+                // waits for this line, or this line waits for it and then finds the
+                // deployment ended, so no line lands after a verdict.
                 Some(fence) => diesel::insert_into(deployment_timeline::table)
                     .values(
                         deployments::table
@@ -510,7 +513,8 @@ impl DeploymentRepository for PostgresDeploymentRepository {
                                 row.resource
                                     .clone()
                                     .into_sql::<diesel::sql_types::Nullable<diesel::sql_types::Text>>(),
-                            )),
+                            ))
+                            .for_share(),
                     )
                     .into_columns((
                         deployment_timeline::deployment_id,

@@ -449,6 +449,14 @@ impl Driver {
         let writer = &self.writer;
         let inner = &writer.inner;
         let deployment = &self.deployment;
+        // The verdict's own line, whatever ended the rollout; a rollback's follows it.
+        if !entries.iter().any(|e| e.phase == verdict) {
+            let said = match diagnostics.as_ref() {
+                Some(diagnostics) => format!("{verdict}: {}", headline(diagnostics)),
+                None => verdict.to_string(),
+            };
+            entries.push(entry(verdict, said.replacen('_', " ", 1), None));
+        }
         let mut follow_up: Option<NewDeployment> = None;
         if verdict != DeploymentStatus::Succeeded && deployment.options.rollback_on_failure {
             let caller = Caller::system("kubernaut (rollback on failure)");
