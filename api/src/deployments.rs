@@ -294,6 +294,16 @@ pub(crate) fn request_error(error: RequestDeploymentError) -> ApiError {
             ),
         ),
         RequestDeploymentError::Render(message) => field("template", message),
+        RequestDeploymentError::ValueChangesStructure(names) => {
+            let mut errors = ValidationErrors::new();
+            for name in names {
+                errors.push(FieldError::new(
+                    format!("attributes.{name}"),
+                    kubernaut_domain::template::CHANGES_STRUCTURE,
+                ));
+            }
+            ApiError::validation(errors)
+        }
         RequestDeploymentError::Rejected(rejected) => field("manifest", rejected.to_string()),
         RequestDeploymentError::ActiveExists { active } => ApiError::conflict(
             format!(

@@ -93,6 +93,9 @@ impl Planner {
                 RenderError::MissingVariables(names) => {
                     RequestDeploymentError::MissingVariables(names)
                 }
+                RenderError::ValueChangesStructure(names) => {
+                    RequestDeploymentError::ValueChangesStructure(names)
+                }
                 other => RequestDeploymentError::Render(other.to_string()),
             })?;
         Ok(Rendered {

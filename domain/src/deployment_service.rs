@@ -85,6 +85,9 @@ pub enum RequestDeploymentError {
     MissingVariables(Vec<String>),
     #[error("the manifest cannot be rendered for this target: {0}")]
     Render(String),
+    /// The values of these variables would change the manifest's structure.
+    #[error("the values of {} would change the manifest's structure", .0.join(", "))]
+    ValueChangesStructure(Vec<String>),
     #[error(transparent)]
     Rejected(#[from] ManifestRejected),
     #[error("deployment {active} of this service to this target is still active")]

@@ -42,6 +42,10 @@ pub enum InvalidTemplate {
     Render(String),
     #[error("does not render to Kubernetes YAML: {0}")]
     NotKubernetes(String),
+    /// These variables' values would change the manifest's structure (see
+    /// [`ManifestTemplate::render`]).
+    #[error("the values of {} would change the manifest's structure", .0.join(", "))]
+    ValueChangesStructure(Vec<String>),
 }
 
 /// Why a template could not be rendered for a deploy or a preview.
@@ -53,6 +57,10 @@ pub enum RenderError {
     Template(String),
     #[error("the rendered manifest is not Kubernetes YAML: {0}")]
     NotKubernetes(String),
+    /// These variables' values would add, remove or reshape documents, objects, keys or
+    /// list items that the template did not write.
+    #[error("the values of {} would change the manifest's structure", .0.join(", "))]
+    ValueChangesStructure(Vec<String>),
 }
 
 /// The variables a template is rendered with; all values are strings.
@@ -165,7 +173,19 @@ impl ManifestTemplate {
             variables.set(name, name);
         }
         let text = render_text(&template, &variables).map_err(InvalidTemplate::Render)?;
-        parse_objects(&text).map_err(InvalidTemplate::NotKubernetes)?;
+        let objects = match parse_objects(&text) {
+            Ok(objects) => objects,
+            Err(error) => {
+                return Err(match keeps_structure(&template, &variables, &[]) {
+                    Err(names) if renders_without_them(&template, &variables) => {
+                        InvalidTemplate::ValueChangesStructure(names)
+                    }
+                    _ => InvalidTemplate::NotKubernetes(error),
+                });
+            }
+        };
+        keeps_structure(&template, &variables, &objects)
+            .map_err(InvalidTemplate::ValueChangesStructure)?;
         Ok(Self {
             source: source.to_owned(),
             required_variables,
@@ -189,11 +209,15 @@ impl ManifestTemplate {
         &self.required_variables
     }
 
-    /// Renders the template with `variables`.
+    /// Renders the template with `variables`. No value can change the manifest's
+    /// structure: values are text put where the template says, and one that would add,
+    /// remove or reshape a document, object, key or list item (a line break and a key, a
+    /// `, key: value` in a flow mapping, a closing quote...) is refused, naming it.
     ///
     /// # Errors
     /// [`RenderError::MissingVariables`] naming every required variable not supplied,
-    /// or the render or YAML failure.
+    /// [`RenderError::ValueChangesStructure`] naming the values that would reshape the
+    /// manifest, or the render or YAML failure.
     pub fn render(&self, variables: &TemplateVariables) -> Result<RenderedManifest, RenderError> {
         let missing: Vec<String> = self
             .required_variables
@@ -209,7 +233,20 @@ impl ManifestTemplate {
             .template_from_named_str(TEMPLATE_NAME, &self.source)
             .map_err(|e| RenderError::Template(describe(&e)))?;
         let text = render_text(&template, variables).map_err(RenderError::Template)?;
-        let objects = parse_objects(&text).map_err(RenderError::NotKubernetes)?;
+        let objects = match parse_objects(&text) {
+            Ok(objects) => objects,
+            // Broken by a value (a duplicate key, a stray quote) or by the template?
+            Err(error) => {
+                return Err(match keeps_structure(&template, variables, &[]) {
+                    Err(names) if renders_without_them(&template, variables) => {
+                        RenderError::ValueChangesStructure(names)
+                    }
+                    _ => RenderError::NotKubernetes(error),
+                });
+            }
+        };
+        keeps_structure(&template, variables, &objects)
+            .map_err(RenderError::ValueChangesStructure)?;
         Ok(RenderedManifest { text, objects })
     }
 }
@@ -258,6 +295,194 @@ fn render_text(
         ));
     }
     Ok(text)
+}
+
+/// Characters that can carry YAML structure anywhere in a value: line breaks and other
+/// control characters, flow indicators, quotes, the escape of double-quoted text, and
+/// the byte-order mark.
+fn hazardous_anywhere(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            ',' | '[' | ']' | '{' | '}' | '\'' | '"' | '\\' | '\u{2028}' | '\u{2029}' | '\u{feff}'
+        )
+}
+
+/// Characters that carry structure at the start of a value: indicators of a sequence
+/// entry, a key, a comment, an anchor, an alias, a tag, a block scalar, a directive or a
+/// reserved one.
+const HAZARDOUS_FIRST: [char; 12] = ['-', '?', ':', '#', '&', '*', '!', '|', '>', '%', '@', '`'];
+
+/// The reason given for a value that would change the manifest's structure.
+pub const CHANGES_STRUCTURE: &str = "would change the manifest's structure (a line break, a quote, a flow or comment indicator...): values are text the template places, they cannot add or reshape documents, keys or list items";
+
+/// Whether a value could change YAML structure wherever a template puts it. Values
+/// without any such character (versions, images with or without a digest, numbers, URLs,
+/// most words) are plain YAML text in any position, so rendering them costs no second
+/// look.
+fn is_hazardous(value: &str) -> bool {
+    // Only blanks: in the last slot of a flow sequence they leave the slot out.
+    (!value.is_empty() && value.trim().is_empty())
+        || value.chars().any(hazardous_anywhere)
+        || value.trim_start().starts_with(HAZARDOUS_FIRST)
+        || value.contains(": ")
+        || value.contains(" #")
+        || value.ends_with(':')
+}
+
+/// `value` with every character that could carry structure replaced by `x` (the same
+/// text otherwise, so templates that compare or filter values behave alike).
+fn defang(value: &str) -> String {
+    if value.trim().is_empty() {
+        return "x".repeat(value.chars().count());
+    }
+    let first = value.len() - value.trim_start().len();
+    let mut benign: String = value
+        .char_indices()
+        .map(|(at, c)| {
+            if hazardous_anywhere(c) || (at == first && HAZARDOUS_FIRST.contains(&c)) {
+                'x'
+            } else {
+                c
+            }
+        })
+        .collect();
+    benign = benign.replace(": ", "x ").replace(" #", " x");
+    if benign.ends_with(':') {
+        benign.pop();
+        benign.push('x');
+    }
+    benign
+}
+
+/// The structure of rendered objects: each document's `apiVersion` and `kind`, and
+/// every key path with whether a mapping, a list or a scalar is there.
+/// One document's structure: its `apiVersion`, its `kind` and every key path with what
+/// is there (`{` a mapping, `[` a list, `=` a scalar).
+type DocumentShape = (String, String, Vec<(String, char)>);
+
+fn shape(objects: &[Value]) -> Vec<DocumentShape> {
+    fn walk(value: &Value, path: &mut String, out: &mut Vec<(String, char)>) {
+        match value {
+            Value::Object(map) => {
+                out.push((path.clone(), '{'));
+                for (key, child) in map {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                    walk(child, path, out);
+                    path.truncate(len);
+                }
+            }
+            Value::Array(items) => {
+                out.push((path.clone(), '['));
+                for (index, child) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&index.to_string());
+                    walk(child, path, out);
+                    path.truncate(len);
+                }
+            }
+            _ => out.push((path.clone(), '=')),
+        }
+    }
+    objects
+        .iter()
+        .map(|object| {
+            let text = |pointer: &str| {
+                object
+                    .pointer(pointer)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let mut paths = Vec::new();
+            walk(object, &mut String::new(), &mut paths);
+            (text("/apiVersion"), text("/kind"), paths)
+        })
+        .collect()
+}
+
+/// The shape the template renders to with `variables`, or `None` when it does not
+/// render to Kubernetes objects.
+fn shape_with(
+    template: &minijinja::Template<'_, '_>,
+    variables: &TemplateVariables,
+) -> Option<Vec<DocumentShape>> {
+    let text = render_text(template, variables).ok()?;
+    parse_objects(&text).ok().map(|objects| shape(&objects))
+}
+
+/// Whether the template renders to Kubernetes objects once every hazardous value is
+/// defanged: then a failure with the real values is theirs.
+fn renders_without_them(
+    template: &minijinja::Template<'_, '_>,
+    variables: &TemplateVariables,
+) -> bool {
+    shape_with(template, &defanged(variables)).is_some()
+}
+
+/// `variables` with every hazardous value defanged.
+fn defanged(variables: &TemplateVariables) -> TemplateVariables {
+    TemplateVariables(
+        variables
+            .0
+            .iter()
+            .map(|(name, value)| {
+                let value = if is_hazardous(value) {
+                    defang(value)
+                } else {
+                    value.clone()
+                };
+                (name.clone(), value)
+            })
+            .collect(),
+    )
+}
+
+/// Checks that the values of `variables` did not shape `objects` (what the template
+/// rendered to with them): rendered again with every hazardous value defanged, the
+/// template must give the same documents, kinds and key paths. Returns the names of the
+/// variables that change it otherwise.
+///
+/// Comparing against a render of the same template keeps templates that branch or loop
+/// on values working, and only values that could carry structure cost a second render.
+fn keeps_structure(
+    template: &minijinja::Template<'_, '_>,
+    variables: &TemplateVariables,
+    objects: &[Value],
+) -> Result<(), Vec<String>> {
+    let hazardous: Vec<&String> = variables
+        .0
+        .iter()
+        .filter(|(_, value)| is_hazardous(value))
+        .map(|(name, _)| name)
+        .collect();
+    if hazardous.is_empty() {
+        return Ok(());
+    }
+    let benign = defanged(variables);
+    let benign_shape = shape_with(template, &benign);
+    if benign_shape.as_ref() == Some(&shape(objects)) {
+        return Ok(());
+    }
+    // Which of them does it: each one alone among benign values.
+    let mut culprits: Vec<String> = hazardous
+        .iter()
+        .filter(|name| {
+            let mut alone = benign.clone();
+            if let Some(value) = variables.0.get(**name) {
+                alone.0.insert((**name).clone(), value.clone());
+            }
+            benign_shape.is_none() || shape_with(template, &alone) != benign_shape
+        })
+        .map(|name| (*name).clone())
+        .collect();
+    if culprits.is_empty() {
+        culprits = hazardous.into_iter().cloned().collect();
+    }
+    Err(culprits)
 }
 
 fn describe(error: &minijinja::Error) -> String {
@@ -489,5 +714,139 @@ mod tests {
             rendered.objects[0].pointer("/metadata/name"),
             Some(&Value::from("payments"))
         );
+    }
+
+    // Values cannot change the manifest's structure.
+
+    /// A template holding `v` in each kind of YAML position a value can take.
+    const POSITIONS: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  labels: {team: {{ v }}, tier: web}\ndata:\n  plain: {{ v }}\n  double: \"{{ v }}\"\n  single: '{{ v }}'\n  list: [a, {{ v }}]\n  block:\n  - {{ v }}\n  - b\n";
+
+    fn deploy_template(source: &str) -> ManifestTemplate {
+        ManifestTemplate::from_trusted(source.to_owned(), BTreeSet::from(["v".to_owned()]))
+    }
+
+    fn render_with(
+        template: &ManifestTemplate,
+        value: &str,
+    ) -> Result<RenderedManifest, RenderError> {
+        let mut variables = TemplateVariables::default();
+        variables.set("v", value);
+        template.render(&variables)
+    }
+
+    #[test]
+    fn a_value_that_adds_a_document_is_refused_naming_it() {
+        let (service, version, image, attributes) = release_variables();
+        let template =
+            ManifestTemplate::parse(ORIGINAL_STYLE, &service, &version, &image, &attributes)
+                .expect("accepted");
+        let mut variables = TemplateVariables::for_release(&service, &version, &image, &attributes);
+        variables.set(
+            "replicas",
+            "1\n---\napiVersion: flowcontrol.apiserver.k8s.io/v1\nkind: PriorityLevelConfiguration\nmetadata:\n  name: starve\n",
+        );
+        assert_eq!(
+            template.render(&variables),
+            Err(RenderError::ValueChangesStructure(vec![
+                "replicas".to_owned()
+            ]))
+        );
+        // ... or that changes the image the release was checked with.
+        variables.set("replicas", "1\n  template:\n    spec:\n      containers:\n      - name: x\n        image: evil/miner");
+        assert_eq!(
+            template.render(&variables),
+            Err(RenderError::ValueChangesStructure(vec![
+                "replicas".to_owned()
+            ]))
+        );
+    }
+
+    #[test]
+    fn a_release_attribute_that_reshapes_the_manifest_is_refused_at_release_time() {
+        let attributes = Attributes::parse(
+            "attributes",
+            &BTreeMap::from([("replicas".to_owned(), "2, evil: true".to_owned())]),
+        )
+        .expect("attributes");
+        let (service, version, image, _) = release_variables();
+        let source = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels: {replicas: {{ replicas }}}\n";
+        assert_eq!(
+            ManifestTemplate::parse(source, &service, &version, &image, &attributes),
+            Err(InvalidTemplate::ValueChangesStructure(vec![
+                "replicas".to_owned()
+            ]))
+        );
+    }
+
+    #[test]
+    fn values_that_only_look_dangerous_render_where_they_cannot_reshape_anything() {
+        let template = deploy_template(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  text: \"{{ v }}\"\n  config: |\n    {{ v | indent(4) }}\n",
+        );
+        for value in [
+            "Hello, world",
+            "fix #42: {braces} [brackets]",
+            "line one\nline two: x",
+        ] {
+            let rendered = template.render(&{
+                let mut variables = TemplateVariables::default();
+                variables.set("v", value);
+                variables
+            });
+            // A line break cannot sit in the double-quoted line, but it is no reshape
+            // either: the value reads differently, with the same keys.
+            let rendered = rendered.unwrap_or_else(|e| panic!("{value:?}: {e}"));
+            assert!(rendered.objects[0].pointer("/data/config").is_some());
+        }
+        // Images with digests, URLs, versions: no second look needed.
+        for plain in [
+            "registry.local/app@sha256:abc",
+            "https://example.com/a?b=c",
+            "1.2.3+build.7",
+            "50%",
+        ] {
+            assert!(!is_hazardous(plain), "{plain}");
+        }
+        for hazardous in [
+            "a\nb", "a, b", "- x", "x: y", "x #y", "x:", "'", "\"", "&a", "*a", "!t",
+        ] {
+            assert!(is_hazardous(hazardous), "{hazardous}");
+            assert!(!is_hazardous(&defang(hazardous)), "{hazardous} defanged");
+        }
+    }
+
+    #[test]
+    fn a_value_the_template_branches_on_still_renders() {
+        let template = deploy_template(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n{% if v == 'on' %}\n  enabled: \"yes\"\n{% endif %}\n  v: \"{{ v }}\"\n",
+        );
+        let on = render_with(&template, "on").expect("renders");
+        assert!(on.objects[0].pointer("/data/enabled").is_some());
+        let off = render_with(&template, "off, really").expect("renders");
+        assert!(off.objects[0].pointer("/data/enabled").is_none());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever a value is, the manifest has the documents, kinds and key paths it
+        /// has with a benign value, or the value is refused, named.
+        #[test]
+        fn no_value_changes_the_structure_of_the_manifest(
+            value in ".+",
+            yamlish in "[ a-z0-9:#,'\"\\[\\]{}&*!|>%@`\n-]{1,24}",
+        ) {
+            let template = deploy_template(POSITIONS);
+            let benign = shape(&render_with(&template, "benign").expect("renders").objects);
+            for value in [value.as_str(), yamlish.as_str()] {
+                match render_with(&template, value) {
+                    Ok(rendered) => proptest::prop_assert_eq!(shape(&rendered.objects), benign.clone(), "{:?}", value),
+                    Err(RenderError::ValueChangesStructure(names)) => {
+                        proptest::prop_assert_eq!(names, vec!["v".to_owned()]);
+                    }
+                    Err(other) => proptest::prop_assert!(false, "{:?}: {}", value, other),
+                }
+            }
+        }
     }
 }

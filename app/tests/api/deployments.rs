@@ -799,3 +799,84 @@ async fn an_open_events_stream_ends_when_its_account_loses_the_right_to_read() {
     assert!(text.contains("may not"), "{text}");
     assert!(!text.contains("event: verdict"), "{text}");
 }
+
+#[tokio::test]
+async fn values_that_would_reshape_the_manifest_are_refused_naming_them_and_nothing_is_applied() {
+    let env = spawn_deploying_app().await;
+    env.release(
+        "shaped",
+        "1",
+        "registry.local/shaped:1",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ service }}\n  labels: {team: {{ team }}}\nspec:\n  replicas: {{ replicas }}\n  selector:\n    matchLabels:\n      app: {{ service }}\n  template:\n    metadata:\n      labels:\n        app: {{ service }}\n    spec:\n      containers:\n      - name: web\n        image: {{ image }}\n",
+    )
+    .await;
+    // A whole extra document, the image swapped for another, a key slipped into a flow
+    // mapping: each through a deploy-time attribute.
+    let injections = [
+        (
+            "replicas",
+            "1\n---\napiVersion: flowcontrol.apiserver.k8s.io/v1\nkind: PriorityLevelConfiguration\nmetadata:\n  name: starve\nspec:\n  type: Exempt\n",
+        ),
+        (
+            "replicas",
+            "1\n  template:\n    spec:\n      containers:\n      - name: web\n        image: evil/miner:1",
+        ),
+        ("team", "payments, admin: \"true\""),
+    ];
+    for (name, value) in injections {
+        let problem = problem(
+            env.deploy(json!({
+                "service": "shaped", "version": "1", "cluster": "sim", "namespace": "shop",
+                "attributes": {"team": "payments", name: value},
+            }))
+            .await,
+            422,
+        )
+        .await;
+        assert_eq!(
+            problem["errors"][0]["field"],
+            format!("attributes.{name}"),
+            "{value:?} gave {problem}"
+        );
+    }
+    // The same values are fine where the template quotes them as text.
+    let fine = env
+        .deploy_and_wait("shaped", "1", json!({"attributes": {"team": "payments"}}))
+        .await;
+    assert_eq!(fine["status"], "succeeded", "{fine}");
+    assert!(
+        env.sim
+            .list_objects("PriorityLevelConfiguration", None)
+            .is_empty(),
+        "nothing injected was applied"
+    );
+    let page: Value = env
+        .app
+        .get("/api/deployments?service=shaped")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        page["items"].as_array().map(Vec::len),
+        Some(1),
+        "no refused deploy was stored: {page}"
+    );
+
+    // A release attribute is checked when the release is registered.
+    let refused = problem(
+        env.app
+            .post_release(&json!({
+                "service": "shaped", "version": "2", "image": "registry.local/shaped:2",
+                "template": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels: {team: {{ team }}}\n",
+                "attributes": {"team": "a, evil: yes"},
+            }))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(
+        refused["errors"][0]["field"], "attributes.team",
+        "{refused}"
+    );
+}

@@ -20,7 +20,7 @@ pub use version::{InvalidVersion, Version};
 
 use crate::actor::Actor;
 use crate::pagination::{Cursor, PageLimit};
-use crate::template::ManifestTemplate;
+use crate::template::{CHANGES_STRUCTURE, InvalidTemplate, ManifestTemplate};
 use crate::validation::{FieldError, ValidationErrors};
 
 /// A release's identity: a UUID (version 7, so ids sort roughly by creation time).
@@ -122,10 +122,18 @@ impl NewRelease {
         let template = if let (Some(service), Some(version), Some(image), Some(attributes)) =
             (&service, &version, &image, &attributes)
         {
-            errors.check(
-                "template",
-                ManifestTemplate::parse(&raw.template, service, version, image, attributes),
-            )
+            match ManifestTemplate::parse(&raw.template, service, version, image, attributes) {
+                Err(InvalidTemplate::ValueChangesStructure(names)) => {
+                    for name in names {
+                        errors.push(FieldError::new(
+                            format!("attributes.{name}"),
+                            CHANGES_STRUCTURE,
+                        ));
+                    }
+                    None
+                }
+                parsed => errors.check("template", parsed),
+            }
         } else {
             // Without valid variables the template cannot be rendered; check what can be.
             errors.check("template", ManifestTemplate::check_source(&raw.template));
