@@ -214,3 +214,44 @@ async fn bad_input_leaves_what_is_stored_untouched() {
         .expect("json");
     assert_eq!(fetched, stored);
 }
+
+/// A cursor as this server spells them (`<micros>.<uuid>`), with any time in it.
+fn forged_cursor(micros: i128) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{micros}.{}", uuid::Uuid::now_v7().simple()))
+}
+
+/// Cursors that are not ones this server hands out: times PostgreSQL cannot hold
+/// (before 4713 BC), times past the year 9999 that nothing stored is near, and the
+/// right position spelt another way.
+pub fn forged_cursors() -> Vec<String> {
+    use base64::Engine as _;
+    let id = uuid::Uuid::now_v7();
+    vec![
+        forged_cursor(-9_000_000_000_000_000_000),
+        forged_cursor(-200_000_000_000_000_000),
+        forged_cursor(253_402_300_800_000_000),
+        forged_cursor(8_000_000_000_000_000_000),
+        forged_cursor(i128::from(i64::MIN)),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("1700000000000000.{}", id.hyphenated())),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("+1700000000000000.{}", id.simple())),
+    ]
+}
+
+#[tokio::test]
+async fn a_cursor_with_a_time_the_server_never_wrote_is_a_400_naming_cursor() {
+    let app = spawn_app().await;
+    let stored = app.create_release("keeper", "1").await;
+    for path in ["/api/releases", "/api/deployments", "/api/audit"] {
+        for cursor in forged_cursors() {
+            let body = problem(app.get(&format!("{path}?cursor={cursor}")).await, 400).await;
+            assert_eq!(problem_fields(&body), ["cursor"], "{path} {cursor}");
+        }
+    }
+    let page: Value = app.get("/api/releases").await.json().await.expect("json");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["items"][0]["id"], stored["id"]);
+}
