@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::web::{self, Bytes, Data, ServiceConfig};
+use actix_web::web::{self, Bytes, Data, Payload, ServiceConfig};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use kubernaut_domain::access::{AccountKind, AccountName, Grant, Role, Scope};
+use kubernaut_domain::access::{AccountKind, AccountName, Grant, Permission, Role, Scope};
 use kubernaut_domain::access_service::{AccessError, AccessService, NewAccount, NewToken};
 use kubernaut_domain::token::{ApiToken, TokenId};
 use kubernaut_domain::{FieldError, ValidationErrors};
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::{Authenticated, Credential, Identity};
+use crate::body::read_body;
 use crate::deployments::{parse_json, require_json};
 use crate::problem::ApiError;
 
@@ -194,9 +195,11 @@ pub async fn create_account(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
     request: HttpRequest,
-    body: Bytes,
+    payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: NewAccountBody = json_body(&request, &body)?;
+    // Cheap refusals first: only admins get their body read. The use case checks again.
+    caller.require(Permission::Administer)?;
+    let body: NewAccountBody = json_body(&request, &read_body(&request, payload).await?)?;
     let new = body.into_new().map_err(ApiError::validation)?;
     let account = access
         .create_account(new, &caller)
@@ -246,9 +249,9 @@ pub async fn add_grant(
     request: HttpRequest,
     name: web::Path<String>,
     query: web::Query<GrantQuery>,
-    body: Bytes,
+    payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    change_grant(caller, &access, &request, &name, query, &body, true).await
+    change_grant(caller, &access, &request, &name, query, payload, true).await
 }
 
 /// `DELETE /api/accounts/{name}/grants` `{role, scope?}` or `?role=&scope=`: the
@@ -259,9 +262,9 @@ pub async fn remove_grant(
     request: HttpRequest,
     name: web::Path<String>,
     query: web::Query<GrantQuery>,
-    body: Bytes,
+    payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    change_grant(caller, &access, &request, &name, query, &body, false).await
+    change_grant(caller, &access, &request, &name, query, payload, false).await
 }
 
 async fn change_grant(
@@ -270,11 +273,14 @@ async fn change_grant(
     request: &HttpRequest,
     name: &str,
     query: web::Query<GrantQuery>,
-    body: &Bytes,
+    payload: Payload,
     add: bool,
 ) -> Result<HttpResponse, ApiError> {
+    // Cheap refusals first: only admins get their body read. The use case checks again.
+    caller.require(Permission::Administer)?;
     let name = account_name(name)?;
-    let grant = grant_of(request, body, query.into_inner().into_grant())?;
+    let body = read_body(request, payload).await?;
+    let grant = grant_of(request, &body, query.into_inner().into_grant())?;
     let account = if add {
         access.grant(&name, grant, &caller).await
     } else {

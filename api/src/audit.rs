@@ -3,6 +3,7 @@
 use actix_web::HttpResponse;
 use actix_web::web::{self, Data, ServiceConfig};
 use kubernaut_domain::access_service::AccessService;
+use kubernaut_domain::validation::storable_text;
 use kubernaut_domain::{Actor, AuditAction, AuditEntry, AuditQuery, ValidationErrors};
 use serde::{Deserialize, Serialize};
 
@@ -35,17 +36,9 @@ const MAX_TARGET: usize = 300;
 impl AuditParameters {
     fn into_query(self) -> Result<AuditQuery, ValidationErrors> {
         let mut errors = ValidationErrors::new();
-        let actor = self.actor.and_then(|name| {
-            let valid = !name.trim().is_empty() && name.chars().count() <= 256;
-            errors.check(
-                "actor",
-                if valid {
-                    Ok(Actor::named(&name))
-                } else {
-                    Err("must be 1 to 256 characters")
-                },
-            )
-        });
+        let actor = self
+            .actor
+            .and_then(|name| errors.check("actor", Actor::parse(&name)));
         let action = self.action.and_then(|text| {
             errors.check(
                 "action",
@@ -61,9 +54,11 @@ impl AuditParameters {
             errors.check(
                 "target",
                 if text.is_empty() || text.len() > MAX_TARGET {
-                    Err("must be 1 to 300 characters")
+                    Err("must be 1 to 300 characters".to_owned())
                 } else {
-                    Ok(text)
+                    storable_text(&text)
+                        .map(str::to_owned)
+                        .map_err(|nul| nul.to_string())
                 },
             )
         });

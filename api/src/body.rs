@@ -91,6 +91,20 @@ async fn read_limited(mut payload: Payload) -> Result<BytesMut, ApiError> {
     Ok(body)
 }
 
+/// Reads a body of at most [`MAX_BODY_BYTES`]. Handlers call it only after the
+/// caller's permission is checked, so that a caller who may not ask is refused
+/// before a byte of the body is read.
+///
+/// # Errors
+/// 413 past [`MAX_BODY_BYTES`], 400 when the body cannot be read.
+pub(crate) async fn read_body(
+    request: &HttpRequest,
+    payload: Payload,
+) -> Result<BytesMut, ApiError> {
+    reject_declared_oversize(request)?;
+    read_limited(payload).await
+}
+
 /// Reads a release from a JSON or multipart body.
 ///
 /// # Errors

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::web::{self, Bytes, Data};
+use actix_web::web::{self, Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures_util::stream;
@@ -19,11 +19,14 @@ use kubernaut_domain::deployment_service::{
     RequestDeploymentError, RollbackError, parse_request_attributes,
 };
 use kubernaut_domain::token::TokenHash;
-use kubernaut_domain::{Caller, FieldError, ReleaseId, ServiceName, ValidationErrors, Version};
+use kubernaut_domain::{
+    Caller, FieldError, Permission, ReleaseId, ServiceName, ValidationErrors, Version,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::{Authenticated, Identity};
+use crate::body::read_body;
 use crate::params::Window;
 use crate::problem::{ApiError, ProblemType};
 
@@ -350,11 +353,14 @@ pub async fn create(
     service: Data<DeploymentService>,
     request: HttpRequest,
     wait: web::Query<WaitParameter>,
-    body: Bytes,
+    payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // Cheap refusals first: a caller who may deploy nowhere is refused before the body
+    // is read; the target the body names is checked by the use case.
+    caller.require(Permission::DeploySomewhere)?;
     let wait = wait.duration()?;
     require_json(&request)?;
-    let body: RequestBody = parse_json(&body)?;
+    let body: RequestBody = parse_json(&read_body(&request, payload).await?)?;
     let request = body.into_request().map_err(ApiError::malformed)?;
     let deployment = service
         .request(request, &caller)

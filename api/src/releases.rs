@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, Utc};
 use kubernaut_domain::{
     Attributes, CreateReleaseError, CreatedRelease, DeleteReleaseError, GetReleaseError,
-    ListReleasesError, NewRelease, Release, ReleaseId, ReleaseQuery, ReleaseService,
+    ListReleasesError, NewRelease, Permission, Release, ReleaseId, ReleaseQuery, ReleaseService,
     ReleaseSummary, ServiceName, ValidationErrors, Version,
 };
 use serde::{Deserialize, Serialize};
@@ -169,6 +169,9 @@ pub async fn create(
     request: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // Cheap refusals first: a caller who may not register releases is refused before
+    // the body is read or the template rendered. The use case checks again.
+    caller.require(Permission::ManageReleases)?;
     let raw = read_release(&request, payload).await?;
     let new = NewRelease::parse(&raw).map_err(ApiError::validation)?;
     let outcome = service

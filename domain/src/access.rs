@@ -189,6 +189,7 @@ impl Grant {
             (Role::Admin, _) | (_, Permission::Read) => true,
             (Role::Releaser, Permission::ManageReleases) => true,
             (Role::Deployer, Permission::Deploy(target)) => self.scope.matches(target),
+            (Role::Deployer, Permission::DeploySomewhere) => true,
             _ => false,
         }
     }
@@ -223,6 +224,9 @@ pub enum Permission {
     ManageReleases,
     /// Deploy, cancel and roll back in this cluster and namespace.
     Deploy(Target),
+    /// Deploy to some target: what a deploy request needs before its body, and so its
+    /// target, is even read. The request's own target is checked afterwards.
+    DeploySomewhere,
     /// Accounts, grants, everyone's tokens, the audit trail.
     Administer,
 }
@@ -236,6 +240,7 @@ impl Permission {
             Self::Deploy(target) => {
                 format!("the deployer role for a scope matching {target}, or admin")
             }
+            Self::DeploySomewhere => "the deployer or admin role".to_owned(),
             Self::Administer => "the admin role".to_owned(),
         }
     }
@@ -247,6 +252,7 @@ impl fmt::Display for Permission {
             Self::Read => f.write_str("read"),
             Self::ManageReleases => f.write_str("manage releases"),
             Self::Deploy(target) => write!(f, "deploy to {target}"),
+            Self::DeploySomewhere => f.write_str("deploy"),
             Self::Administer => f.write_str("administer"),
         }
     }
@@ -475,10 +481,10 @@ mod tests {
     fn each_role_allows_exactly_its_permissions() {
         let production = Permission::Deploy(target("production/web"));
         let cases = [
-            (Role::Viewer, [true, false, false, false]),
-            (Role::Releaser, [true, true, false, false]),
-            (Role::Deployer, [true, false, true, false]),
-            (Role::Admin, [true, true, true, true]),
+            (Role::Viewer, [true, false, false, false, false]),
+            (Role::Releaser, [true, true, false, false, false]),
+            (Role::Deployer, [true, false, true, true, false]),
+            (Role::Admin, [true, true, true, true, true]),
         ];
         for (role, expected) in cases {
             let caller = caller(&[(role, "*")]);
@@ -486,6 +492,7 @@ mod tests {
                 caller.allows(&Permission::Read),
                 caller.allows(&Permission::ManageReleases),
                 caller.allows(&production),
+                caller.allows(&Permission::DeploySomewhere),
                 caller.allows(&Permission::Administer),
             ];
             assert_eq!(got, expected, "{role}");
@@ -498,6 +505,7 @@ mod tests {
         assert!(staging.allows(&Permission::Deploy(target("staging/web"))));
         assert!(staging.allows(&Permission::Deploy(target("staging/payments"))));
         assert!(!staging.allows(&Permission::Deploy(target("production/web"))));
+        assert!(staging.allows(&Permission::DeploySomewhere));
         let team = caller(&[(Role::Deployer, "*/team-a-*")]);
         assert!(team.allows(&Permission::Deploy(target("production/team-a-api"))));
         assert!(!team.allows(&Permission::Deploy(target("production/team-b-api"))));

@@ -22,6 +22,15 @@ pub struct Cursor {
 pub struct InvalidCursor;
 
 impl Cursor {
+    /// The earliest time a cursor may carry: 0001-01-01T00:00:00Z.
+    pub const EARLIEST_MICROS: i64 = -62_135_596_800_000_000;
+    /// The latest time a cursor may carry: 9999-12-31T23:59:59.999999Z.
+    ///
+    /// Every time this server writes lies far inside these years, which lie inside
+    /// what PostgreSQL's `timestamptz` can hold (4713 BC to 294276 AD); a cursor
+    /// outside them was not handed out here, and must not reach the database.
+    pub const LATEST_MICROS: i64 = 253_402_300_799_999_999;
+
     pub fn encode(&self) -> String {
         let raw = format!(
             "{}.{}",
@@ -31,6 +40,10 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(raw)
     }
 
+    /// Only the exact text [`Cursor::encode`] writes is accepted: no other spelling of
+    /// the same number or id, and no time outside [`Cursor::EARLIEST_MICROS`] ..=
+    /// [`Cursor::LATEST_MICROS`], so a forged cursor cannot make an odd query.
+    ///
     /// # Errors
     /// [`InvalidCursor`] when `text` was not made by [`Cursor::encode`].
     pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
@@ -38,9 +51,17 @@ impl Cursor {
         let raw = String::from_utf8(bytes).map_err(|_| InvalidCursor)?;
         let (micros, id) = raw.split_once('.').ok_or(InvalidCursor)?;
         let micros: i64 = micros.parse().map_err(|_| InvalidCursor)?;
+        if !(Self::EARLIEST_MICROS..=Self::LATEST_MICROS).contains(&micros) {
+            return Err(InvalidCursor);
+        }
         let created_at = DateTime::from_timestamp_micros(micros).ok_or(InvalidCursor)?;
         let id = Uuid::try_parse(id).map_err(|_| InvalidCursor)?;
-        Ok(Self { created_at, id })
+        let cursor = Self { created_at, id };
+        if cursor.encode() == text {
+            Ok(cursor)
+        } else {
+            Err(InvalidCursor)
+        }
     }
 }
 
@@ -119,6 +140,53 @@ mod tests {
     fn a_cursor_that_is_not_ours_is_refused() {
         for text in ["", "abc", "!!!", &URL_SAFE_NO_PAD.encode("12.not-a-uuid")] {
             assert_eq!(Cursor::decode(text), Err(InvalidCursor), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_outside_years_1_to_9999_is_refused() {
+        let id = Uuid::now_v7().simple();
+        let forged = |micros: i64| URL_SAFE_NO_PAD.encode(format!("{micros}.{id}"));
+        for micros in [
+            Cursor::EARLIEST_MICROS - 1,
+            Cursor::LATEST_MICROS + 1,
+            // About 198,000 AD and 283,000 BC: chrono holds both; PostgreSQL not the second.
+            6_249_223_104_000_000_000,
+            -9_000_000_000_000_000_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(
+                Cursor::decode(&forged(micros)),
+                Err(InvalidCursor),
+                "{micros}"
+            );
+        }
+        for micros in [Cursor::EARLIEST_MICROS, 0, Cursor::LATEST_MICROS] {
+            let cursor = Cursor::decode(&forged(micros)).expect("in range");
+            assert_eq!(cursor.created_at.timestamp_micros(), micros);
+        }
+        let earliest = DateTime::from_timestamp_micros(Cursor::EARLIEST_MICROS).expect("a time");
+        let latest = DateTime::from_timestamp_micros(Cursor::LATEST_MICROS).expect("a time");
+        assert_eq!(earliest.to_rfc3339(), "0001-01-01T00:00:00+00:00");
+        assert_eq!(latest.to_rfc3339(), "9999-12-31T23:59:59.999999+00:00");
+    }
+
+    #[test]
+    fn only_the_spelling_this_server_writes_is_a_cursor() {
+        let id = Uuid::now_v7();
+        for raw in [
+            format!("+17.{}", id.simple()),
+            format!("017.{}", id.simple()),
+            format!("17.{}", id.hyphenated()),
+            format!("17.{}", id.simple().to_string().to_uppercase()),
+            format!("17.{{{}}}", id.hyphenated()),
+        ] {
+            assert_eq!(
+                Cursor::decode(&URL_SAFE_NO_PAD.encode(&raw)),
+                Err(InvalidCursor),
+                "{raw}"
+            );
         }
     }
 

@@ -13,6 +13,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::release::{Attributes, ImageRef, ServiceName, Version};
+use crate::validation::storable_text;
 
 const TEMPLATE_NAME: &str = "manifest";
 /// The variables every deploy supplies.
@@ -36,6 +37,8 @@ pub enum InvalidTemplate {
     Empty,
     #[error("must be at most {max} bytes, not {0}", max = ManifestTemplate::MAX_BYTES)]
     TooLarge(usize),
+    #[error("must not contain the character U+0000 (NUL)")]
+    Nul,
     #[error("does not compile: {0}")]
     Syntax(String),
     #[error("does not render: {0}")]
@@ -258,6 +261,7 @@ fn check_size(source: &str) -> Result<(), InvalidTemplate> {
     if source.len() > ManifestTemplate::MAX_BYTES {
         return Err(InvalidTemplate::TooLarge(source.len()));
     }
+    storable_text(source).map_err(|_| InvalidTemplate::Nul)?;
     Ok(())
 }
 
@@ -495,11 +499,34 @@ fn describe(error: &minijinja::Error) -> String {
     }
 }
 
+const NUL_IN_MANIFEST: &str =
+    "it holds the character U+0000 (NUL), which a manifest must not contain";
+
+/// Whether a string or key anywhere in `value` holds U+0000.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => storable_text(text).is_err(),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| storable_text(key).is_err() || holds_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 /// Parses rendered YAML into its objects, checking each is a Kubernetes object.
 fn parse_objects(text: &str) -> Result<Vec<Value>, String> {
+    // A manifest is stored as text and its objects as jsonb, and neither holds NUL;
+    // a template can write one directly or through an escape (`"\0"` in YAML).
+    if storable_text(text).is_err() {
+        return Err(NUL_IN_MANIFEST.to_owned());
+    }
     let documents: Vec<Value> =
         serde_saphyr::from_multiple(text).map_err(|e| format!("invalid YAML: {e}"))?;
     let objects: Vec<Value> = documents.into_iter().filter(|d| !d.is_null()).collect();
+    if objects.iter().any(holds_nul) {
+        return Err(NUL_IN_MANIFEST.to_owned());
+    }
     if objects.is_empty() {
         return Err("it holds no YAML document".to_owned());
     }
@@ -548,6 +575,29 @@ mod tests {
     fn parse(source: &str) -> Result<ManifestTemplate, InvalidTemplate> {
         let (service, version, image, attributes) = release_variables();
         ManifestTemplate::parse(source, &service, &version, &image, &attributes)
+    }
+
+    #[test]
+    fn a_template_that_holds_or_writes_nul_is_refused() {
+        let config_map = |data: &str| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  {data}\n")
+        };
+        assert_eq!(
+            parse(&config_map("a: \"{# \0 #}\"")),
+            Err(InvalidTemplate::Nul)
+        );
+        for data in [
+            "a: \"\\0\"",
+            "a: \"\\x00\"",
+            "\"k\\u0000\": b",
+            "a: \"{{ '\\u0000' }}\"",
+        ] {
+            assert!(
+                matches!(parse(&config_map(data)), Err(InvalidTemplate::NotKubernetes(reason)) if reason.contains("U+0000")),
+                "{data}"
+            );
+        }
+        assert!(parse(&config_map("regex: '\\0'")).is_ok());
     }
 
     const ORIGINAL_STYLE: &str = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: \"{{service}}\"\n  labels:\n    version: \"{{version}}\"\nspec:\n  replicas: {{replicas}}\n  template:\n    spec:\n      containers:\n      - name: {{service}}\n        image: {{image}}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {{service}}\n";

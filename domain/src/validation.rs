@@ -93,3 +93,39 @@ impl fmt::Display for ValidationErrors {
 }
 
 impl std::error::Error for ValidationErrors {}
+
+/// A text holding U+0000 (NUL), which PostgreSQL's `text` and `jsonb` cannot store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must not contain the character U+0000 (NUL)")]
+pub struct NulCharacter;
+
+/// Checks that `text` can be stored: every other Unicode scalar value can, and Rust
+/// strings are UTF-8 already, so NUL is the one character to refuse. Free-form texts
+/// (comments, attribute values, templates, filters) are checked with this at the
+/// boundary, so that a request never reaches the database with one.
+///
+/// # Errors
+/// [`NulCharacter`] when `text` holds U+0000.
+pub fn storable_text(text: &str) -> Result<&str, NulCharacter> {
+    if text.contains('\0') {
+        Err(NulCharacter)
+    } else {
+        Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_texts_without_nul_are_storable() {
+        assert_eq!(
+            storable_text("tab\there, ünïcode ✓"),
+            Ok("tab\there, ünïcode ✓")
+        );
+        for text in ["\0", "a\0", "\0b", "a\u{0}b"] {
+            assert_eq!(storable_text(text), Err(NulCharacter), "{text:?}");
+        }
+    }
+}

@@ -4,6 +4,7 @@ use actix_web::web::{self, Data};
 use askama::Template;
 use askama_web::WebTemplate;
 use kubernaut_domain::access_service::{AccessError, AccessService};
+use kubernaut_domain::validation::storable_text;
 use kubernaut_domain::{Actor, AuditAction, AuditEntry, AuditQuery};
 
 use super::PageError;
@@ -96,11 +97,13 @@ pub async fn list(
     let filters = filters.into_inner();
     let mut errors = Vec::new();
     let query = AuditQuery {
-        actor: filled(filters.actor.as_ref()).map(Actor::named),
+        actor: parse_filter(&mut errors, "actor", filters.actor.as_ref(), Actor::parse),
         action: parse_filter(&mut errors, "action", filters.action.as_ref(), |text| {
             AuditAction::parse(text).ok_or("is not an action of the audit trail")
         }),
-        target: filled(filters.target.as_ref()).map(str::to_owned),
+        target: parse_filter(&mut errors, "target", filters.target.as_ref(), |text| {
+            storable_text(text).map(str::to_owned)
+        }),
         after: parse_cursor(&mut errors, filters.cursor.as_ref()),
         ..AuditQuery::default()
     };

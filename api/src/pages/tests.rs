@@ -366,7 +366,7 @@ async fn the_audit_trail_is_for_admins_only() {
         &app,
         test::TestRequest::get()
             .uri("/audit?action=release.created")
-            .cookie(admin)
+            .cookie(admin.clone())
             .to_request(),
     )
     .await;
@@ -378,6 +378,20 @@ async fn the_audit_trail_is_for_admins_only() {
     assert!(html.contains("href=\"/releases/0190b7a4-0000-7000-8000-000000000001\""));
     assert!(html.contains("192.0.2.7"));
     assert!(!html.contains("web<script>"), "details are escaped");
+
+    // A filter the database could not take is shown as a filter error, not sent.
+    for filter in ["actor=ad%00min", "target=release/%00"] {
+        let page = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri(&format!("/audit?{filter}"))
+                .cookie(admin.clone())
+                .to_request(),
+        )
+        .await;
+        assert_eq!(page.status(), StatusCode::OK, "{filter}");
+        assert!(text(page).await.contains("U+0000"), "{filter}");
+    }
 }
 
 #[actix_web::test]

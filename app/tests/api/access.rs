@@ -7,7 +7,9 @@ use kubernaut_domain::Role;
 use serde_json::{Value, json};
 
 use crate::cluster::{create_namespace, sim_cluster, start_simulator};
-use crate::helpers::{TestApp, client_with_token, release_body, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, client_with_token, problem, problem_fields, release_body, spawn_app, spawn_app_with,
+};
 
 /// Runs SQL on the test server's database (the psql client, as the CI image has it).
 fn sql(app: &TestApp, statement: &str) -> String {
@@ -418,4 +420,27 @@ async fn too_many_changes_in_a_minute_are_refused_with_retry_after() {
     );
     // Reads are not limited.
     assert_eq!(app.get("/api/releases").await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_audit_filter_holding_nul_is_a_400_naming_it() {
+    let app = spawn_app().await;
+    app.create_release("keeper", "1").await;
+    let before: Value = app.get("/api/audit").await.json().await.expect("json");
+    for (query, field) in [
+        ("actor=test-admin%00", "actor"),
+        ("actor=%00", "actor"),
+        ("target=release/%00", "target"),
+    ] {
+        let body = problem(app.get(&format!("/api/audit?{query}")).await, 400).await;
+        assert_eq!(problem_fields(&body), [field], "{query}: {body}");
+        assert!(
+            body["errors"][0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("U+0000")),
+            "{query}: {body}"
+        );
+    }
+    let after: Value = app.get("/api/audit").await.json().await.expect("json");
+    assert_eq!(after, before);
 }

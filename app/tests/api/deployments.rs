@@ -880,3 +880,39 @@ async fn values_that_would_reshape_the_manifest_are_refused_naming_them_and_noth
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn a_deploy_attribute_holding_nul_is_refused_naming_it_and_starts_nothing() {
+    let env = spawn_deploying_app().await;
+    env.release("needy", "1", "registry.local/needy:1", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ service }}\ndata:\n  owner: \"{{ owner }}\"\n").await;
+    let audit_before: Value = env.app.get("/api/audit").await.json().await.expect("json");
+    let refused = problem(
+        env.deploy(json!({
+            "service": "needy", "version": "1", "cluster": "sim", "namespace": "shop",
+            "attributes": {"owner": "team\u{0}a"},
+        }))
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(
+        refused["errors"][0]["field"], "attributes.owner",
+        "{refused}"
+    );
+    assert!(
+        refused["errors"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("U+0000")),
+        "{refused}"
+    );
+    let page: Value = env
+        .app
+        .get("/api/deployments")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["items"], json!([]));
+    let audit_after: Value = env.app.get("/api/audit").await.json().await.expect("json");
+    assert_eq!(audit_after, audit_before);
+}

@@ -1,6 +1,7 @@
 //! Black-box tests of the HTTP API: the real server on port 0 over a fresh database.
 
 mod access;
+mod cheap_refusals;
 mod cluster;
 mod deployments;
 mod helpers;

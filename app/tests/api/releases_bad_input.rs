@@ -214,3 +214,156 @@ async fn bad_input_leaves_what_is_stored_untouched() {
         .expect("json");
     assert_eq!(fetched, stored);
 }
+
+/// A cursor as this server spells them (`<micros>.<uuid>`), with any time in it.
+fn forged_cursor(micros: i128) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{micros}.{}", uuid::Uuid::now_v7().simple()))
+}
+
+/// Cursors that are not ones this server hands out: times PostgreSQL cannot hold
+/// (before 4713 BC), times past the year 9999 that nothing stored is near, and the
+/// right position spelt another way.
+pub fn forged_cursors() -> Vec<String> {
+    use base64::Engine as _;
+    let id = uuid::Uuid::now_v7();
+    vec![
+        forged_cursor(-9_000_000_000_000_000_000),
+        forged_cursor(-200_000_000_000_000_000),
+        forged_cursor(253_402_300_800_000_000),
+        forged_cursor(8_000_000_000_000_000_000),
+        forged_cursor(i128::from(i64::MIN)),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("1700000000000000.{}", id.hyphenated())),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("+1700000000000000.{}", id.simple())),
+    ]
+}
+
+#[tokio::test]
+async fn a_cursor_with_a_time_the_server_never_wrote_is_a_400_naming_cursor() {
+    let app = spawn_app().await;
+    let stored = app.create_release("keeper", "1").await;
+    for path in ["/api/releases", "/api/deployments", "/api/audit"] {
+        for cursor in forged_cursors() {
+            let body = problem(app.get(&format!("{path}?cursor={cursor}")).await, 400).await;
+            assert_eq!(problem_fields(&body), ["cursor"], "{path} {cursor}");
+        }
+    }
+    let page: Value = app.get("/api/releases").await.json().await.expect("json");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["items"][0]["id"], stored["id"]);
+}
+
+/// The releases stored, as the listing shows them.
+async fn stored_releases(app: &TestApp) -> Value {
+    let page: Value = app.get("/api/releases").await.json().await.expect("json");
+    page["items"].clone()
+}
+
+/// Posts `body` as a multipart form of text parts.
+async fn post_form(app: &TestApp, parts: &[(&str, &str)]) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, value) in parts {
+        form = form.text((*name).to_owned(), (*value).to_owned());
+    }
+    app.client
+        .post(app.url("/api/releases"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent")
+}
+
+/// Asserts a 422 whose only field is `field`, refused because of a NUL.
+async fn assert_refused_for_nul(response: reqwest::Response, field: &str) {
+    let body = problem(response, 422).await;
+    assert_eq!(problem_fields(&body), [field], "{body}");
+    assert!(
+        body["errors"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("U+0000")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_comment_holding_nul_is_a_422_naming_comment_and_stores_nothing() {
+    let app = spawn_app().await;
+    app.create_release("keeper", "1").await;
+    let before = stored_releases(&app).await;
+
+    let mut body = release_body("noisy", "1");
+    body["comment"] = json!("built by\u{0} Jenkins");
+    assert_refused_for_nul(app.post_release(&body).await, "comment").await;
+
+    let response = post_form(
+        &app,
+        &[
+            ("service", "noisy"),
+            ("version", "2"),
+            ("image", "registry.local:5000/noisy:2"),
+            ("template", crate::helpers::TEMPLATE),
+            ("replicas", "1"),
+            ("comment", "\u{0}"),
+        ],
+    )
+    .await;
+    assert_refused_for_nul(response, "comment").await;
+    assert_eq!(stored_releases(&app).await, before);
+}
+
+#[tokio::test]
+async fn an_attribute_value_holding_nul_is_a_422_naming_the_attribute_and_stores_nothing() {
+    let app = spawn_app().await;
+    app.create_release("keeper", "1").await;
+    let before = stored_releases(&app).await;
+
+    let mut body = release_body("noisy", "1");
+    body["attributes"]["team"] = json!("pay\u{0}ments");
+    assert_refused_for_nul(app.post_release(&body).await, "attributes.team").await;
+
+    let response = post_form(
+        &app,
+        &[
+            ("service", "noisy"),
+            ("version", "2"),
+            ("image", "registry.local:5000/noisy:2"),
+            ("template", crate::helpers::TEMPLATE),
+            ("replicas", "1"),
+            ("team", "\u{0}"),
+        ],
+    )
+    .await;
+    assert_refused_for_nul(response, "attributes.team").await;
+    assert_eq!(stored_releases(&app).await, before);
+}
+
+#[tokio::test]
+async fn a_template_holding_or_writing_nul_is_a_422_naming_template_and_stores_nothing() {
+    let app = spawn_app().await;
+    app.create_release("keeper", "1").await;
+    let before = stored_releases(&app).await;
+    let config_map = |data: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: \"{{{{service}}}}\"\ndata:\n  {data}\n"
+        )
+    };
+    // Raw, hidden in a Jinja comment that renders to nothing; written by a YAML
+    // escape into the objects; written by a Jinja escape into the manifest.
+    for (index, data) in [
+        "a: \"{# \u{0} #}\"",
+        "a: \"\\0\"",
+        "\"key\\x00\": b",
+        "a: \"{{ '\\u0000' }}\"",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = release_body("noisy", &index.to_string());
+        body["template"] = json!(config_map(data));
+        assert_refused_for_nul(app.post_release(&body).await, "template").await;
+    }
+    assert_eq!(stored_releases(&app).await, before);
+}

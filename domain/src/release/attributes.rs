@@ -3,7 +3,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::validation::{FieldError, ValidationErrors};
+use crate::validation::{FieldError, ValidationErrors, storable_text};
 
 /// The name of a release attribute: `[A-Za-z_][A-Za-z0-9_.-]*`, at most 128 characters,
 /// and none of the variable names Kubernaut itself sets.
@@ -119,12 +119,16 @@ impl Attributes {
         for (name, value) in raw {
             let path = format!("{field}.{name}");
             let name = errors.check(&path, AttributeName::parse(name));
-            if value.len() > Self::MAX_VALUE_BYTES {
+            let value_ok = if value.len() > Self::MAX_VALUE_BYTES {
                 errors.push(FieldError::new(
                     &path,
                     format!("must be at most {} bytes", Self::MAX_VALUE_BYTES),
                 ));
-            } else if let Some(name) = name {
+                false
+            } else {
+                errors.check(&path, storable_text(value)).is_some()
+            };
+            if let (true, Some(name)) = (value_ok, name) {
                 attributes.insert(name, value.clone());
             }
         }
@@ -186,5 +190,21 @@ mod tests {
         let errors = Attributes::parse("attributes", &raw).expect_err("two bad entries");
         let fields: Vec<_> = errors.fields().iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["attributes.9bad", "attributes.big"]);
+    }
+
+    #[test]
+    fn a_value_holding_nul_is_refused_under_its_name() {
+        let raw = BTreeMap::from([
+            ("ok".to_owned(), "1".to_owned()),
+            ("team".to_owned(), "pay\0ments".to_owned()),
+        ]);
+        let errors = Attributes::parse("attributes", &raw).expect_err("a NUL");
+        assert_eq!(
+            errors.fields(),
+            [FieldError::new(
+                "attributes.team",
+                "must not contain the character U+0000 (NUL)"
+            )]
+        );
     }
 }

@@ -21,7 +21,7 @@ pub use version::{InvalidVersion, Version};
 use crate::actor::Actor;
 use crate::pagination::{Cursor, PageLimit};
 use crate::template::{CHANGES_STRUCTURE, InvalidTemplate, ManifestTemplate};
-use crate::validation::{FieldError, ValidationErrors};
+use crate::validation::{FieldError, ValidationErrors, storable_text};
 
 /// A release's identity: a UUID (version 7, so ids sort roughly by creation time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -116,6 +116,7 @@ impl NewRelease {
                 ));
                 None
             }
+            Some(comment) if errors.check("comment", storable_text(comment)).is_none() => None,
             Some(comment) if comment.trim().is_empty() => None,
             other => other.clone(),
         };
