@@ -8,8 +8,8 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::support::{
-    World, client_with_token, deploy, get, messages, release, rolling_out, slow_release, until,
-    verdict,
+    World, client_with_token, deploy, deployed, get, messages, release, rolling_out, slow_release,
+    until, verdict,
 };
 
 #[tokio::test]
@@ -77,13 +77,7 @@ async fn after_a_postgresql_restart_every_replica_answers_again_without_an_error
     }
     // And the replicas still deploy.
     world.create_namespace("books").await;
-    let deployment = deploy(
-        &client,
-        &b.base,
-        json!({"service": "ledger", "version": "1.0.0", "cluster": "sim", "namespace": "books"}),
-    )
-    .await;
-    let done = verdict(&client, &a.base, &deployment).await;
+    let done = deployed(&client, &b, &a, ("ledger", "1.0.0", "books")).await;
     assert_eq!(done["status"], "succeeded", "{done}");
 }
 
@@ -165,13 +159,7 @@ async fn a_minute_without_postgresql_mid_rollout_ends_with_the_verdict_the_clust
     );
     // The target is free: the next deploy is accepted.
     release(&client, &replica.base, "cart", "3", "registry.local/cart:3").await;
-    let next = deploy(
-        &client,
-        &replica.base,
-        json!({"service": "cart", "version": "3", "cluster": "sim", "namespace": "shop"}),
-    )
-    .await;
-    let next = verdict(&client, &replica.base, &next).await;
+    let next = deployed(&client, &replica, &replica, ("cart", "3", "shop")).await;
     assert_eq!(next["status"], "succeeded", "{next}");
 }
 
@@ -193,21 +181,8 @@ async fn a_cancel_through_another_replica_stops_the_owner_and_wakes_waiters_ever
     )
     .await;
     slow_release(&world, &client, &owner.base, "search", "9", 2000).await;
-    let good = deploy(
-        &client,
-        &owner.base,
-        json!({"service": "search", "version": "8", "cluster": "sim", "namespace": "shop"}),
-    )
-    .await;
-    until(
-        &client,
-        &owner.base,
-        &good,
-        Duration::from_secs(60),
-        "the first succeeds",
-        |d| d["status"] == "succeeded",
-    )
-    .await;
+    let good = deployed(&client, &owner, &owner, ("search", "8", "shop")).await;
+    assert_eq!(good["status"], "succeeded", "{good}");
     // Requested through the owner, which claims it at once; rollback on failure, which
     // a cancel must not set off.
     let id = rolling_out(

@@ -389,6 +389,24 @@ pub async fn verdict(client: &reqwest::Client, base: &str, id: &str) -> Value {
     .await
 }
 
+/// Deploys `service` `version` to `sim`/`namespace` through `through` and returns the
+/// deployment once `watcher` shows its verdict.
+pub async fn deployed(
+    client: &reqwest::Client,
+    through: &Replica,
+    watcher: &Replica,
+    target: (&str, &str, &str),
+) -> Value {
+    let (service, version, namespace) = target;
+    let id = deploy(
+        client,
+        &through.base,
+        json!({"service": service, "version": version, "cluster": "sim", "namespace": namespace}),
+    )
+    .await;
+    verdict(client, &watcher.base, &id).await
+}
+
 /// The timeline's messages.
 pub fn messages(deployment: &Value) -> Vec<String> {
     deployment["timeline"]
