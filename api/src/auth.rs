@@ -21,8 +21,9 @@ use kubernaut_domain::Caller;
 use kubernaut_domain::access::AccountName;
 use kubernaut_domain::access_service::{AccessService, AuthenticationError};
 use kubernaut_domain::token::{TokenHash, TokenId};
+use subtle::ConstantTimeEq as _;
 
-use crate::problem::ApiError;
+use crate::problem::{ApiError, ProblemType};
 use crate::rate_limit::MutationLimiter;
 
 /// The name of the session cookie; its (encrypted) value is a token's secret.
@@ -234,6 +235,9 @@ async fn identify(request: &HttpRequest) -> Result<Identity, ApiError> {
             | AuthenticationError::Expired
             | AuthenticationError::Revoked => ApiError::unauthorized(INVALID_CREDENTIALS),
         })?;
+    if credential == Credential::SessionCookie && is_mutation(request) {
+        proof_of_origin(request, &state.settings, &presented)?;
+    }
     drop(presented);
     let caller = Caller::new(authenticated.principal).with_request(
         Some(request_id(request)),
@@ -258,6 +262,43 @@ async fn identify(request: &HttpRequest) -> Result<Identity, ApiError> {
     }
     request.extensions_mut().insert(identity.clone());
     Ok(identity)
+}
+
+/// The header a script of Kubernaut's own sends a session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A change made with the session cookie must show it comes from Kubernaut's own
+/// pages: an `Origin` of this host, `Sec-Fetch-Site: same-origin` (set by browsers,
+/// beyond a page's reach), or the session's CSRF token in `X-CSRF-Token`. `SameSite`
+/// alone does not stop a sibling subdomain. Bearer-token clients need none of this:
+/// browsers never attach `Authorization` on their own.
+fn proof_of_origin(
+    request: &HttpRequest,
+    settings: &SecuritySettings,
+    secret: &str,
+) -> Result<(), ApiError> {
+    let header_text = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    if crate::session::same_origin(request) == Some(true)
+        || header_text("sec-fetch-site").as_deref() == Some("same-origin")
+    {
+        return Ok(());
+    }
+    if let Some(presented) = header_text(CSRF_HEADER)
+        && let Ok(expected) = crate::session::csrf_token(&settings.session_key, secret)
+        && bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
+    {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ProblemType::Forbidden,
+        "a change made with the session cookie needs proof that it comes from Kubernaut's own pages: the same origin, or the session's CSRF token in X-CSRF-Token; scripts and CI should send a bearer token instead",
+    ))
 }
 
 fn is_mutation(request: &HttpRequest) -> bool {
@@ -652,6 +693,72 @@ mod tests {
         )
         .await;
         assert_eq!(other.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[actix_web::test]
+    async fn a_change_made_with_the_session_cookie_needs_proof_of_origin() {
+        let settings = settings(60);
+        let (app, fixture) = app!(settings.clone());
+        let cookie = session_cookie(&fixture.admin, &settings).expect("cookie");
+        let post = || {
+            test::TestRequest::post()
+                .uri("/api/tokens")
+                .insert_header((header::HOST, "kubernaut.example.com"))
+                .set_json(serde_json::json!({"name": "laptop"}))
+        };
+        // Cookie alone, or from a sibling subdomain, or a same-site fetch: refused.
+        for request in [
+            post().cookie(cookie.clone()),
+            post()
+                .cookie(cookie.clone())
+                .insert_header((header::ORIGIN, "https://evil.example.com")),
+            post()
+                .cookie(cookie.clone())
+                .insert_header(("sec-fetch-site", "same-site")),
+            post()
+                .cookie(cookie.clone())
+                .insert_header((CSRF_HEADER, "forged")),
+        ] {
+            let response = test::call_service(&app, request.to_request()).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+            let problem = body(response).await;
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("X-CSRF-Token")),
+                "{problem}"
+            );
+        }
+        // The same origin, a same-origin fetch, or the session's CSRF token: allowed.
+        let csrf =
+            crate::session::csrf_token(&settings.session_key, &fixture.admin).expect("a token");
+        for request in [
+            post()
+                .cookie(cookie.clone())
+                .insert_header((header::ORIGIN, "https://kubernaut.example.com")),
+            post()
+                .cookie(cookie.clone())
+                .insert_header(("sec-fetch-site", "same-origin")),
+            post()
+                .cookie(cookie.clone())
+                .insert_header((CSRF_HEADER, csrf.as_str())),
+            // A bearer token needs no proof: browsers never send one on their own.
+            post().insert_header((header::AUTHORIZATION, format!("Bearer {}", fixture.admin))),
+        ] {
+            let response = test::call_service(&app, request.to_request()).await;
+            assert_ne!(response.status(), StatusCode::FORBIDDEN);
+            assert!(response.status().is_success(), "{}", response.status());
+        }
+        // Reads need no proof.
+        let read = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("/api/whoami")
+                .cookie(cookie)
+                .to_request(),
+        )
+        .await;
+        assert_eq!(read.status(), StatusCode::OK);
     }
 
     #[actix_web::test]

@@ -182,7 +182,7 @@ pub fn session_cookie(
 }
 
 /// The CSRF token of the session whose token's secret is `secret`.
-fn csrf_token(session_key: &[u8], secret: &str) -> Result<String, PageError> {
+pub(crate) fn csrf_token(session_key: &[u8], secret: &str) -> Result<String, PageError> {
     let mut mac =
         HmacSha256::new_from_slice(session_key).map_err(|error| PageError::internal(&error))?;
     mac.update(secret.as_bytes());
@@ -201,24 +201,30 @@ fn csrf_refused() -> PageError {
 /// # Errors
 /// [`PageError::Forbidden`] for another origin (or `null`).
 pub fn check_origin(request: &HttpRequest) -> Result<(), PageError> {
-    let Some(origin) = request.headers().get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let refused = || {
-        PageError::Forbidden(
+    match same_origin(request) {
+        None | Some(true) => Ok(()),
+        Some(false) => Err(PageError::Forbidden(
             "This form was sent from another site; Kubernaut only accepts its own.".to_owned(),
-        )
+        )),
+    }
+}
+
+/// Whether the request's `Origin` is this host: `None` without an `Origin` header,
+/// `Some(false)` for another origin, `null` or anything unreadable.
+pub(crate) fn same_origin(request: &HttpRequest) -> Option<bool> {
+    let origin = request.headers().get(header::ORIGIN)?;
+    let Some(authority) = origin.to_str().ok().and_then(|origin| {
+        origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+    }) else {
+        return Some(false);
     };
-    let origin = origin.to_str().map_err(|_| refused())?;
-    let authority = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
-        .ok_or_else(refused)?;
     let trusts_forwarded = request
         .app_data::<Data<SecuritySettings>>()
         .is_some_and(|settings| settings.trust_forwarded_headers);
     let host = if trusts_forwarded {
-        request.connection_info().host().to_owned()
+        Some(request.connection_info().host().to_owned())
     } else {
         request
             .headers()
@@ -226,13 +232,8 @@ pub fn check_origin(request: &HttpRequest) -> Result<(), PageError> {
             .and_then(|host| host.to_str().ok())
             .map(str::to_owned)
             .or_else(|| request.uri().authority().map(ToString::to_string))
-            .ok_or_else(refused)?
     };
-    if authority.eq_ignore_ascii_case(&host) {
-        Ok(())
-    } else {
-        Err(refused())
-    }
+    Some(host.is_some_and(|host| authority.eq_ignore_ascii_case(&host)))
 }
 
 /// `/sign-in?next=<the request's path and query>`, or `/sign-in` when that is `/` or
