@@ -48,6 +48,11 @@ pub struct SecuritySettings {
     /// Take the client's address from `Forwarded` / `X-Forwarded-For` (only behind a
     /// proxy that sets them).
     pub trust_forwarded_headers: bool,
+    /// Requests one token may hold open at once (`?wait=` long polls and event
+    /// streams); 0: no limit.
+    pub streams_per_credential: usize,
+    /// Requests the whole process holds open at once; 0: no limit.
+    pub streams_total: usize,
 }
 
 impl fmt::Debug for SecuritySettings {
@@ -57,6 +62,8 @@ impl fmt::Debug for SecuritySettings {
             .field("secure_cookies", &self.secure_cookies)
             .field("mutations_per_minute", &self.mutations_per_minute)
             .field("trust_forwarded_headers", &self.trust_forwarded_headers)
+            .field("streams_per_credential", &self.streams_per_credential)
+            .field("streams_total", &self.streams_total)
             .finish()
     }
 }
@@ -458,6 +465,8 @@ mod tests {
             secure_cookies: true,
             mutations_per_minute,
             trust_forwarded_headers: false,
+            streams_per_credential: 16,
+            streams_total: 1000,
         }
     }
 

@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use futures_util::stream;
 use kubernaut_domain::access_service::{AccessService, AuthenticationError};
 use kubernaut_domain::changes::Change;
+
+use crate::rate_limit::{StreamLimiter, StreamPermit};
 use kubernaut_domain::deployment::{
     ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Diagnostics,
     Namespace, Target, TimelineEntry,
@@ -349,16 +351,23 @@ fn accepted(deployment: &Deployment) -> HttpResponse {
 
 /// `POST /api/deployments[?wait=SECONDS]`
 pub async fn create(
-    Authenticated(caller): Authenticated,
+    identity: Identity,
     service: Data<DeploymentService>,
+    streams: Data<StreamLimiter>,
     request: HttpRequest,
     wait: web::Query<WaitParameter>,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = identity.caller;
     // Cheap refusals first: a caller who may deploy nowhere is refused before the body
     // is read; the target the body names is checked by the use case.
     caller.require(Permission::DeploySomewhere)?;
     let wait = wait.duration()?;
+    // A held request takes a slot before anything is stored.
+    let _held = match wait {
+        Some(_) => Some(streams.acquire(identity.token.to_string())?),
+        None => None,
+    };
     require_json(&request)?;
     let body: RequestBody = parse_json(&read_body(&request, payload).await?)?;
     let request = body.into_request().map_err(ApiError::malformed)?;
@@ -378,14 +387,19 @@ pub async fn create(
 
 /// `GET /api/deployments/{id}[?wait=SECONDS]`
 pub async fn get(
-    Authenticated(caller): Authenticated,
+    identity: Identity,
     service: Data<DeploymentService>,
+    streams: Data<StreamLimiter>,
     id: web::Path<String>,
     wait: web::Query<WaitParameter>,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = identity.caller;
     let deployment_id = parse_id(&id)?;
     let deployment = match wait.duration()? {
-        Some(wait) => service.wait(deployment_id, wait, &caller).await,
+        Some(wait) => {
+            let _held = streams.acquire(identity.token.to_string())?;
+            service.wait(deployment_id, wait, &caller).await
+        }
         None => service.get(deployment_id, &caller).await,
     }
     .map_err(|e| lookup_error(&id, e))?;
@@ -528,6 +542,8 @@ struct StreamState {
     access: AccessService,
     token: TokenHash,
     credentials_changed: tokio::sync::watch::Receiver<u64>,
+    /// The stream's slot among the requests held open, given back when it ends.
+    _held: StreamPermit,
 }
 
 /// How often an open event stream wakes without news: to send a keep-alive comment, and
@@ -573,10 +589,13 @@ pub async fn events(
     identity: Identity,
     service: Data<DeploymentService>,
     access: Data<AccessService>,
+    streams: Data<StreamLimiter>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = identity.caller;
     let deployment_id = parse_id(&id)?;
+    // Held by the stream until it ends (or its client goes away).
+    let held = streams.acquire(identity.token.to_string())?;
     let changes = service.subscribe();
     let credentials_changed = access.credentials_changed();
     let first = service
@@ -594,6 +613,7 @@ pub async fn events(
         access: access.get_ref().clone(),
         token: identity.token_hash,
         credentials_changed,
+        _held: held,
     };
     let opening = new_events(&mut state, &first);
     let body = stream::unfold((state, Some(opening)), |(mut state, pending)| async move {

@@ -1,5 +1,7 @@
 //! The limit on changes per credential: `mutations_per_minute` per token (per account
-//! for the session cookie), with bursts of as many, answered 429 with `Retry-After`.
+//! for the session cookie), with bursts of as many, answered 429 with `Retry-After`;
+//! and the cap on requests held open (`?wait=` long polls and event streams), per
+//! credential and in all.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -84,9 +86,138 @@ impl MutationLimiter {
     }
 }
 
+/// Requests held open (long polls, event streams): at most `per_credential` for one
+/// token and `total` for the whole process. A slot is taken for as long as its
+/// [`StreamPermit`] lives. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct StreamLimiter {
+    open: Arc<Mutex<OpenStreams>>,
+    per_credential: usize,
+    total: usize,
+}
+
+#[derive(Debug, Default)]
+struct OpenStreams {
+    by_key: HashMap<String, usize>,
+    total: usize,
+}
+
+/// The stream limiters of a process, by session key and limits.
+type SharedStreams = Mutex<HashMap<(Vec<u8>, usize, usize), StreamLimiter>>;
+
+/// One open stream's slot, given back when dropped.
+#[derive(Debug)]
+pub struct StreamPermit {
+    limiter: StreamLimiter,
+    key: String,
+}
+
+impl StreamLimiter {
+    /// A limiter of its own (tests); servers use [`Self::shared`]. 0 means no limit.
+    pub fn new(per_credential: usize, total: usize) -> Self {
+        Self {
+            open: Arc::default(),
+            per_credential: if per_credential == 0 {
+                usize::MAX
+            } else {
+                per_credential
+            },
+            total: if total == 0 { usize::MAX } else { total },
+        }
+    }
+
+    /// The limiter of these settings, one per process like the change limiter:
+    /// `configure` runs once per worker.
+    pub fn shared(settings: &SecuritySettings) -> Self {
+        static LIMITERS: OnceLock<SharedStreams> = OnceLock::new();
+        let make = || Self::new(settings.streams_per_credential, settings.streams_total);
+        let Ok(mut limiters) = LIMITERS.get_or_init(Mutex::default).lock() else {
+            return make();
+        };
+        limiters
+            .entry((
+                settings.session_key.clone(),
+                settings.streams_per_credential,
+                settings.streams_total,
+            ))
+            .or_insert_with(make)
+            .clone()
+    }
+
+    /// Takes a slot for `key` (a credential), or refuses with a 429.
+    ///
+    /// # Errors
+    /// 429 with `Retry-After` when the credential, or the process, holds as many open
+    /// requests as it may.
+    pub fn acquire(&self, key: String) -> Result<StreamPermit, ApiError> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = open.by_key.get(&key).copied().unwrap_or(0);
+        if mine >= self.per_credential || open.total >= self.total {
+            return Err(ApiError::too_many_requests(std::time::Duration::from_secs(
+                5,
+            )));
+        }
+        open.total += 1;
+        open.by_key.insert(key.clone(), mine + 1);
+        Ok(StreamPermit {
+            limiter: self.clone(),
+            key,
+        })
+    }
+
+    /// How many requests are held open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().map_or(0, |open| open.total)
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut open = self
+            .limiter
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.total = open.total.saturating_sub(1);
+        if let Some(count) = open.by_key.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.by_key.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_streams_are_capped_per_credential_and_in_all_and_given_back_when_done() {
+        let limiter = StreamLimiter::new(2, 3);
+        let a1 = limiter.acquire("a".to_owned()).expect("first");
+        let _a2 = limiter.acquire("a".to_owned()).expect("second");
+        let refused = limiter.acquire("a".to_owned()).expect_err("a third for a");
+        assert_eq!(refused.problem().status, 429);
+        let _b1 = limiter.acquire("b".to_owned()).expect("b has room");
+        assert!(
+            limiter.acquire("c".to_owned()).is_err(),
+            "three open in all"
+        );
+        drop(a1);
+        assert_eq!(limiter.open(), 2);
+        let _c1 = limiter
+            .acquire("c".to_owned())
+            .expect("a slot was given back");
+        let unlimited = StreamLimiter::new(0, 0);
+        let permits: Vec<_> = (0..100)
+            .map(|_| unlimited.acquire("a".to_owned()).expect("no limit"))
+            .collect();
+        assert_eq!(unlimited.open(), permits.len());
+    }
 
     #[test]
     fn a_key_gets_its_quota_then_a_retry_time_and_others_are_unaffected() {

@@ -286,6 +286,8 @@ impl Application {
                 secure_cookies: settings.security.secure_cookies,
                 mutations_per_minute: settings.security.mutations_per_minute,
                 trust_forwarded_headers: settings.security.trust_forwarded_headers,
+                streams_per_credential: settings.security.streams_per_token,
+                streams_total: settings.security.streams_total,
             },
         };
 

@@ -125,10 +125,25 @@ pub struct SecuritySettings {
     /// revocation made through another replica takes effect within this time.
     #[serde(default = "default_token_cache_seconds")]
     pub token_cache_seconds: u64,
+    /// Requests one token may hold open at once (`?wait=` long polls and event
+    /// streams); more get 429. 0: no limit.
+    #[serde(default = "default_streams_per_token")]
+    pub streams_per_token: usize,
+    /// Requests the process holds open at once, for all tokens; 0: no limit.
+    #[serde(default = "default_streams_total")]
+    pub streams_total: usize,
 }
 
 fn default_mutations_per_minute() -> u32 {
     120
+}
+
+fn default_streams_per_token() -> usize {
+    16
+}
+
+fn default_streams_total() -> usize {
+    1000
 }
 
 fn default_token_cache_seconds() -> u64 {
@@ -143,6 +158,8 @@ impl Default for SecuritySettings {
             mutations_per_minute: default_mutations_per_minute(),
             trust_forwarded_headers: false,
             token_cache_seconds: default_token_cache_seconds(),
+            streams_per_token: default_streams_per_token(),
+            streams_total: default_streams_total(),
         }
     }
 }

@@ -67,6 +67,8 @@ fn settings() -> SecuritySettings {
         secure_cookies: true,
         mutations_per_minute: 0,
         trust_forwarded_headers: false,
+        streams_per_credential: 16,
+        streams_total: 1000,
     }
 }
 

@@ -916,3 +916,57 @@ async fn a_deploy_attribute_holding_nul_is_refused_naming_it_and_starts_nothing(
     let audit_after: Value = env.app.get("/api/audit").await.json().await.expect("json");
     assert_eq!(audit_after, audit_before);
 }
+
+#[tokio::test]
+async fn requests_held_open_are_capped_per_token_with_a_429() {
+    let sim = crate::cluster::start_simulator().await;
+    crate::cluster::create_namespace(&sim, "shop").await;
+    sim.set_image_behaviour(
+        "registry.local/held:1",
+        Behaviour::SlowStart { seconds: 100_000 },
+    );
+    let cluster = crate::cluster::sim_cluster(&sim);
+    let app = crate::helpers::spawn_app_with(move |settings| {
+        settings.clusters = vec![cluster];
+        settings.security.streams_per_token = 2;
+    })
+    .await;
+    let env = crate::cluster::Deploying { app, sim };
+    env.release("held", "1", "registry.local/held:1", &web_template(false))
+        .await;
+    let started: Value = env
+        .deploy(json!({"service": "held", "version": "1", "cluster": "sim", "namespace": "shop"}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = started["id"].as_str().expect("an id").to_owned();
+    let events = env.app.url(&format!("/api/deployments/{id}/events"));
+    // Two streams held open by the admin's token...
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let stream = env.app.client.get(&events).send().await.expect("sent");
+        assert_eq!(stream.status(), 200);
+        open.push(stream);
+    }
+    // ... and a third stream or a long poll of the same token is refused at once.
+    for refused in [
+        env.app.client.get(&events).send().await.expect("sent"),
+        env.app
+            .client
+            .get(env.app.url(&format!("/api/deployments/{id}?wait=30")))
+            .send()
+            .await
+            .expect("sent"),
+    ] {
+        assert!(refused.headers().get("retry-after").is_some());
+        problem(refused, 429).await;
+    }
+    // A plain read is no held request; another token has its own quota.
+    let plain = env.app.get(&format!("/api/deployments/{id}")).await;
+    assert_eq!(plain.status(), 200);
+    let viewer = client_with_token(&env.app.token_for("watcher", Role::Viewer, None).await);
+    let theirs = viewer.get(&events).send().await.expect("sent");
+    assert_eq!(theirs.status(), 200);
+    drop(open);
+}
