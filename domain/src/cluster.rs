@@ -95,6 +95,14 @@ pub enum ManifestRejected {
     },
     #[error("{object} appears twice in the manifest")]
     Duplicate { object: String },
+    #[error(
+        "{object} names namespace {named}, which cluster {cluster} does not allow (allowed_namespaces)"
+    )]
+    NamespaceNotAllowed {
+        object: String,
+        named: String,
+        cluster: String,
+    },
 }
 
 /// Labels, annotates and namespaces every object of a rendered manifest for its
@@ -132,6 +140,19 @@ pub fn prepare_objects(
                         object: display,
                         named: named.to_owned(),
                         target: namespace.to_string(),
+                    });
+                }
+                // Another namespace the cluster allows objects in must still be one of its
+                // allowed namespaces (the deploy's caller's scope is checked by the planner).
+                Some(named)
+                    if named != namespace.as_str()
+                        && !Namespace::parse(named)
+                            .is_ok_and(|named| settings.allows_namespace(&named)) =>
+                {
+                    return Err(ManifestRejected::NamespaceNotAllowed {
+                        object: display,
+                        named: named.to_owned(),
+                        cluster: cluster.to_string(),
                     });
                 }
                 Some(_) => {}
@@ -329,6 +350,16 @@ mod tests {
         };
         let prepared = prepare(&elsewhere, &allowed).expect("allowed");
         assert_eq!(prepared[0]["metadata"]["namespace"], "kube-system");
+        // ... but only into the namespaces the cluster allows.
+        let fenced = ClusterSettings {
+            allow_other_namespaces: true,
+            allowed_namespaces: vec!["shop".into(), "team-*".into()],
+            ..ClusterSettings::default()
+        };
+        assert!(matches!(
+            prepare(&elsewhere, &fenced),
+            Err(ManifestRejected::NamespaceNotAllowed { .. })
+        ));
     }
 
     #[test]

@@ -161,6 +161,27 @@ impl Planner {
             release.id,
             id,
         )?;
+        // An object that names another namespace deploys there too: the caller must be
+        // allowed to deploy there as well.
+        for named in objects
+            .iter()
+            .filter_map(|object| {
+                object
+                    .pointer("/metadata/namespace")
+                    .and_then(serde_json::Value::as_str)
+            })
+            .filter(|named| *named != request.target.namespace.as_str())
+        {
+            let namespace = crate::deployment::Namespace::parse(named).map_err(|_| {
+                RequestDeploymentError::Render(format!(
+                    "the manifest names an invalid namespace {named:?}"
+                ))
+            })?;
+            caller.require(crate::access::Permission::Deploy(Target {
+                cluster: request.target.cluster.clone(),
+                namespace,
+            }))?;
+        }
         let timeout = request
             .timeout
             .or_else(|| {

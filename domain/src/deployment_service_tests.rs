@@ -1059,6 +1059,68 @@ async fn a_deployer_outside_its_scope_is_refused_and_nothing_is_stored_or_audite
 }
 
 #[tokio::test]
+async fn an_object_in_another_namespace_needs_the_callers_scope_there_too() {
+    let elsewhere = Release::register(
+        NewRelease::parse(&UnvalidatedRelease {
+            service: "hello".into(),
+            version: "7".into(),
+            image: "hello:7".into(),
+            template: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ service }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ service }}-extra\n  namespace: payments\n".into(),
+            attributes: BTreeMap::new(),
+            comment: None,
+        })
+        .expect("valid"),
+        Actor::anonymous(),
+    );
+    let mut cluster = MockCluster::new();
+    cluster.expect_apply().never();
+    let deployments = Arc::new(MemoryDeployments::default());
+    let service = DeploymentService::new(
+        Arc::new(releases_of(vec![elsewhere.clone()])),
+        deployments.clone(),
+        deployments.clone(),
+        Arc::new(LocalChanges::new()),
+        vec![ClusterHandle {
+            name: target().cluster,
+            settings: ClusterSettings {
+                allow_other_namespaces: true,
+                ..settings()
+            },
+            cluster: Arc::new(cluster),
+        }],
+    );
+    let shop_only = Caller::new(crate::access::Principal {
+        actor: Actor::named("shop-ci"),
+        grants: vec![
+            crate::access::Grant::new(
+                crate::access::Role::Deployer,
+                crate::access::Scope::parse("eu/shop").expect("scope"),
+            )
+            .expect("grant"),
+        ],
+    });
+    let error = service
+        .request(request(&elsewhere), &shop_only)
+        .await
+        .expect_err("forbidden");
+    assert!(
+        matches!(
+            error,
+            RequestDeploymentError::Forbidden(ref denied)
+                if denied.permission.to_string().contains("payments")
+        ),
+        "{error:?}"
+    );
+    assert!(deployments.rows.lock().expect("lock").is_empty());
+    // A deployer of both namespaces may.
+    let both = deployer("platform");
+    service
+        .request(request(&elsewhere), &both)
+        .await
+        .expect("allowed");
+}
+
+#[tokio::test]
 async fn requests_verdicts_and_cancels_are_audited_with_who_did_them() {
     let good = release("1");
     let cluster = a_healthy_cluster();
