@@ -45,7 +45,7 @@ pub struct SecuritySettings {
     /// Changes (`POST`, `DELETE`, ... under `/api`) one credential may make per minute,
     /// in bursts of as many; 0 turns the limit off.
     pub mutations_per_minute: u32,
-    /// Take the client's address from `Forwarded` / `X-Forwarded-For` (only behind a
+    /// Take the client's address from `X-Forwarded-For`, and only it (only behind a
     /// proxy that sets them).
     pub trust_forwarded_headers: bool,
     /// Requests one token may hold open at once (`?wait=` long polls and event
@@ -371,13 +371,22 @@ pub fn request_id(request: &HttpRequest) -> String {
     }
 }
 
-/// The peer's address, or the client's from the forwarding headers when trusted.
+/// The peer's address, or, when forwarding headers are trusted, the client's from
+/// `X-Forwarded-For` alone: the one header the docs tell the proxy to set (overwriting
+/// what the client sent). A `Forwarded` header, which proxies pass through untouched,
+/// would let a client pick the address the audit trail records. Of several addresses
+/// the last is taken: the one the nearest proxy saw.
 pub fn source_of(request: &HttpRequest, settings: &SecuritySettings) -> Option<String> {
-    if settings.trust_forwarded_headers {
-        let info = request.connection_info();
-        if let Some(real) = info.realip_remote_addr() {
-            return Some(strip_port(real).to_owned());
-        }
+    if settings.trust_forwarded_headers
+        && let Some(forwarded) = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.rsplit(',').next())
+            .map(|address| strip_port(address.trim()))
+            .and_then(|address| address.parse::<std::net::IpAddr>().ok())
+    {
+        return Some(forwarded.to_string());
     }
     request.peer_addr().map(|peer| peer.ip().to_string())
 }
@@ -847,6 +856,56 @@ mod tests {
         let seen = body(response).await;
         assert_eq!(seen["request_id"], "ci-run-42");
         assert_eq!(seen["source"], "10.1.2.3");
+    }
+
+    #[actix_web::test]
+    async fn behind_a_trusted_proxy_the_source_is_x_forwarded_for_alone() {
+        let peer: std::net::SocketAddr = "10.1.2.3:4567".parse().expect("address");
+        let trusting = SecuritySettings {
+            trust_forwarded_headers: true,
+            ..settings(0)
+        };
+        let source = |headers: &[(&str, &str)], settings: &SecuritySettings| {
+            let mut request = test::TestRequest::get().peer_addr(peer);
+            for header in headers {
+                request = request.insert_header(*header);
+            }
+            source_of(&request.to_http_request(), settings)
+        };
+        assert_eq!(
+            source(&[("X-Forwarded-For", "203.0.113.9")], &trusting).as_deref(),
+            Some("203.0.113.9")
+        );
+        // The client's own Forwarded header, passed through by the proxy, is ignored.
+        assert_eq!(
+            source(
+                &[
+                    ("Forwarded", "for=6.6.6.6"),
+                    ("X-Forwarded-For", "203.0.113.9")
+                ],
+                &trusting
+            )
+            .as_deref(),
+            Some("203.0.113.9")
+        );
+        assert_eq!(
+            source(&[("Forwarded", "for=6.6.6.6")], &trusting).as_deref(),
+            Some("10.1.2.3")
+        );
+        // Appended to by a proxy: the address the nearest proxy saw.
+        assert_eq!(
+            source(&[("X-Forwarded-For", "6.6.6.6, 198.51.100.4")], &trusting).as_deref(),
+            Some("198.51.100.4")
+        );
+        assert_eq!(
+            source(&[("X-Forwarded-For", "not an address")], &trusting).as_deref(),
+            Some("10.1.2.3")
+        );
+        // Not trusted: the peer, whatever the headers say.
+        assert_eq!(
+            source(&[("X-Forwarded-For", "203.0.113.9")], &settings(0)).as_deref(),
+            Some("10.1.2.3")
+        );
     }
 
     #[actix_web::test]

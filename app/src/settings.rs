@@ -117,7 +117,7 @@ pub struct SecuritySettings {
     /// 0: no limit.
     #[serde(default = "default_mutations_per_minute")]
     pub mutations_per_minute: u32,
-    /// Believe `X-Forwarded-For` / `Forwarded` for the client's address: only behind a
+    /// Believe `X-Forwarded-For` (and only it) for the client's address: only behind a
     /// reverse proxy that sets them.
     #[serde(default)]
     pub trust_forwarded_headers: bool,
