@@ -176,19 +176,10 @@ impl ManifestTemplate {
             variables.set(name, name);
         }
         let text = render_text(&template, &variables).map_err(InvalidTemplate::Render)?;
-        let objects = match parse_objects(&text) {
-            Ok(objects) => objects,
-            Err(error) => {
-                return Err(match keeps_structure(&template, &variables, &[]) {
-                    Err(names) if renders_without_them(&template, &variables) => {
-                        InvalidTemplate::ValueChangesStructure(names)
-                    }
-                    _ => InvalidTemplate::NotKubernetes(error),
-                });
-            }
-        };
-        keeps_structure(&template, &variables, &objects)
-            .map_err(InvalidTemplate::ValueChangesStructure)?;
+        checked_objects(&template, &variables, &text).map_err(|refused| match refused {
+            Refused::NotKubernetes(error) => InvalidTemplate::NotKubernetes(error),
+            Refused::ValueChangesStructure(names) => InvalidTemplate::ValueChangesStructure(names),
+        })?;
         Ok(Self {
             source: source.to_owned(),
             required_variables,
@@ -236,20 +227,11 @@ impl ManifestTemplate {
             .template_from_named_str(TEMPLATE_NAME, &self.source)
             .map_err(|e| RenderError::Template(describe(&e)))?;
         let text = render_text(&template, variables).map_err(RenderError::Template)?;
-        let objects = match parse_objects(&text) {
-            Ok(objects) => objects,
-            // Broken by a value (a duplicate key, a stray quote) or by the template?
-            Err(error) => {
-                return Err(match keeps_structure(&template, variables, &[]) {
-                    Err(names) if renders_without_them(&template, variables) => {
-                        RenderError::ValueChangesStructure(names)
-                    }
-                    _ => RenderError::NotKubernetes(error),
-                });
-            }
-        };
-        keeps_structure(&template, variables, &objects)
-            .map_err(RenderError::ValueChangesStructure)?;
+        let objects =
+            checked_objects(&template, variables, &text).map_err(|refused| match refused {
+                Refused::NotKubernetes(error) => RenderError::NotKubernetes(error),
+                Refused::ValueChangesStructure(names) => RenderError::ValueChangesStructure(names),
+            })?;
         Ok(RenderedManifest { text, objects })
     }
 }
@@ -418,15 +400,6 @@ fn shape_with(
     parse_objects(&text).ok().map(|objects| shape(&objects))
 }
 
-/// Whether the template renders to Kubernetes objects once every hazardous value is
-/// defanged: then a failure with the real values is theirs.
-fn renders_without_them(
-    template: &minijinja::Template<'_, '_>,
-    variables: &TemplateVariables,
-) -> bool {
-    shape_with(template, &defanged(variables)).is_some()
-}
-
 /// `variables` with every hazardous value defanged.
 fn defanged(variables: &TemplateVariables) -> TemplateVariables {
     TemplateVariables(
@@ -445,18 +418,28 @@ fn defanged(variables: &TemplateVariables) -> TemplateVariables {
     )
 }
 
-/// Checks that the values of `variables` did not shape `objects` (what the template
-/// rendered to with them): rendered again with every hazardous value defanged, the
-/// template must give the same documents, kinds and key paths. Returns the names of the
-/// variables that change it otherwise.
+/// Why rendered text was not taken as the manifest.
+enum Refused {
+    /// It is not Kubernetes YAML, and not because of a value.
+    NotKubernetes(String),
+    /// These variables' values shape it.
+    ValueChangesStructure(Vec<String>),
+}
+
+/// The objects of `text`, what the template rendered with `variables`, once it is
+/// checked that no value shaped them: rendered again with every hazardous value
+/// defanged, the template must give the same documents, kinds and key paths. When `text`
+/// is not Kubernetes YAML but the defanged render is, a value broke it (a duplicate key,
+/// a stray quote) and is named too.
 ///
 /// Comparing against a render of the same template keeps templates that branch or loop
 /// on values working, and only values that could carry structure cost a second render.
-fn keeps_structure(
+fn checked_objects(
     template: &minijinja::Template<'_, '_>,
     variables: &TemplateVariables,
-    objects: &[Value],
-) -> Result<(), Vec<String>> {
+    text: &str,
+) -> Result<Vec<Value>, Refused> {
+    let parsed = parse_objects(text);
     let hazardous: Vec<&String> = variables
         .0
         .iter()
@@ -464,12 +447,14 @@ fn keeps_structure(
         .map(|(name, _)| name)
         .collect();
     if hazardous.is_empty() {
-        return Ok(());
+        return parsed.map_err(Refused::NotKubernetes);
     }
     let benign = defanged(variables);
     let benign_shape = shape_with(template, &benign);
-    if benign_shape.as_ref() == Some(&shape(objects)) {
-        return Ok(());
+    match (parsed, &benign_shape) {
+        (Ok(objects), Some(expected)) if shape(&objects) == *expected => return Ok(objects),
+        (Err(error), None) => return Err(Refused::NotKubernetes(error)),
+        _ => {}
     }
     // Which of them does it: each one alone among benign values.
     let mut culprits: Vec<String> = hazardous
@@ -486,7 +471,7 @@ fn keeps_structure(
     if culprits.is_empty() {
         culprits = hazardous.into_iter().cloned().collect();
     }
-    Err(culprits)
+    Err(Refused::ValueChangesStructure(culprits))
 }
 
 fn describe(error: &minijinja::Error) -> String {

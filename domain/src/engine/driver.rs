@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::{Inner, spawn_driver};
+use super::{Inner, claim_and_drive};
 use crate::access::Caller;
 use crate::actor::Actor;
 use crate::audit::{AuditAction, AuditEntry};
@@ -504,17 +504,7 @@ impl Driver {
         writer.step(transition).await?;
         if let Some(rollback) = rollback_id {
             // Drive the rollback from here at once; the supervisors would find it too.
-            match inner
-                .leases
-                .claim_one(rollback, &inner.settings.instance, inner.settings.lease_ttl)
-                .await
-            {
-                Ok(Some(claimed)) => spawn_driver(inner, claimed),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(deployment = %rollback, %error, "could not claim the rollback; a supervisor will");
-                }
-            }
+            claim_and_drive(inner, rollback).await;
         }
         Ok(())
     }

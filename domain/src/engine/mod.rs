@@ -192,18 +192,7 @@ impl Engine {
             if *inner.stopping.borrow() {
                 return;
             }
-            match inner
-                .leases
-                .claim_one(id, &inner.settings.instance, inner.settings.lease_ttl)
-                .await
-            {
-                Ok(Some(claimed)) => spawn_driver(&inner, claimed),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(deployment = %id, %error, "could not claim a new deployment; the supervisor will");
-                    inner.claim_now.notify_one();
-                }
-            }
+            claim_and_drive(&inner, id).await;
         });
     }
 
@@ -368,6 +357,23 @@ async fn claim(inner: &Arc<Inner>) {
             }
         }
         Err(error) => tracing::warn!(%error, "could not claim deployments"),
+    }
+}
+
+/// Claims deployment `id` (just stored here) and drives it; when the database fails,
+/// the supervisor is asked to look at once instead.
+pub(crate) async fn claim_and_drive(inner: &Arc<Inner>, id: DeploymentId) {
+    match inner
+        .leases
+        .claim_one(id, &inner.settings.instance, inner.settings.lease_ttl)
+        .await
+    {
+        Ok(Some(claimed)) => spawn_driver(inner, claimed),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(deployment = %id, %error, "could not claim a new deployment; the supervisor will");
+            inner.claim_now.notify_one();
+        }
     }
 }
 
