@@ -28,6 +28,8 @@ pub struct ClusterBody {
     pub allowed_namespaces: Vec<String>,
     pub allow_cluster_scoped: bool,
     pub allow_other_namespaces: bool,
+    /// Kinds manifests may hold (`Kind`, `group/Kind`, `group/*`); empty means all.
+    pub allowed_kinds: Vec<String>,
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -48,6 +50,7 @@ pub async fn list(
             allowed_namespaces: c.settings.allowed_namespaces,
             allow_cluster_scoped: c.settings.allow_cluster_scoped,
             allow_other_namespaces: c.settings.allow_other_namespaces,
+            allowed_kinds: c.settings.allowed_kinds,
             attributes: c.settings.attributes,
         })
         .collect();

@@ -321,6 +321,10 @@ pub(crate) fn request_error(error: RequestDeploymentError) -> ApiError {
         }
         RequestDeploymentError::Forbidden(denied) => ApiError::forbidden(&denied),
         RequestDeploymentError::Repository(error) => ApiError::repository(error),
+        error @ RequestDeploymentError::ClusterUnavailable { .. } => {
+            let detail = format!("{error}; nothing was started, try again shortly");
+            ApiError::unavailable(detail, error).with_retry_after(5)
+        }
     }
 }
 

@@ -240,6 +240,15 @@ impl ApiError {
         }
     }
 
+    /// This error with a `Retry-After` of `seconds`.
+    #[must_use]
+    pub fn with_retry_after(self, seconds: u64) -> Self {
+        Self {
+            header: Some(ExtraHeader::RetryAfter(seconds)),
+            ..self
+        }
+    }
+
     pub fn kind(&self) -> ProblemType {
         self.kind
     }

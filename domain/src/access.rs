@@ -23,7 +23,7 @@ use wildmatch::WildMatch;
 
 use crate::actor::Actor;
 use crate::audit::{AuditAction, AuditEntry};
-use crate::deployment::Target;
+use crate::deployment::{ClusterName, Target};
 use crate::validation::FieldError;
 
 /// A role, from least to most powerful.
@@ -121,6 +121,12 @@ impl Scope {
         self.cluster == "*" && self.namespace == "*"
     }
 
+    /// Whether this scope covers every namespace of `cluster` (`cluster/*` or wider):
+    /// what objects outside namespaces, which affect them all, need.
+    pub fn covers_cluster(&self, cluster: &ClusterName) -> bool {
+        self.namespace == "*" && WildMatch::new(&self.cluster).matches(cluster.as_str())
+    }
+
     pub fn matches(&self, target: &Target) -> bool {
         WildMatch::new(&self.cluster).matches(target.cluster.as_str())
             && WildMatch::new(&self.namespace).matches(target.namespace.as_str())
@@ -190,6 +196,9 @@ impl Grant {
             (Role::Releaser, Permission::ManageReleases) => true,
             (Role::Deployer, Permission::Deploy(target)) => self.scope.matches(target),
             (Role::Deployer, Permission::DeploySomewhere) => true,
+            (Role::Deployer, Permission::DeployClusterWide(cluster)) => {
+                self.scope.covers_cluster(cluster)
+            }
             _ => false,
         }
     }
@@ -227,6 +236,9 @@ pub enum Permission {
     /// Deploy to some target: what a deploy request needs before its body, and so its
     /// target, is even read. The request's own target is checked afterwards.
     DeploySomewhere,
+    /// Deploy objects outside namespaces (cluster-scoped kinds) to this cluster: they
+    /// affect every namespace, so the deploy scope must cover them all.
+    DeployClusterWide(ClusterName),
     /// Accounts, grants, everyone's tokens, the audit trail.
     Administer,
 }
@@ -241,6 +253,9 @@ impl Permission {
                 format!("the deployer role for a scope matching {target}, or admin")
             }
             Self::DeploySomewhere => "the deployer or admin role".to_owned(),
+            Self::DeployClusterWide(cluster) => {
+                format!("the deployer role for scope {cluster}/* (every namespace), or admin")
+            }
             Self::Administer => "the admin role".to_owned(),
         }
     }
@@ -253,6 +268,9 @@ impl fmt::Display for Permission {
             Self::ManageReleases => f.write_str("manage releases"),
             Self::Deploy(target) => write!(f, "deploy to {target}"),
             Self::DeploySomewhere => f.write_str("deploy"),
+            Self::DeployClusterWide(cluster) => {
+                write!(f, "deploy cluster-scoped objects to {cluster}")
+            }
             Self::Administer => f.write_str("administer"),
         }
     }
@@ -516,6 +534,30 @@ mod tests {
             denied.to_string(),
             "someone may not deploy to production/web: that needs the deployer role for a scope matching production/web, or admin"
         );
+    }
+
+    #[test]
+    fn cluster_wide_objects_need_a_scope_over_every_namespace_of_the_cluster() {
+        let staging = ClusterName::parse("staging").expect("cluster");
+        let wide = |scope: &str| {
+            caller(&[(Role::Deployer, scope)])
+                .allows(&Permission::DeployClusterWide(staging.clone()))
+        };
+        assert!(wide("*"));
+        assert!(wide("staging/*"));
+        assert!(wide("stag*/*"));
+        assert!(
+            !wide("staging/web"),
+            "one namespace is not the whole cluster"
+        );
+        assert!(!wide("staging/team-*"));
+        assert!(!wide("production/*"));
+        for role in [Role::Viewer, Role::Releaser] {
+            assert!(
+                !caller(&[(role, "*")]).allows(&Permission::DeployClusterWide(staging.clone()))
+            );
+        }
+        assert!(caller(&[(Role::Admin, "*")]).allows(&Permission::DeployClusterWide(staging)));
     }
 
     #[test]

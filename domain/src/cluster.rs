@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::deployment::{ClusterName, DeploymentId, Diagnostics, Namespace, ResourceRef};
+use crate::deployment::{DeploymentId, Diagnostics, Namespace, ResourceRef, Target};
 use crate::release::{ReleaseId, ServiceName};
 
 /// Labels and annotations Kubernaut puts on every object it applies.
@@ -23,27 +23,121 @@ pub mod labels {
     }
 }
 
-/// Kinds that live outside namespaces; refused unless the cluster allows them.
-pub const CLUSTER_SCOPED_KINDS: [&str; 18] = [
-    "Namespace",
-    "Node",
-    "PersistentVolume",
-    "StorageClass",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "CustomResourceDefinition",
-    "PriorityClass",
-    "IngressClass",
-    "RuntimeClass",
-    "CSIDriver",
-    "CSINode",
-    "VolumeAttachment",
-    "APIService",
-    "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration",
-    "ValidatingAdmissionPolicy",
-    "ClusterIssuer",
-];
+/// A kind as a manifest names it: its `apiVersion` and `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KindRef {
+    pub api_version: String,
+    pub kind: String,
+}
+
+impl KindRef {
+    pub fn new(api_version: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self {
+            api_version: api_version.into(),
+            kind: kind.into(),
+        }
+    }
+
+    /// The API group (`""` for the core group of `v1`).
+    pub fn group(&self) -> &str {
+        self.api_version
+            .rsplit_once('/')
+            .map_or("", |(group, _version)| group)
+    }
+
+    /// The kinds of `objects`, each once, in the order they first appear.
+    pub fn distinct_in(objects: &[Value]) -> Vec<Self> {
+        let mut kinds: Vec<Self> = Vec::new();
+        for object in objects {
+            let reference = resource_ref_of(object);
+            let kind = Self::new(reference.api_version, reference.kind);
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        kinds
+    }
+}
+
+impl std::fmt::Display for KindRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.api_version, self.kind)
+    }
+}
+
+/// Where the objects of a kind live, as the API server's discovery says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KindScope {
+    /// In a namespace.
+    Namespaced,
+    /// Outside namespaces: one object for the whole cluster.
+    Cluster,
+}
+
+/// The scopes of the kinds a manifest holds: what the cluster's discovery says, and
+/// for kinds defined by a CustomResourceDefinition of the same manifest (not served yet
+/// before it is applied), what that definition says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KindScopes(BTreeMap<KindRef, KindScope>);
+
+impl KindScopes {
+    /// The scopes `discovered` for `kinds` (`None`: the cluster does not serve the
+    /// kind), completed by the definitions among `objects`.
+    pub fn new(kinds: &[KindRef], discovered: &[Option<KindScope>], objects: &[Value]) -> Self {
+        let mut scopes: BTreeMap<KindRef, KindScope> = kinds
+            .iter()
+            .zip(discovered)
+            .filter_map(|(kind, scope)| scope.map(|scope| (kind.clone(), scope)))
+            .collect();
+        for definition in objects.iter().filter(|object| {
+            object.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
+                && object
+                    .get("apiVersion")
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.starts_with("apiextensions.k8s.io/"))
+        }) {
+            let text = |pointer: &str| definition.pointer(pointer).and_then(Value::as_str);
+            let (Some(group), Some(kind), Some(scope)) = (
+                text("/spec/group"),
+                text("/spec/names/kind"),
+                text("/spec/scope"),
+            ) else {
+                continue;
+            };
+            let scope = match scope {
+                "Cluster" => KindScope::Cluster,
+                _ => KindScope::Namespaced,
+            };
+            for version in definition
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|version| version.get("name").and_then(Value::as_str))
+            {
+                scopes
+                    .entry(KindRef::new(format!("{group}/{version}"), kind))
+                    .or_insert(scope);
+            }
+        }
+        Self(scopes)
+    }
+
+    /// Every kind of `objects` in the same scope (tests and simple callers).
+    pub fn all(objects: &[Value], scope: KindScope) -> Self {
+        Self(
+            KindRef::distinct_in(objects)
+                .into_iter()
+                .map(|kind| (kind, scope))
+                .collect(),
+        )
+    }
+
+    /// The scope of `kind`; `None` when neither the cluster nor the manifest knows it.
+    pub fn get(&self, kind: &KindRef) -> Option<KindScope> {
+        self.0.get(kind).copied()
+    }
+}
 
 /// What an operator configured for one cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -57,9 +151,15 @@ pub struct ClusterSettings {
     /// Namespaces deploys may target: exact names or `prefix-*` patterns; empty allows all.
     #[serde(default)]
     pub allowed_namespaces: Vec<String>,
-    /// Whether manifests may hold cluster-scoped kinds.
+    /// Whether manifests may hold cluster-scoped kinds (as the cluster's discovery
+    /// names them, custom resources included). Only callers whose deploy scope covers
+    /// every namespace of the cluster may deploy them.
     #[serde(default)]
     pub allow_cluster_scoped: bool,
+    /// The kinds manifests may hold: `Kind` (any group), `group/Kind` (`apps/Deployment`;
+    /// the core group is written `core/Service`) or `group/*`; empty allows every kind.
+    #[serde(default)]
+    pub allowed_kinds: Vec<String>,
     /// Whether manifests may name namespaces other than the deployment's.
     #[serde(default)]
     pub allow_other_namespaces: bool,
@@ -74,6 +174,22 @@ impl ClusterSettings {
                 .any(|pattern| match pattern.strip_suffix('*') {
                     Some(prefix) => namespace.as_str().starts_with(prefix),
                     None => pattern == namespace.as_str(),
+                })
+    }
+
+    /// Whether `allowed_kinds` lets manifests hold `kind`.
+    pub fn allows_kind(&self, kind: &KindRef) -> bool {
+        let group = match kind.group() {
+            "" => "core",
+            group => group,
+        };
+        self.allowed_kinds.is_empty()
+            || self
+                .allowed_kinds
+                .iter()
+                .any(|entry| match entry.rsplit_once('/') {
+                    Some((g, k)) => g == group && (k == "*" || k == kind.kind),
+                    None => entry == &kind.kind,
                 })
     }
 }
@@ -92,6 +208,20 @@ pub enum ManifestRejected {
         object: String,
         named: String,
         target: String,
+    },
+    #[error(
+        "{object}: cluster {cluster} does not serve kind {kind} (not in its discovery, and no CustomResourceDefinition of this manifest defines it)"
+    )]
+    UnknownKind {
+        object: String,
+        kind: String,
+        cluster: String,
+    },
+    #[error("{object}: cluster {cluster} does not allow kind {kind} (allowed_kinds)")]
+    KindNotAllowed {
+        object: String,
+        kind: String,
+        cluster: String,
     },
     #[error("{object} appears twice in the manifest")]
     Duplicate { object: String },
@@ -112,20 +242,36 @@ pub enum ManifestRejected {
 /// [`ManifestRejected`] for the first object that breaks a rule.
 pub fn prepare_objects(
     objects: &[Value],
+    scopes: &KindScopes,
     settings: &ClusterSettings,
-    cluster: &ClusterName,
-    namespace: &Namespace,
+    target: &Target,
     service: &ServiceName,
     release: ReleaseId,
     deployment: DeploymentId,
 ) -> Result<Vec<Value>, ManifestRejected> {
+    let (cluster, namespace) = (&target.cluster, &target.namespace);
     let mut prepared = Vec::with_capacity(objects.len());
     let mut seen = std::collections::BTreeSet::new();
     for object in objects {
         let mut object = object.clone();
         let resource = resource_ref_of(&object);
         let display = resource.to_string();
-        let cluster_scoped = CLUSTER_SCOPED_KINDS.contains(&resource.kind.as_str());
+        let kind = KindRef::new(resource.api_version.clone(), resource.kind.clone());
+        let Some(scope) = scopes.get(&kind) else {
+            return Err(ManifestRejected::UnknownKind {
+                object: display,
+                kind: kind.to_string(),
+                cluster: cluster.to_string(),
+            });
+        };
+        if !settings.allows_kind(&kind) {
+            return Err(ManifestRejected::KindNotAllowed {
+                object: display,
+                kind: kind.to_string(),
+                cluster: cluster.to_string(),
+            });
+        }
+        let cluster_scoped = scope == KindScope::Cluster;
         if cluster_scoped && !settings.allow_cluster_scoped {
             return Err(ManifestRejected::ClusterScoped {
                 object: display,
@@ -133,7 +279,11 @@ pub fn prepare_objects(
             });
         }
         let metadata = object_map(&mut object, "metadata");
-        if !cluster_scoped {
+        if cluster_scoped {
+            // A namespace written on a cluster-scoped object means nothing to the API
+            // server; dropped, so that what is stored says where the object lives.
+            metadata.remove("namespace");
+        } else {
             match metadata.get("namespace").and_then(Value::as_str) {
                 Some(named) if named != namespace.as_str() && !settings.allow_other_namespaces => {
                     return Err(ManifestRejected::OtherNamespace {
@@ -291,16 +441,51 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::deployment::ClusterName;
+
+    /// The scopes a v1.33 API server gives the kinds these tests use.
+    fn served() -> KindScopes {
+        let kinds = [
+            ("v1", "Service", KindScope::Namespaced),
+            ("v1", "ConfigMap", KindScope::Namespaced),
+            ("apps/v1", "Deployment", KindScope::Namespaced),
+            ("v1", "Namespace", KindScope::Cluster),
+            (
+                "flowcontrol.apiserver.k8s.io/v1",
+                "PriorityLevelConfiguration",
+                KindScope::Cluster,
+            ),
+            (
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                KindScope::Cluster,
+            ),
+        ];
+        let refs: Vec<KindRef> = kinds.iter().map(|(v, k, _)| KindRef::new(*v, *k)).collect();
+        let scopes: Vec<Option<KindScope>> = kinds.iter().map(|(_, _, s)| Some(*s)).collect();
+        KindScopes::new(&refs, &scopes, &[])
+    }
 
     fn prepare(
         objects: &[Value],
         settings: &ClusterSettings,
     ) -> Result<Vec<Value>, ManifestRejected> {
+        prepare_with(objects, &served(), settings)
+    }
+
+    fn prepare_with(
+        objects: &[Value],
+        scopes: &KindScopes,
+        settings: &ClusterSettings,
+    ) -> Result<Vec<Value>, ManifestRejected> {
         prepare_objects(
             objects,
+            scopes,
             settings,
-            &ClusterName::parse("eu").expect("cluster"),
-            &Namespace::parse("shop").expect("namespace"),
+            &Target {
+                cluster: ClusterName::parse("eu").expect("cluster"),
+                namespace: Namespace::parse("shop").expect("namespace"),
+            },
             &ServiceName::parse("hello").expect("service"),
             ReleaseId::generate(),
             DeploymentId::generate(),
@@ -360,6 +545,119 @@ mod tests {
             prepare(&elsewhere, &fenced),
             Err(ManifestRejected::NamespaceNotAllowed { .. })
         ));
+    }
+
+    #[test]
+    fn scope_comes_from_discovery_not_from_a_list_of_names() {
+        // A kind no list of names knew: the cluster's discovery says it is cluster-wide.
+        let flow = [json!({
+            "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+            "kind": "PriorityLevelConfiguration",
+            "metadata": {"name": "greedy", "namespace": "shop"}
+        })];
+        assert!(matches!(
+            prepare(&flow, &ClusterSettings::default()),
+            Err(ManifestRejected::ClusterScoped { .. })
+        ));
+        let allowed = ClusterSettings {
+            allow_cluster_scoped: true,
+            ..ClusterSettings::default()
+        };
+        let prepared = prepare(&flow, &allowed).expect("allowed");
+        assert!(
+            prepared[0]["metadata"].get("namespace").is_none(),
+            "a namespace on a cluster-wide object is dropped: {}",
+            prepared[0]
+        );
+
+        // A kind the cluster does not serve is refused before anything is applied.
+        let unknown =
+            [json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})];
+        let refused = prepare(&unknown, &allowed).expect_err("unknown kind");
+        assert!(matches!(refused, ManifestRejected::UnknownKind { .. }));
+        assert!(
+            refused.to_string().contains("example.com/v1 Widget"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_definition_in_the_manifest_gives_its_kinds_their_scope() {
+        let definition = |scope: &str| {
+            json!({
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": "policies.example.com"},
+                "spec": {
+                    "group": "example.com",
+                    "scope": scope,
+                    "names": {"kind": "Policy", "plural": "policies"},
+                    "versions": [{"name": "v1"}, {"name": "v1beta1"}]
+                }
+            })
+        };
+        let policy = json!({"apiVersion": "example.com/v1beta1", "kind": "Policy", "metadata": {"name": "p"}});
+        let allowed = ClusterSettings {
+            allow_cluster_scoped: true,
+            ..ClusterSettings::default()
+        };
+        for (scope, namespaced) in [("Namespaced", true), ("Cluster", false)] {
+            let objects = [definition(scope), policy.clone()];
+            let kinds = KindRef::distinct_in(&objects);
+            // The cluster serves the definition kind, not yet the new one.
+            let discovered: Vec<Option<KindScope>> = kinds
+                .iter()
+                .map(|k| (k.kind == "CustomResourceDefinition").then_some(KindScope::Cluster))
+                .collect();
+            let scopes = KindScopes::new(&kinds, &discovered, &objects);
+            let prepared = prepare_with(&objects, &scopes, &allowed).expect("prepared");
+            assert_eq!(
+                prepared[1]["metadata"].get("namespace").is_some(),
+                namespaced,
+                "{scope}: {}",
+                prepared[1]
+            );
+        }
+    }
+
+    #[test]
+    fn the_kinds_a_cluster_allows_are_named_by_group_and_kind() {
+        let settings = ClusterSettings {
+            allowed_kinds: vec![
+                "apps/Deployment".into(),
+                "core/Service".into(),
+                "ConfigMap".into(),
+                "networking.k8s.io/*".into(),
+            ],
+            ..ClusterSettings::default()
+        };
+        let allows = |v: &str, k: &str| settings.allows_kind(&KindRef::new(v, k));
+        assert!(allows("apps/v1", "Deployment"));
+        assert!(allows("v1", "Service"));
+        assert!(allows("v1", "ConfigMap"));
+        assert!(allows("networking.k8s.io/v1", "Ingress"));
+        assert!(!allows("apps/v1", "DaemonSet"));
+        assert!(!allows("v1", "Secret"));
+        assert!(!allows("example.com/v1", "Deployment"));
+        assert!(ClusterSettings::default().allows_kind(&KindRef::new("v1", "Secret")));
+
+        let secret = [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}),
+        ];
+        let refused = prepare(
+            &secret,
+            &ClusterSettings {
+                allow_cluster_scoped: true,
+                ..settings
+            },
+        )
+        .expect_err("Namespace is not an allowed kind");
+        assert!(
+            matches!(&refused, ManifestRejected::KindNotAllowed { kind, .. } if kind == "v1 Namespace"),
+            "{refused}"
+        );
     }
 
     #[test]

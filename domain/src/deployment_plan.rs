@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use chrono::{SubsecRound as _, Utc};
 
-use crate::access::Caller;
+use crate::access::{Caller, Permission};
 use crate::audit::AuditAction;
-use crate::cluster::{ClusterSettings, prepare_objects};
+use crate::cluster::{ClusterSettings, KindRef, KindScope, KindScopes, prepare_objects};
 use crate::deployment::{
     ClusterName, Deployment, DeploymentId, DeploymentOptions, DeploymentStatus, NewDeployment,
     Target, TimelineEntry,
@@ -19,7 +19,7 @@ use crate::deployment::{
 use crate::deployment_service::{
     ClusterHandle, DeploymentRequest, ReleaseSelector, RequestDeploymentError,
 };
-use crate::ports::{DeploymentRepository, ReleaseRepository};
+use crate::ports::{ClusterError, DeploymentRepository, ReleaseRepository};
 use crate::release::{AttributeName, Release};
 use crate::template::{RenderError, TemplateVariables};
 
@@ -140,27 +140,54 @@ impl Planner {
         variables
     }
 
-    /// The deployment `request` asks for, `queued`, with the audit record of the
-    /// request; `rollback_of` names the deployment it rolls back.
-    pub(crate) fn plan(
+    /// The rendered objects made ready for `target`: each kind's scope asked of the
+    /// cluster's discovery, the cluster's rules applied (kinds, scopes, namespaces),
+    /// labelled and annotated for deployment `id`. With a `caller`, also checks that it
+    /// may deploy every object where it would land: another namespace needs a deploy
+    /// scope there too, an object outside namespaces needs one over the whole cluster.
+    pub(crate) async fn prepare(
         &self,
+        rendered: &Rendered<'_>,
         release: &Release,
-        request: DeploymentRequest,
-        caller: &Caller,
-        rollback_of: Option<DeploymentId>,
-    ) -> Result<NewDeployment, RequestDeploymentError> {
-        let actor = caller.actor().clone();
-        let rendered = self.render(release, &request.target, &request.attributes)?;
-        let id = DeploymentId::generate();
+        target: &Target,
+        id: DeploymentId,
+        caller: Option<&Caller>,
+    ) -> Result<Vec<serde_json::Value>, RequestDeploymentError> {
+        let kinds = KindRef::distinct_in(&rendered.objects);
+        let discovered = rendered
+            .handle
+            .cluster
+            .kind_scopes(&kinds)
+            .await
+            .map_err(|error| match error {
+                ClusterError::Unavailable(message) => RequestDeploymentError::ClusterUnavailable {
+                    cluster: target.cluster.clone(),
+                    message,
+                },
+                ClusterError::Rejected { resource, message } => {
+                    RequestDeploymentError::Render(format!("{resource}: {message}"))
+                }
+            })?;
+        let scopes = KindScopes::new(&kinds, &discovered, &rendered.objects);
         let objects = prepare_objects(
             &rendered.objects,
+            &scopes,
             &rendered.handle.settings,
-            &request.target.cluster,
-            &request.target.namespace,
+            target,
             &release.service,
             release.id,
             id,
         )?;
+        let Some(caller) = caller else {
+            return Ok(objects);
+        };
+        if objects.iter().any(|object| {
+            let reference = crate::cluster::resource_ref_of(object);
+            scopes.get(&KindRef::new(reference.api_version, reference.kind))
+                == Some(KindScope::Cluster)
+        }) {
+            caller.require(Permission::DeployClusterWide(target.cluster.clone()))?;
+        }
         // An object that names another namespace deploys there too: the caller must be
         // allowed to deploy there as well.
         for named in objects
@@ -170,18 +197,36 @@ impl Planner {
                     .pointer("/metadata/namespace")
                     .and_then(serde_json::Value::as_str)
             })
-            .filter(|named| *named != request.target.namespace.as_str())
+            .filter(|named| *named != target.namespace.as_str())
         {
             let namespace = crate::deployment::Namespace::parse(named).map_err(|_| {
                 RequestDeploymentError::Render(format!(
                     "the manifest names an invalid namespace {named:?}"
                 ))
             })?;
-            caller.require(crate::access::Permission::Deploy(Target {
-                cluster: request.target.cluster.clone(),
+            caller.require(Permission::Deploy(Target {
+                cluster: target.cluster.clone(),
                 namespace,
             }))?;
         }
+        Ok(objects)
+    }
+
+    /// The deployment `request` asks for, `queued`, with the audit record of the
+    /// request; `rollback_of` names the deployment it rolls back.
+    pub(crate) async fn plan(
+        &self,
+        release: &Release,
+        request: DeploymentRequest,
+        caller: &Caller,
+        rollback_of: Option<DeploymentId>,
+    ) -> Result<NewDeployment, RequestDeploymentError> {
+        let actor = caller.actor().clone();
+        let rendered = self.render(release, &request.target, &request.attributes)?;
+        let id = DeploymentId::generate();
+        let objects = self
+            .prepare(&rendered, release, &request.target, id, Some(caller))
+            .await?;
         let timeout = request
             .timeout
             .or_else(|| {
@@ -290,5 +335,6 @@ impl Planner {
             rollback_on_failure: false,
         };
         self.plan(&release, request, caller, Some(deployment.id))
+            .await
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use crate::access::{AccessDenied, Caller, Permission};
 use crate::audit::AuditAction;
 use crate::changes::{Change, ChangeFeed, next_change_of};
-use crate::cluster::{ClusterSettings, ClusterStatus, ManifestRejected, prepare_objects};
+use crate::cluster::{ClusterSettings, ClusterStatus, ManifestRejected};
 use crate::deployment::{
     ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Namespace,
     NewDeployment, Placement, Target, TimelineEntry, Transition,
@@ -90,6 +90,13 @@ pub enum RequestDeploymentError {
     ValueChangesStructure(Vec<String>),
     #[error(transparent)]
     Rejected(#[from] ManifestRejected),
+    /// The cluster's discovery could not be asked, so the manifest's kinds cannot be
+    /// checked: nothing was started; try again.
+    #[error("cluster {cluster} cannot be asked which kinds it serves: {message}")]
+    ClusterUnavailable {
+        cluster: ClusterName,
+        message: String,
+    },
     #[error("deployment {active} of this service to this target is still active")]
     ActiveExists { active: DeploymentId },
     #[error("there is no earlier successful release on this target to roll back to")]
@@ -251,16 +258,16 @@ impl DeploymentService {
             .map_err(RequestDeploymentError::from)?
             .ok_or(PreviewError::ReleaseNotFound)?;
         let rendered = self.planner.render(&release, target, attributes)?;
-        let objects = prepare_objects(
-            &rendered.objects,
-            &rendered.handle.settings,
-            &target.cluster,
-            &target.namespace,
-            &release.service,
-            release.id,
-            DeploymentId::from_uuid(uuid::Uuid::nil()),
-        )
-        .map_err(RequestDeploymentError::from)?;
+        let objects = self
+            .planner
+            .prepare(
+                &rendered,
+                &release,
+                target,
+                DeploymentId::from_uuid(uuid::Uuid::nil()),
+                None,
+            )
+            .await?;
         Ok(Preview {
             text: rendered.text,
             objects,
@@ -279,7 +286,7 @@ impl DeploymentService {
     ) -> Result<Deployment, RequestDeploymentError> {
         caller.require(Permission::Deploy(request.target.clone()))?;
         let release = self.planner.resolve_release(&request.release).await?;
-        let planned = self.planner.plan(&release, request, caller, None)?;
+        let planned = self.planner.plan(&release, request, caller, None).await?;
         self.store(planned).await
     }
 

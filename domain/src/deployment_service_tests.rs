@@ -15,7 +15,7 @@ use super::*;
 use crate::actor::Actor;
 use crate::audit::AuditEntry;
 use crate::changes::LocalChanges;
-use crate::cluster::{AppliedResource, RolloutOutcome, resource_ref_of};
+use crate::cluster::{AppliedResource, ManifestRejected, RolloutOutcome, resource_ref_of};
 use crate::deployment::{DeploymentOptions, Fence};
 use crate::deployment::{DeploymentQuery, Diagnostics, FailureReason, Namespace, ResourceRef};
 use crate::engine::{EngineSettings, RetryPolicy};
@@ -457,8 +457,20 @@ pub(super) fn settings() -> ClusterSettings {
 }
 
 /// A cluster where every apply works and every rollout succeeds.
-fn a_healthy_cluster() -> MockCluster {
+/// A mocked cluster whose discovery serves every kind, namespaced.
+fn mock_cluster() -> MockCluster {
     let mut cluster = MockCluster::new();
+    cluster.expect_kind_scopes().returning(|kinds| {
+        Ok(vec![
+            Some(crate::cluster::KindScope::Namespaced);
+            kinds.len()
+        ])
+    });
+    cluster
+}
+
+fn a_healthy_cluster() -> MockCluster {
+    let mut cluster = mock_cluster();
     cluster
         .expect_apply()
         .returning(|objects| Ok(applied(objects)));
@@ -550,7 +562,7 @@ async fn verdict(service: &DeploymentService, id: DeploymentId) -> Deployment {
 #[tokio::test]
 async fn a_deploy_that_rolls_out_is_applied_watched_pruned_and_succeeds() {
     let good = release("1");
-    let mut cluster = MockCluster::new();
+    let mut cluster = mock_cluster();
     cluster
         .expect_apply()
         .times(1)
@@ -605,7 +617,7 @@ async fn a_deploy_that_rolls_out_is_applied_watched_pruned_and_succeeds() {
 #[tokio::test]
 async fn a_failed_rollout_stores_its_diagnostics() {
     let bad = release("2");
-    let mut cluster = MockCluster::new();
+    let mut cluster = mock_cluster();
     cluster
         .expect_apply()
         .returning(|objects| Ok(applied(objects)));
@@ -633,7 +645,7 @@ async fn a_failed_rollout_stores_its_diagnostics() {
 #[tokio::test]
 async fn a_manifest_the_cluster_refuses_fails_without_a_watch() {
     let bad = release("3");
-    let mut cluster = MockCluster::new();
+    let mut cluster = mock_cluster();
     cluster.expect_apply().returning(|_| {
         Err(ClusterError::Rejected {
             resource: "Deployment/hello".into(),
@@ -657,7 +669,7 @@ async fn a_manifest_the_cluster_refuses_fails_without_a_watch() {
 #[tokio::test]
 async fn an_unreachable_cluster_is_retried_until_it_answers() {
     let good = release("4");
-    let mut cluster = MockCluster::new();
+    let mut cluster = mock_cluster();
     let attempts = Arc::new(Mutex::new(0));
     let counter = attempts.clone();
     cluster.expect_apply().returning(move |objects| {
@@ -688,7 +700,7 @@ async fn an_unreachable_cluster_is_retried_until_it_answers() {
 #[tokio::test]
 async fn a_second_deploy_to_an_active_target_is_refused_naming_the_active_one() {
     let good = release("5");
-    let mut cluster = MockCluster::new();
+    let mut cluster = mock_cluster();
     cluster
         .expect_apply()
         .returning(|objects| Ok(applied(objects)));
@@ -725,7 +737,7 @@ async fn a_deploy_that_cannot_supply_the_templates_variables_is_refused_by_name(
         vec![ClusterHandle {
             name: target().cluster,
             settings: ClusterSettings::default(),
-            cluster: Arc::new(MockCluster::new()),
+            cluster: Arc::new(mock_cluster()),
         }],
     );
     let error = service
@@ -745,7 +757,7 @@ async fn a_deploy_that_cannot_supply_the_templates_variables_is_refused_by_name(
 #[tokio::test]
 async fn unknown_clusters_and_forbidden_namespaces_are_refused() {
     let good = release("7");
-    let (service, _) = service_with(vec![good.clone()], MockCluster::new());
+    let (service, _) = service_with(vec![good.clone()], mock_cluster());
     let mut elsewhere = request(&good);
     elsewhere.target.cluster = ClusterName::parse("mars").expect("name");
     assert!(matches!(
@@ -765,7 +777,7 @@ async fn unknown_clusters_and_forbidden_namespaces_are_refused() {
                 allowed_namespaces: vec!["staging".into()],
                 ..settings()
             },
-            cluster: Arc::new(MockCluster::new()),
+            cluster: Arc::new(mock_cluster()),
         }],
     );
     assert!(matches!(
@@ -778,7 +790,7 @@ async fn unknown_clusters_and_forbidden_namespaces_are_refused() {
 async fn a_failure_with_rollback_on_failure_deploys_the_last_good_release() {
     let good = release("8");
     let bad = release("9");
-    let mut cluster = MockCluster::new();
+    let mut cluster = mock_cluster();
     cluster
         .expect_apply()
         .returning(|objects| Ok(applied(objects)));
@@ -908,7 +920,7 @@ async fn a_manual_rollback_deploys_the_release_before_and_says_so() {
 #[tokio::test]
 async fn cancelling_stops_the_watch_and_ends_cancelled() {
     let good = release("10");
-    let mut cluster = MockCluster::new();
+    let mut cluster = mock_cluster();
     cluster
         .expect_apply()
         .returning(|objects| Ok(applied(objects)));
@@ -952,7 +964,7 @@ async fn cancelling_stops_the_watch_and_ends_cancelled() {
 #[tokio::test]
 async fn a_restart_resumes_active_deployments_and_reaches_a_verdict() {
     let good = release("11");
-    let mut cluster = MockCluster::new();
+    let mut cluster = mock_cluster();
     cluster
         .expect_apply()
         .times(1)
@@ -1006,7 +1018,7 @@ async fn with_digest_pinning_a_release_with_a_recorded_digest_deploys_its_image_
             .map(str::to_owned)
     };
 
-    let (service, _) = service_with(vec![pinned.clone(), unpinned.clone()], MockCluster::new());
+    let (service, _) = service_with(vec![pinned.clone(), unpinned.clone()], mock_cluster());
     let service = service.with_digest_pinning(true);
     let preview = service
         .preview(pinned.id, &target(), &BTreeMap::new(), &deployer("ci"))
@@ -1022,7 +1034,7 @@ async fn with_digest_pinning_a_release_with_a_recorded_digest_deploys_its_image_
         .expect("preview");
     assert_eq!(image_of(&preview).as_deref(), Some("hello:2.0.0"));
 
-    let (service, _) = service_with(vec![pinned.clone()], MockCluster::new());
+    let (service, _) = service_with(vec![pinned.clone()], mock_cluster());
     let preview = service
         .preview(pinned.id, &target(), &BTreeMap::new(), &deployer("ci"))
         .await
@@ -1033,7 +1045,7 @@ async fn with_digest_pinning_a_release_with_a_recorded_digest_deploys_its_image_
 #[tokio::test]
 async fn a_deployer_outside_its_scope_is_refused_and_nothing_is_stored_or_audited() {
     let good = release("1");
-    let mut cluster = MockCluster::new();
+    let mut cluster = mock_cluster();
     cluster.expect_apply().never();
     let (service, deployments) = service_with(vec![good.clone()], cluster);
     let staging_only = Caller::new(crate::access::Principal {
@@ -1072,7 +1084,7 @@ async fn an_object_in_another_namespace_needs_the_callers_scope_there_too() {
         .expect("valid"),
         Actor::anonymous(),
     );
-    let mut cluster = MockCluster::new();
+    let mut cluster = mock_cluster();
     cluster.expect_apply().never();
     let deployments = Arc::new(MemoryDeployments::default());
     let service = DeploymentService::new(
@@ -1118,6 +1130,129 @@ async fn an_object_in_another_namespace_needs_the_callers_scope_there_too() {
         .request(request(&elsewhere), &both)
         .await
         .expect("allowed");
+}
+
+fn scoped_deployer(scope: &str) -> Caller {
+    Caller::new(crate::access::Principal {
+        actor: Actor::named("scoped-ci"),
+        grants: vec![
+            crate::access::Grant::new(
+                crate::access::Role::Deployer,
+                crate::access::Scope::parse(scope).expect("scope"),
+            )
+            .expect("grant"),
+        ],
+    })
+}
+
+/// A release whose template holds a namespaced ConfigMap and a `Policy` of a custom
+/// resource definition the cluster serves.
+fn release_with_a_policy() -> Release {
+    Release::register(
+        NewRelease::parse(&UnvalidatedRelease {
+            service: "hello".into(),
+            version: "8".into(),
+            image: "hello:8".into(),
+            template: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ service }}\n---\napiVersion: policy.example.com/v1\nkind: Policy\nmetadata:\n  name: {{ service }}\n".into(),
+            attributes: BTreeMap::new(),
+            comment: None,
+        })
+        .expect("valid"),
+        Actor::anonymous(),
+    )
+}
+
+#[tokio::test]
+async fn a_custom_kind_the_cluster_discovers_as_cluster_wide_needs_a_scope_over_the_whole_cluster()
+{
+    let policy = release_with_a_policy();
+    let service_on = |allow_cluster_scoped: bool| {
+        let mut cluster = MockCluster::new();
+        cluster.expect_kind_scopes().returning(|kinds| {
+            Ok(kinds
+                .iter()
+                .map(|kind| {
+                    Some(if kind.kind == "Policy" {
+                        crate::cluster::KindScope::Cluster
+                    } else {
+                        crate::cluster::KindScope::Namespaced
+                    })
+                })
+                .collect())
+        });
+        let deployments = Arc::new(MemoryDeployments::default());
+        let service = DeploymentService::new(
+            Arc::new(releases_of(vec![policy.clone()])),
+            deployments.clone(),
+            deployments.clone(),
+            Arc::new(LocalChanges::new()),
+            vec![ClusterHandle {
+                name: target().cluster,
+                settings: ClusterSettings {
+                    allow_cluster_scoped,
+                    ..settings()
+                },
+                cluster: Arc::new(cluster),
+            }],
+        );
+        (service, deployments)
+    };
+    // The cluster does not allow cluster-wide objects: refused for everyone.
+    let (service, deployments) = service_on(false);
+    let error = service
+        .request(request(&policy), &deployer("platform"))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            error,
+            RequestDeploymentError::Rejected(ManifestRejected::ClusterScoped { .. })
+        ),
+        "{error:?}"
+    );
+    assert!(deployments.rows.lock().expect("lock").is_empty());
+    // It does: a deployer of one namespace still may not.
+    let (service, deployments) = service_on(true);
+    let error = service
+        .request(request(&policy), &scoped_deployer("eu/shop"))
+        .await
+        .expect_err("forbidden");
+    assert!(
+        matches!(
+            error,
+            RequestDeploymentError::Forbidden(ref denied)
+                if denied.permission == Permission::DeployClusterWide(target().cluster)
+        ),
+        "{error:?}"
+    );
+    assert!(deployments.rows.lock().expect("lock").is_empty());
+    // A deployer of every namespace of the cluster may; the Policy goes out unnamespaced.
+    let started = service
+        .request(request(&policy), &scoped_deployer("eu/*"))
+        .await
+        .expect("allowed");
+    assert_eq!(started.objects[0]["metadata"]["namespace"], "shop");
+    assert!(started.objects[1]["metadata"].get("namespace").is_none());
+}
+
+#[tokio::test]
+async fn a_cluster_whose_discovery_cannot_be_asked_starts_nothing() {
+    let good = release("1");
+    let mut cluster = MockCluster::new();
+    cluster
+        .expect_kind_scopes()
+        .returning(|_| Err(ClusterError::Unavailable("connection refused".into())));
+    cluster.expect_apply().never();
+    let (service, deployments) = service_with(vec![good.clone()], cluster);
+    let error = service
+        .request(request(&good), &deployer("jenkins"))
+        .await
+        .expect_err("unavailable");
+    assert!(
+        matches!(error, RequestDeploymentError::ClusterUnavailable { ref message, .. } if message.contains("connection refused")),
+        "{error:?}"
+    );
+    assert!(deployments.rows.lock().expect("lock").is_empty());
 }
 
 #[tokio::test]

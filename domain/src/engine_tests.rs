@@ -67,6 +67,16 @@ impl Cluster for GatedCluster {
         Ok(vec![])
     }
 
+    async fn kind_scopes(
+        &self,
+        kinds: &[crate::cluster::KindRef],
+    ) -> Result<Vec<Option<crate::cluster::KindScope>>, ClusterError> {
+        Ok(vec![
+            Some(crate::cluster::KindScope::Namespaced);
+            kinds.len()
+        ])
+    }
+
     async fn status(&self) -> ClusterStatus {
         ClusterStatus {
             reachable: true,
@@ -352,6 +362,16 @@ impl Cluster for CompletedCluster {
         keep: &[ResourceRef],
     ) -> Result<Vec<ResourceRef>, ClusterError> {
         self.inner.prune(namespace, service, keep).await
+    }
+
+    async fn kind_scopes(
+        &self,
+        kinds: &[crate::cluster::KindRef],
+    ) -> Result<Vec<Option<crate::cluster::KindScope>>, ClusterError> {
+        Ok(vec![
+            Some(crate::cluster::KindScope::Namespaced);
+            kinds.len()
+        ])
     }
 
     async fn status(&self) -> ClusterStatus {

@@ -15,7 +15,8 @@ use crate::access::{Account, AccountName, Grant};
 use crate::actor::Actor;
 use crate::audit::{AuditEntry, AuditQuery};
 use crate::cluster::{
-    AppliedResource, ClusterStatus, RolloutOutcome, RolloutProgress, RolloutRequest,
+    AppliedResource, ClusterStatus, KindRef, KindScope, RolloutOutcome, RolloutProgress,
+    RolloutRequest,
 };
 use crate::deployment::{
     Deployment, DeploymentId, DeploymentQuery, Namespace, Placement, ResourceRef, Target,
@@ -540,6 +541,15 @@ pub trait Cluster: Send + Sync + 'static {
         service: &ServiceName,
         keep: &[ResourceRef],
     ) -> Result<Vec<ResourceRef>, ClusterError>;
+
+    /// Where the objects of each of `kinds` live, as the API server's discovery says
+    /// (custom resources included): one answer per kind, in order, `None` for a kind
+    /// the cluster does not serve. Implementations may cache answers, but must ask the
+    /// API server again about a kind they do not know (a definition may have arrived).
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] when discovery cannot be asked.
+    async fn kind_scopes(&self, kinds: &[KindRef]) -> Result<Vec<Option<KindScope>>, ClusterError>;
 
     /// Whether the cluster answers, and its version.
     async fn status(&self) -> ClusterStatus;

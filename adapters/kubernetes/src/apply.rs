@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use std::time::Duration;
 
-use kubernaut_domain::cluster::{AppliedResource, resource_ref_of};
+use kubernaut_domain::cluster::{AppliedResource, KindRef, KindScope, resource_ref_of};
 use kubernaut_domain::deployment::ResourceRef;
 use kubernaut_domain::ports::ClusterError;
 
@@ -110,6 +110,45 @@ pub(crate) fn group_version_kind(reference: &ResourceRef) -> Option<GroupVersion
     };
     (!version.is_empty() && !reference.kind.is_empty() && !version.contains('/'))
         .then(|| GroupVersionKind::gvk(group, version, &reference.kind))
+}
+
+/// The scope of each kind (`None`: not served), from the discovery cache or the API
+/// server.
+pub(crate) async fn kind_scopes(
+    cluster: &KubernetesCluster,
+    kinds: &[KindRef],
+) -> Result<Vec<Option<KindScope>>, ClusterError> {
+    let mut scopes = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        let reference = ResourceRef {
+            api_version: kind.api_version.clone(),
+            kind: kind.kind.clone(),
+            namespace: None,
+            name: String::new(),
+        };
+        let Some(gvk) = group_version_kind(&reference) else {
+            scopes.push(None);
+            continue;
+        };
+        scopes.push(match cluster.resolve(&gvk).await {
+            Ok((_, capabilities)) => Some(match capabilities.scope {
+                Scope::Cluster => KindScope::Cluster,
+                Scope::Namespaced => KindScope::Namespaced,
+            }),
+            Err(Resolve::Unknown) => None,
+            Err(Resolve::Failed(error)) => {
+                return Err(match to_cluster_error(&error, &kind.to_string()) {
+                    // Discovery refused (403): nothing to learn by retrying, but not a
+                    // reason to call the kind unknown either.
+                    ClusterError::Rejected { resource, message } => {
+                        ClusterError::Unavailable(format!("discovery of {resource}: {message}"))
+                    }
+                    unavailable => unavailable,
+                });
+            }
+        });
+    }
+    Ok(scopes)
 }
 
 /// Why a kind could not be resolved.

@@ -21,7 +21,8 @@ use tokio::sync::RwLock;
 use tokio::sync::mpsc::UnboundedSender;
 
 use kubernaut_domain::cluster::{
-    AppliedResource, ClusterStatus, RolloutOutcome, RolloutProgress, RolloutRequest,
+    AppliedResource, ClusterStatus, KindRef, KindScope, RolloutOutcome, RolloutProgress,
+    RolloutRequest,
 };
 use kubernaut_domain::deployment::{Namespace, ResourceRef};
 use kubernaut_domain::ports::{Cluster, ClusterError};
@@ -220,6 +221,10 @@ impl Cluster for KubernetesCluster {
         keep: &[ResourceRef],
     ) -> Result<Vec<ResourceRef>, ClusterError> {
         prune::prune(self, namespace, service, keep).await
+    }
+
+    async fn kind_scopes(&self, kinds: &[KindRef]) -> Result<Vec<Option<KindScope>>, ClusterError> {
+        apply::kind_scopes(self, kinds).await
     }
 
     async fn status(&self) -> ClusterStatus {

@@ -4,6 +4,7 @@
 #[expect(dead_code, reason = "the rollout helpers serve the rollout tests")]
 mod support;
 
+use kubernaut_domain::cluster::{KindRef, KindScope};
 use kubernaut_domain::deployment::{Namespace, ResourceRef};
 use kubernaut_domain::ports::{Cluster, ClusterError};
 use kubernaut_domain::release::ServiceName;
@@ -50,6 +51,34 @@ async fn cluster_scoped_kinds_are_applied_without_a_namespace() {
     let applied = apply(&cluster, &[namespace]).await;
     assert_eq!(applied[0].resource.namespace, None);
     assert!(sim.get_object("Namespace", "", "shop").is_some());
+}
+
+#[tokio::test]
+async fn kind_scopes_come_from_the_api_servers_discovery() {
+    let (_sim, cluster) = start().await;
+    let kinds = [
+        KindRef::new("v1", "Namespace"),
+        KindRef::new("v1", "ConfigMap"),
+        KindRef::new("apps/v1", "Deployment"),
+        KindRef::new("example.com/v1", "Widget"),
+        KindRef::new("v1", "Gadget"),
+        KindRef::new("not/a/version", "Odd"),
+    ];
+    let scopes = cluster
+        .kind_scopes(&kinds)
+        .await
+        .expect("discovery answers");
+    assert_eq!(
+        scopes,
+        vec![
+            Some(KindScope::Cluster),
+            Some(KindScope::Namespaced),
+            Some(KindScope::Namespaced),
+            None,
+            None,
+            None,
+        ]
+    );
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ pub struct ClusterView {
     pub allowed_namespaces: Vec<String>,
     pub allow_cluster_scoped: bool,
     pub allow_other_namespaces: bool,
+    /// The kinds manifests may hold, joined; empty when every kind is allowed.
+    pub allowed_kinds: String,
     pub attributes: Vec<(String, String)>,
     pub namespaces: Vec<NamespaceRow>,
 }
@@ -76,6 +78,7 @@ pub async fn list(
                 allowed_namespaces: cluster.settings.allowed_namespaces,
                 allow_cluster_scoped: cluster.settings.allow_cluster_scoped,
                 allow_other_namespaces: cluster.settings.allow_other_namespaces,
+                allowed_kinds: cluster.settings.allowed_kinds.join(", "),
                 attributes: cluster.settings.attributes.into_iter().collect(),
                 namespaces,
                 name,

@@ -593,6 +593,46 @@ async fn bad_deploy_requests_are_refused_with_the_field_at_fault() {
             .is_some_and(|r| r.contains("owner")),
         "{missing}"
     );
+    // Kinds are checked against the cluster's discovery before anything is stored: one
+    // it does not serve, and one outside namespaces (the cluster allows none).
+    env.release(
+        "odd",
+        "1",
+        "registry.local/odd:1",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {{ service }}\n",
+    )
+    .await;
+    env.release(
+        "wide",
+        "1",
+        "registry.local/wide:1",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ service }}-ns\n",
+    )
+    .await;
+    for (service, says) in [
+        ("odd", "does not serve kind example.com/v1 Widget"),
+        ("wide", "cluster-scoped"),
+    ] {
+        let refused = problem(
+            env.deploy(
+                json!({"service": service, "version": "1", "cluster": "sim", "namespace": "shop"}),
+            )
+            .await,
+            422,
+        )
+        .await;
+        assert_eq!(refused["errors"][0]["field"], "manifest", "{refused}");
+        assert!(
+            refused["errors"][0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains(says)),
+            "{refused}"
+        );
+    }
+    assert!(
+        env.sim.get_object("Namespace", "", "wide-ns").is_none(),
+        "nothing was applied"
+    );
     problem(env.app.get("/api/deployments/not-an-id").await, 404).await;
     problem(env.app.get("/api/deployments?status=exploded").await, 400).await;
 
