@@ -24,7 +24,7 @@ use kubernaut_domain::token::{TokenHash, TokenId};
 use subtle::ConstantTimeEq as _;
 
 use crate::problem::{ApiError, ProblemType};
-use crate::rate_limit::MutationLimiter;
+use crate::rate_limit::{FailedAuthLimiter, MutationLimiter};
 
 /// The name of the session cookie; its (encrypted) value is a token's secret.
 pub const SESSION_COOKIE: &str = "kubernaut_session";
@@ -53,6 +53,9 @@ pub struct SecuritySettings {
     pub streams_per_credential: usize,
     /// Requests the whole process holds open at once; 0: no limit.
     pub streams_total: usize,
+    /// Failed authentications one source address may make per minute, in bursts of as
+    /// many; past that its requests get 429 before any lookup. 0: no limit.
+    pub failed_authentications_per_minute: u32,
 }
 
 impl fmt::Debug for SecuritySettings {
@@ -64,6 +67,10 @@ impl fmt::Debug for SecuritySettings {
             .field("trust_forwarded_headers", &self.trust_forwarded_headers)
             .field("streams_per_credential", &self.streams_per_credential)
             .field("streams_total", &self.streams_total)
+            .field(
+                "failed_authentications_per_minute",
+                &self.failed_authentications_per_minute,
+            )
             .finish()
     }
 }
@@ -231,7 +238,23 @@ async fn identify(request: &HttpRequest) -> Result<Identity, ApiError> {
             "the access service is not configured",
         )));
     };
-    let (presented, credential) = presented_secret(request, state)?;
+    let failures = request.app_data::<Data<FailedAuthLimiter>>();
+    let source = source_of(request, &state.settings);
+    let source_key = source.as_deref().unwrap_or("unknown");
+    if let Some(failures) = failures {
+        failures.check(source_key)?;
+    }
+    let failed = || {
+        if let Some(failures) = failures {
+            failures.failed(source_key);
+        }
+        ApiError::unauthorized(INVALID_CREDENTIALS)
+    };
+    let (presented, credential) = match presented_secret(request, state) {
+        Ok(presented) => presented,
+        Err(Presented::Missing(error)) => return Err(error),
+        Err(Presented::Invalid) => return Err(failed()),
+    };
     let authenticated = access
         .authenticate(&presented)
         .await
@@ -240,16 +263,14 @@ async fn identify(request: &HttpRequest) -> Result<Identity, ApiError> {
             AuthenticationError::Malformed(_)
             | AuthenticationError::Unknown
             | AuthenticationError::Expired
-            | AuthenticationError::Revoked => ApiError::unauthorized(INVALID_CREDENTIALS),
+            | AuthenticationError::Revoked => failed(),
         })?;
     if credential == Credential::SessionCookie && is_mutation(request) {
         proof_of_origin(request, &state.settings, &presented)?;
     }
     drop(presented);
-    let caller = Caller::new(authenticated.principal).with_request(
-        Some(request_id(request)),
-        source_of(request, &state.settings),
-    );
+    let caller =
+        Caller::new(authenticated.principal).with_request(Some(request_id(request)), source);
     let identity = Identity {
         caller,
         account: authenticated.account,
@@ -314,35 +335,42 @@ fn is_mutation(request: &HttpRequest) -> bool {
 }
 
 /// The token's secret from `Authorization: Bearer`, or else from the session cookie.
+/// Why no credential could be taken from a request.
+enum Presented {
+    /// None was sent: a 401 saying how to send one; not a failed attempt.
+    Missing(ApiError),
+    /// One was sent and cannot be read: a failed attempt.
+    Invalid,
+}
+
 fn presented_secret(
     request: &HttpRequest,
     state: &AuthState,
-) -> Result<(String, Credential), ApiError> {
+) -> Result<(String, Credential), Presented> {
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::unauthorized(INVALID_CREDENTIALS))?;
+        let value = value.to_str().map_err(|_| Presented::Invalid)?;
         let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(ApiError::unauthorized(INVALID_CREDENTIALS));
+            return Err(Presented::Invalid);
         }
         return Ok((token.trim().to_owned(), Credential::Bearer));
     }
     let Some(raw) = request.cookie(SESSION_COOKIE) else {
-        return Err(ApiError::unauthorized(
+        return Err(Presented::Missing(ApiError::unauthorized(
             "send a token as Authorization: Bearer <token>, or sign in",
-        ));
+        )));
     };
+    // Without a usable session key no cookie can be read: not the client's fault.
     let key = state
         .key
         .as_ref()
-        .ok_or_else(|| ApiError::unauthorized(INVALID_CREDENTIALS))?;
+        .ok_or_else(|| Presented::Missing(ApiError::unauthorized(INVALID_CREDENTIALS)))?;
     let mut jar = CookieJar::new();
     jar.add_original(raw);
     let cookie = jar
         .private(key)
         .get(SESSION_COOKIE)
-        .ok_or_else(|| ApiError::unauthorized(INVALID_CREDENTIALS))?;
+        .ok_or(Presented::Invalid)?;
     Ok((cookie.value().to_owned(), Credential::SessionCookie))
 }
 
@@ -476,6 +504,7 @@ mod tests {
             trust_forwarded_headers: false,
             streams_per_credential: 16,
             streams_total: 1000,
+            failed_authentications_per_minute: 0,
         }
     }
 
@@ -856,6 +885,65 @@ mod tests {
         let seen = body(response).await;
         assert_eq!(seen["request_id"], "ci-run-42");
         assert_eq!(seen["source"], "10.1.2.3");
+    }
+
+    #[actix_web::test]
+    async fn an_address_that_keeps_failing_to_authenticate_is_refused_before_any_lookup() {
+        let (services, fixture) = services(SecuritySettings {
+            failed_authentications_per_minute: 5,
+            ..settings(0)
+        });
+        let app = test::init_service(
+            App::new().configure(configure(services)).route(
+                "/probe",
+                actix_web::web::get()
+                    .to(|Authenticated(_): Authenticated| async { actix_web::HttpResponse::Ok() }),
+            ),
+        )
+        .await;
+        let from = |peer: &str, secret: &str| {
+            let peer: std::net::SocketAddr = peer.parse().expect("address");
+            test::TestRequest::get()
+                .uri("/probe")
+                .peer_addr(peer)
+                .insert_header(bearer(secret))
+                .to_request()
+        };
+        let guess = TokenSecret::generate();
+        let mut statuses = Vec::new();
+        for _ in 0..8 {
+            let response = test::call_service(&app, from("10.9.9.9:1000", guess.expose())).await;
+            statuses.push(response.status().as_u16());
+        }
+        // Five failures allowed, the sixth uses up the quota, then 429s.
+        assert_eq!(statuses, [401, 401, 401, 401, 401, 401, 429, 429]);
+        // Garbage counts as a failure too, and a blocked address is refused even with a
+        // good token (nothing is looked up); other addresses are unaffected.
+        let blocked = test::call_service(&app, from("10.9.9.9:1001", &fixture.viewer)).await;
+        assert_eq!(blocked.status(), 429);
+        assert!(blocked.headers().contains_key(header::RETRY_AFTER));
+        let elsewhere = test::call_service(&app, from("10.8.8.8:1000", &fixture.viewer)).await;
+        assert_eq!(elsewhere.status(), 200);
+        for _ in 0..7 {
+            test::call_service(&app, from("10.7.7.7:1000", "knt_garbage")).await;
+        }
+        let garbage = test::call_service(&app, from("10.7.7.7:1000", &fixture.viewer)).await;
+        assert_eq!(garbage.status(), 429);
+        // No credential at all is not a failed attempt.
+        for _ in 0..10 {
+            let peer: std::net::SocketAddr = "10.6.6.6:1".parse().expect("address");
+            let anonymous = test::call_service(
+                &app,
+                test::TestRequest::get()
+                    .uri("/probe")
+                    .peer_addr(peer)
+                    .to_request(),
+            )
+            .await;
+            assert_eq!(anonymous.status(), 401);
+        }
+        let after = test::call_service(&app, from("10.6.6.6:2", &fixture.viewer)).await;
+        assert_eq!(after.status(), 200);
     }
 
     #[actix_web::test]

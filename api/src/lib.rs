@@ -24,7 +24,7 @@ use kubernaut_domain::{ReleaseService, ValidationErrors};
 use crate::auth::AuthState;
 pub use crate::auth::{Authenticated, SecuritySettings, security_headers, security_headers_for};
 use crate::problem::ApiError;
-use crate::rate_limit::{MutationLimiter, StreamLimiter};
+use crate::rate_limit::{FailedAuthLimiter, MutationLimiter, StreamLimiter};
 
 /// The domain services the HTTP edge serves.
 #[derive(Debug, Clone)]
@@ -41,11 +41,13 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
     move |config: &mut ServiceConfig| {
         let limiter = MutationLimiter::shared(&services.security);
         let streams = StreamLimiter::shared(&services.security);
+        let failures = FailedAuthLimiter::shared(&services.security);
         config
             .app_data(Data::new(AuthState::new(services.security.clone())))
             .app_data(Data::new(services.security))
             .app_data(Data::new(limiter))
             .app_data(Data::new(streams))
+            .app_data(Data::new(failures))
             .app_data(Data::new(services.access))
             .app_data(Data::new(services.releases))
             .app_data(Data::new(services.deployments))

@@ -1,7 +1,7 @@
 //! The limit on changes per credential: `mutations_per_minute` per token (per account
 //! for the session cookie), with bursts of as many, answered 429 with `Retry-After`;
-//! and the cap on requests held open (`?wait=` long polls and event streams), per
-//! credential and in all.
+//! the cap on requests held open (`?wait=` long polls and event streams), per
+//! credential and in all; and the limit on failed authentications per source address.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -191,6 +191,98 @@ impl Drop for StreamPermit {
     }
 }
 
+/// Failed authentications (a malformed, unknown, expired or revoked credential) per
+/// source address: `per_minute` in bursts of as many; past that, every request of that
+/// address that carries a credential is answered 429 before any lookup, until the
+/// quota refills. A guessing client costs no database query, and cannot guess fast.
+#[derive(Clone)]
+pub struct FailedAuthLimiter {
+    limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+    /// Addresses refused until the given time, checked before a credential is looked at.
+    blocked: Arc<Mutex<HashMap<String, std::time::Instant>>>,
+    clock: DefaultClock,
+}
+
+impl fmt::Debug for FailedAuthLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailedAuthLimiter")
+            .field("enabled", &self.limiter.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+type SharedFailures = Mutex<HashMap<(Vec<u8>, u32), FailedAuthLimiter>>;
+
+impl FailedAuthLimiter {
+    /// A limiter of its own (tests); servers use [`Self::shared`]. 0 limits nothing.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            limiter: NonZeroU32::new(per_minute)
+                .map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n).allow_burst(n)))),
+            blocked: Arc::default(),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// The limiter of these settings, one per process like the others.
+    pub fn shared(settings: &SecuritySettings) -> Self {
+        static LIMITERS: OnceLock<SharedFailures> = OnceLock::new();
+        let per_minute = settings.failed_authentications_per_minute;
+        let Ok(mut limiters) = LIMITERS.get_or_init(Mutex::default).lock() else {
+            return Self::new(per_minute);
+        };
+        limiters
+            .entry((settings.session_key.clone(), per_minute))
+            .or_insert_with(|| Self::new(per_minute))
+            .clone()
+    }
+
+    /// Refuses `source` while it has used up its failures.
+    ///
+    /// # Errors
+    /// 429 with the time left as `Retry-After`.
+    pub fn check(&self, source: &str) -> Result<(), ApiError> {
+        if self.limiter.is_none() {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let mut blocked = self
+            .blocked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match blocked.get(source) {
+            Some(until) if *until > now => Err(ApiError::too_many_requests(*until - now)),
+            Some(_) => {
+                blocked.remove(source);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication from `source`; the one past the quota blocks it.
+    pub fn failed(&self, source: &str) {
+        let Some(limiter) = &self.limiter else {
+            return;
+        };
+        if limiter.len() > RETAIN_ABOVE {
+            limiter.retain_recent();
+        }
+        if let Err(not_until) = limiter.check_key(&source.to_owned()) {
+            let wait = not_until.wait_time_from(self.clock.now());
+            let mut blocked = self
+                .blocked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if blocked.len() > RETAIN_ABOVE {
+                let now = std::time::Instant::now();
+                blocked.retain(|_, until| *until > now);
+            }
+            blocked.insert(source.to_owned(), std::time::Instant::now() + wait);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +309,28 @@ mod tests {
             .map(|_| unlimited.acquire("a".to_owned()).expect("no limit"))
             .collect();
         assert_eq!(unlimited.open(), permits.len());
+    }
+
+    #[test]
+    fn an_address_that_keeps_failing_is_refused_until_its_quota_refills() {
+        let limiter = FailedAuthLimiter::new(60);
+        for _ in 0..60 {
+            assert!(limiter.check("10.0.0.1").is_ok());
+            limiter.failed("10.0.0.1");
+        }
+        assert!(limiter.check("10.0.0.1").is_ok(), "60 failures are allowed");
+        limiter.failed("10.0.0.1");
+        let refused = limiter.check("10.0.0.1").expect_err("blocked");
+        assert_eq!(refused.problem().status, 429);
+        assert!(limiter.check("10.0.0.2").is_ok(), "other addresses are not");
+        // One cell refills each second at 60 a minute.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(limiter.check("10.0.0.1").is_ok());
+        let unlimited = FailedAuthLimiter::new(0);
+        for _ in 0..100 {
+            unlimited.failed("a");
+        }
+        assert!(unlimited.check("a").is_ok());
     }
 
     #[test]

@@ -288,6 +288,9 @@ impl Application {
                 trust_forwarded_headers: settings.security.trust_forwarded_headers,
                 streams_per_credential: settings.security.streams_per_token,
                 streams_total: settings.security.streams_total,
+                failed_authentications_per_minute: settings
+                    .security
+                    .failed_authentications_per_minute,
             },
         };
 

@@ -132,6 +132,14 @@ pub struct SecuritySettings {
     /// Requests the process holds open at once, for all tokens; 0: no limit.
     #[serde(default = "default_streams_total")]
     pub streams_total: usize,
+    /// Failed authentications one source address may make per minute; past that its
+    /// requests get 429 before any lookup until the quota refills. 0: no limit.
+    #[serde(default = "default_failed_authentications_per_minute")]
+    pub failed_authentications_per_minute: u32,
+}
+
+fn default_failed_authentications_per_minute() -> u32 {
+    30
 }
 
 fn default_mutations_per_minute() -> u32 {
@@ -160,6 +168,7 @@ impl Default for SecuritySettings {
             token_cache_seconds: default_token_cache_seconds(),
             streams_per_token: default_streams_per_token(),
             streams_total: default_streams_total(),
+            failed_authentications_per_minute: default_failed_authentications_per_minute(),
         }
     }
 }

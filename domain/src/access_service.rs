@@ -89,6 +89,24 @@ pub struct Authenticated {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Why a token was refused, for the negative cache.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Unknown,
+    Expired,
+    Revoked,
+}
+
+impl From<Refusal> for AuthenticationError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Unknown => Self::Unknown,
+            Refusal::Expired => Self::Expired,
+            Refusal::Revoked => Self::Revoked,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Cached {
     authenticated: Authenticated,
@@ -104,6 +122,10 @@ pub struct AuthenticationCache {
     /// effect within this time (at once through this one).
     pub ttl: Duration,
     pub touch_every: Duration,
+    /// How long a refused token (unknown, expired or revoked) is refused without asking
+    /// the repository again: a client retrying a bad token in a loop costs no query.
+    /// Refusals are final (a token never comes back), so this only bounds the memory.
+    pub refusal_ttl: Duration,
 }
 
 impl Default for AuthenticationCache {
@@ -111,6 +133,7 @@ impl Default for AuthenticationCache {
         Self {
             ttl: Duration::from_secs(5),
             touch_every: Duration::from_secs(60),
+            refusal_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -123,6 +146,8 @@ pub struct AccessService {
     repository: Arc<dyn AccessRepository>,
     audit: Arc<dyn AuditRepository>,
     cache: Arc<Mutex<HashMap<TokenHash, Cached>>>,
+    /// Tokens refused lately, and why: the negative cache.
+    refused: Arc<Mutex<HashMap<TokenHash, (Instant, Refusal)>>>,
     cache_settings: AuthenticationCache,
     /// Bumped whenever this process revokes a token or changes grants, so that
     /// long-lived requests (event streams) check their credential again at once.
@@ -152,6 +177,7 @@ impl AccessService {
             repository,
             audit,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            refused: Arc::new(Mutex::new(HashMap::new())),
             cache_settings: AuthenticationCache::default(),
             credentials_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
@@ -237,16 +263,17 @@ impl AccessService {
             }
             return Ok(cached.authenticated);
         }
-        let (token, account) = self
-            .repository
-            .find_token(&hash)
-            .await?
-            .ok_or(AuthenticationError::Unknown)?;
+        if let Some(refusal) = self.refused_lately(&hash) {
+            return Err(refusal.into());
+        }
+        let Some((token, account)) = self.repository.find_token(&hash).await? else {
+            return Err(self.refuse(hash, Refusal::Unknown));
+        };
         if token.revoked_at.is_some() {
-            return Err(AuthenticationError::Revoked);
+            return Err(self.refuse(hash, Refusal::Revoked));
         }
         if at >= token.expires_at {
-            return Err(AuthenticationError::Expired);
+            return Err(self.refuse(hash, Refusal::Expired));
         }
         let authenticated = Authenticated {
             principal: Principal::of(&account),
@@ -275,6 +302,28 @@ impl AccessService {
             self.touch(hash, &authenticated, at);
         }
         Ok(authenticated)
+    }
+
+    fn refused_lately(&self, hash: &TokenHash) -> Option<Refusal> {
+        let refused = self.refused.lock().ok()?;
+        refused
+            .get(hash)
+            .filter(|(at, _)| at.elapsed() < self.cache_settings.refusal_ttl)
+            .map(|(_, refusal)| *refusal)
+    }
+
+    fn refuse(&self, hash: TokenHash, refusal: Refusal) -> AuthenticationError {
+        if let Ok(mut refused) = self.refused.lock() {
+            if refused.len() >= MAX_CACHED {
+                let ttl = self.cache_settings.refusal_ttl;
+                refused.retain(|_, (at, _)| at.elapsed() < ttl);
+                if refused.len() >= MAX_CACHED {
+                    refused.clear();
+                }
+            }
+            refused.insert(hash, (Instant::now(), refusal));
+        }
+        refusal.into()
     }
 
     /// Writes the token's last-used time in the background: a request never waits on it.

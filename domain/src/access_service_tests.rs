@@ -15,6 +15,7 @@ struct Store {
     tokens: Vec<ApiToken>,
     audit: Vec<AuditEntry>,
     touched: usize,
+    lookups: usize,
 }
 
 #[derive(Default)]
@@ -110,7 +111,8 @@ impl AccessRepository for InMemory {
         &self,
         hash: &TokenHash,
     ) -> Result<Option<(ApiToken, Account)>, RepositoryError> {
-        let store = self.store();
+        let mut store = self.store();
+        store.lookups += 1;
         Ok(store
             .tokens
             .iter()
@@ -272,6 +274,48 @@ async fn unknown_malformed_expired_and_revoked_tokens_do_not_authenticate() {
         ),
         "a revoked token stops working at once, cache or not"
     );
+}
+
+#[tokio::test]
+async fn a_refused_token_is_refused_again_without_asking_the_repository() {
+    let (service, repository) = setup();
+    let issued = account_with_token(&service, "alice", vec![Grant::global(Role::Viewer)]).await;
+    let stranger = TokenSecret::generate();
+    let lookups = || repository.store().lookups;
+    let before = lookups();
+    for _ in 0..50 {
+        assert!(matches!(
+            service.authenticate(stranger.expose()).await,
+            Err(AuthenticationError::Unknown)
+        ));
+    }
+    assert_eq!(lookups() - before, 1, "one lookup for fifty tries");
+
+    // A revoked token too: refused for the same reason, from memory.
+    let alice = caller_of(&service, &issued).await;
+    service
+        .revoke_token(issued.token.id, &alice)
+        .await
+        .expect("revokes its own token");
+    let before = lookups();
+    for _ in 0..10 {
+        assert!(matches!(
+            service.authenticate(issued.secret.expose()).await,
+            Err(AuthenticationError::Revoked)
+        ));
+    }
+    assert_eq!(lookups() - before, 1);
+
+    // Past the refusal's time the repository is asked again.
+    let (short, repository) = setup();
+    let short = short.with_cache(AuthenticationCache {
+        refusal_ttl: Duration::from_millis(50),
+        ..AuthenticationCache::default()
+    });
+    assert!(short.authenticate(stranger.expose()).await.is_err());
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(short.authenticate(stranger.expose()).await.is_err());
+    assert_eq!(repository.store().lookups, 2);
 }
 
 #[tokio::test]

@@ -69,6 +69,7 @@ fn settings() -> SecuritySettings {
         trust_forwarded_headers: false,
         streams_per_credential: 16,
         streams_total: 1000,
+        failed_authentications_per_minute: 0,
     }
 }
 
