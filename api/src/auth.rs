@@ -893,13 +893,12 @@ mod tests {
             failed_authentications_per_minute: 5,
             ..settings(0)
         });
-        let app = test::init_service(
-            App::new().configure(configure(services)).route(
-                "/probe",
-                actix_web::web::get()
-                    .to(|Authenticated(_): Authenticated| async { actix_web::HttpResponse::Ok() }),
-            ),
-        )
+        let app = test::init_service(App::new().configure(configure(services)).route(
+            "/probe",
+            actix_web::web::get().to(|Authenticated(_): Authenticated| async {
+                actix_web::HttpResponse::Ok().finish()
+            }),
+        ))
         .await;
         let from = |peer: &str, secret: &str| {
             let peer: std::net::SocketAddr = peer.parse().expect("address");
