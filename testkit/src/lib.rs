@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "postgres")]
 pub mod database;
+#[cfg(feature = "postgres")]
 pub mod postgres_server;
 pub mod registry;
 pub mod sim;
