@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod contract;
 pub mod database;
 pub mod postgres_server;
 pub mod registry;
