@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "contract")]
+pub mod contract;
 #[cfg(feature = "postgres")]
 pub mod database;
 #[cfg(feature = "postgres")]

@@ -1,50 +1,37 @@
-//! The access repository (accounts, grants, API tokens) against a real PostgreSQL,
-//! each test in a database of its own.
+//! The access repository's contract (accounts, grants, API tokens), each test on a
+//! fresh store.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
 use kubernaut_domain::access::{Account, AccountKind, AccountName, Caller, Grant, Role, Scope};
 use kubernaut_domain::actor::Actor;
 use kubernaut_domain::audit::{AuditAction, AuditEntry, AuditQuery};
 use kubernaut_domain::ports::{
-    AccessRepository as _, AuditRepository as _, GrantChange, InsertAccountError, InsertTokenError,
-    RevokeTokenOutcome,
+    AccessRepository, GrantChange, InsertAccountError, InsertTokenError, RevokeTokenOutcome,
 };
 use kubernaut_domain::token::{ApiToken, TokenHash, TokenId, TokenSecret};
-use kubernaut_postgres::{Database, PoolOptions, PostgresAccessRepository};
-use kubernaut_testkit::database::TestDatabase;
 
-struct Harness {
-    access: PostgresAccessRepository,
-    database: Database,
-    // Dropped last, after the pool, so the database is gone once the test ends.
-    _test_database: TestDatabase,
+use crate::contract::Backend;
+
+struct Harness<B> {
+    access: Arc<dyn AccessRepository>,
+    backend: B,
 }
 
-impl Harness {
+impl<B: Backend> Harness<B> {
     fn new() -> Self {
-        let test_database = TestDatabase::create().expect("a fresh test database");
-        let database = Database::connect(
-            test_database.url(),
-            PoolOptions {
-                max_size: 4,
-                connection_timeout: Duration::from_secs(5),
-            },
-        )
-        .expect("a pool on the test database");
-        database.run_migrations().expect("the migrations apply");
+        let backend = B::create(4);
         Self {
-            access: database.access_repository(),
-            database,
-            _test_database: test_database,
+            access: backend.access(),
+            backend,
         }
     }
 
     /// Every audit record, newest first.
     async fn audit(&self) -> Vec<AuditEntry> {
-        self.database
-            .audit_repository()
+        self.backend
+            .audit()
             .list(&AuditQuery::default(), 500)
             .await
             .expect("the audit trail lists")
@@ -123,9 +110,8 @@ fn token(account: &str, created_at: DateTime<Utc>) -> (ApiToken, TokenSecret) {
     (token, secret)
 }
 
-#[tokio::test]
-async fn accounts_and_their_grants_round_trip() {
-    let harness = Harness::new();
+pub async fn accounts_and_their_grants_round_trip<B: Backend>() {
+    let harness = Harness::<B>::new();
     let mut alice = account(
         "alice@example.com",
         AccountKind::Person,
@@ -162,9 +148,8 @@ async fn accounts_and_their_grants_round_trip() {
     assert_eq!(audited[0].source.as_deref(), Some("192.0.2.7"));
 }
 
-#[tokio::test]
-async fn a_taken_name_is_a_duplicate_and_stores_nothing() {
-    let harness = Harness::new();
+pub async fn a_taken_name_is_a_duplicate_and_stores_nothing<B: Backend>() {
+    let harness = Harness::<B>::new();
     let first = account(
         "alice",
         AccountKind::Person,
@@ -189,9 +174,8 @@ async fn a_taken_name_is_a_duplicate_and_stores_nothing() {
     assert_eq!(harness.audit().await.len(), 1, "no record of the refusal");
 }
 
-#[tokio::test]
-async fn grants_are_added_and_removed_once_and_audited_only_when_they_change() {
-    let harness = Harness::new();
+pub async fn grants_are_added_and_removed_once_and_audited_only_when_they_change<B: Backend>() {
+    let harness = Harness::<B>::new();
     harness
         .insert_account(&account("bob", AccountKind::Person, vec![]))
         .await;
@@ -279,9 +263,8 @@ async fn grants_are_added_and_removed_once_and_audited_only_when_they_change() {
     );
 }
 
-#[tokio::test]
-async fn tokens_are_stored_found_by_hash_and_by_id_and_listed_newest_first() {
-    let harness = Harness::new();
+pub async fn tokens_are_stored_found_by_hash_and_by_id_and_listed_newest_first<B: Backend>() {
+    let harness = Harness::<B>::new();
     let carol = account("carol", AccountKind::Person, vec![deployer("staging/*")]);
     harness.insert_account(&carol).await;
     harness
@@ -362,9 +345,8 @@ async fn tokens_are_stored_found_by_hash_and_by_id_and_listed_newest_first() {
     );
 }
 
-#[tokio::test]
-async fn a_token_of_a_missing_account_is_refused_and_stores_nothing() {
-    let harness = Harness::new();
+pub async fn a_token_of_a_missing_account_is_refused_and_stores_nothing<B: Backend>() {
+    let harness = Harness::<B>::new();
     let (orphan, secret) = token("ghost", now());
     let outcome = harness
         .access
@@ -385,9 +367,8 @@ async fn a_token_of_a_missing_account_is_refused_and_stores_nothing() {
     assert!(harness.audit().await.is_empty(), "no record of the refusal");
 }
 
-#[tokio::test]
-async fn a_token_is_revoked_once_and_its_use_only_moves_forward() {
-    let harness = Harness::new();
+pub async fn a_token_is_revoked_once_and_its_use_only_moves_forward<B: Backend>() {
+    let harness = Harness::<B>::new();
     harness
         .insert_account(&account("dave", AccountKind::Person, vec![]))
         .await;
