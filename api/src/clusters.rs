@@ -21,6 +21,8 @@ use crate::problem::ApiError;
 #[derive(Debug, Serialize)]
 pub struct ClusterBody {
     pub name: String,
+    /// A simulated cluster (`kubernaut dev`'s sandbox), not a real one.
+    pub simulated: bool,
     pub reachable: bool,
     pub version: Option<String>,
     pub error: Option<String>,
@@ -44,6 +46,7 @@ pub async fn list(
         .into_iter()
         .map(|c| ClusterBody {
             name: c.name.to_string(),
+            simulated: c.settings.simulated,
             reachable: c.status.reachable,
             version: c.status.version,
             error: c.status.error,

@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cli;
+pub mod sandbox;
 pub mod settings;
+pub mod storage;
 pub mod telemetry;
 
 use std::net::TcpListener;
@@ -25,46 +27,20 @@ use kubernaut_domain::deployment_service::{ClusterHandle, DeploymentService};
 use kubernaut_domain::token::TokenSecret;
 use kubernaut_domain::{Caller, Grant, Role, Scope};
 use kubernaut_kubernetes::KubernetesCluster;
-use kubernaut_postgres::{Database, PoolOptions, PostgresChanges};
 use kubernaut_registry::{Credentials, DockerRegistries, DockerRegistry, Password};
 use tracing::Span;
 use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
 
 pub use settings::Settings;
+pub use storage::Storage;
 
-/// Opens the database named in `settings`: creates it when missing and allowed, builds
-/// the pool, and applies pending migrations when `migrate` is set.
+/// Opens the database named in `settings` (see [`Storage::open`]), applying pending
+/// migrations when `migrate` is set (SQLite always migrates).
 ///
 /// # Errors
-/// When the database cannot be reached, created or migrated.
-pub async fn open_database(settings: &Settings, migrate: bool) -> anyhow::Result<Database> {
-    let database = settings.database.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Database> {
-        let url = database.url.expose();
-        if database.create_if_missing {
-            kubernaut_postgres::create_database_if_missing(url)
-                .with_context(|| format!("could not create the database {}", database.url))?;
-        }
-        let pool = Database::connect(
-            url,
-            PoolOptions {
-                max_size: database.pool_size,
-                connection_timeout: Duration::from_secs(database.connect_timeout_seconds),
-            },
-        )
-        .with_context(|| format!("could not connect to {}", database.url))?;
-        if migrate {
-            let applied = pool
-                .run_migrations()
-                .context("could not apply the migrations")?;
-            for version in applied {
-                tracing::info!(%version, "applied migration");
-            }
-        }
-        Ok(pool)
-    })
-    .await
-    .context("the database task failed")?
+/// When the database cannot be reached, created, locked or migrated.
+pub async fn open_database(settings: &Settings, migrate: bool) -> anyhow::Result<Storage> {
+    Storage::open(&settings.database, migrate).await
 }
 
 /// Issues an API token for `account` straight through the database (migrating it when
@@ -82,14 +58,27 @@ pub async fn bootstrap_token(
     scope: Option<Scope>,
     expires_in: Option<Duration>,
 ) -> anyhow::Result<TokenSecret> {
+    let storage = open_database(settings, settings.database.migrate_on_start).await?;
+    issue_token(&storage, account, role, scope, expires_in).await
+}
+
+/// [`bootstrap_token`] on a database already open (a server's own, see
+/// [`Application::storage`]: an SQLite file admits one opener).
+///
+/// # Errors
+/// When the account name, scope or lifetime is invalid, or the database fails.
+pub async fn issue_token(
+    storage: &Storage,
+    account: &str,
+    role: Role,
+    scope: Option<Scope>,
+    expires_in: Option<Duration>,
+) -> anyhow::Result<TokenSecret> {
     let name = AccountName::parse(account).map_err(|e| anyhow::anyhow!(e))?;
     let grant = Grant::new(role, scope.unwrap_or_else(Scope::global))
         .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.reason))?;
-    let database = open_database(settings, settings.database.migrate_on_start).await?;
-    let access = AccessService::new(
-        Arc::new(database.access_repository()),
-        Arc::new(database.audit_repository()),
-    );
+    let repositories = storage.repositories();
+    let access = AccessService::new(repositories.access, repositories.audit);
     let issued = access
         .bootstrap(
             NewAccount {
@@ -144,6 +133,7 @@ impl RootSpanBuilder for RequestSpans {
 pub struct Application {
     port: u16,
     server: Server,
+    storage: Storage,
     deployments: DeploymentService,
     shutdown_grace: Duration,
 }
@@ -241,22 +231,28 @@ impl Application {
     /// # Errors
     /// When the database cannot be opened or the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let database = open_database(&settings, settings.database.migrate_on_start).await?;
-        let release_repository = Arc::new(database.release_repository());
+        let storage = open_database(&settings, settings.database.migrate_on_start).await?;
+        Self::build_on(settings, storage).await
+    }
+
+    /// [`Self::build`] on a database already open.
+    ///
+    /// # Errors
+    /// When a cluster or registry cannot be set up or the address cannot be bound.
+    pub async fn build_on(settings: Settings, storage: Storage) -> anyhow::Result<Self> {
+        let repositories = storage.repositories();
+        let release_repository = repositories.releases.clone();
         let mut releases = ReleaseService::new(release_repository.clone());
         let registries = connect_registries(&settings)?;
         if !registries.is_empty() {
             releases = releases.with_registry(Arc::new(registries));
         }
         let clusters = connect_clusters(&settings).await?;
-        let changes: Arc<dyn ChangeFeed> = Arc::new(
-            PostgresChanges::listen(settings.database.url.expose())
-                .context("could not start listening for changes")?,
-        );
+        let changes: Arc<dyn ChangeFeed> = storage.changes(&settings.database)?;
         let deployments = DeploymentService::new(
             release_repository,
-            Arc::new(database.deployment_repository()),
-            Arc::new(database.lease_repository()),
+            repositories.deployments.clone(),
+            repositories.leases.clone(),
             Arc::clone(&changes),
             clusters,
         )
@@ -268,14 +264,11 @@ impl Application {
                 "security.session_key is not set: a random key signs this process's sessions, so everyone signed in to the web UI is signed out when it restarts (and replicas do not share sessions)"
             );
         }
-        let access = AccessService::new(
-            Arc::new(database.access_repository()),
-            Arc::new(database.audit_repository()),
-        )
-        .with_cache(AuthenticationCache {
-            ttl: Duration::from_secs(settings.security.token_cache_seconds),
-            ..AuthenticationCache::default()
-        });
+        let access = AccessService::new(repositories.access.clone(), repositories.audit.clone())
+            .with_cache(AuthenticationCache {
+                ttl: Duration::from_secs(settings.security.token_cache_seconds),
+                ..AuthenticationCache::default()
+            });
         access.follow_changes(changes.subscribe());
         let services = ApiServices {
             releases,
@@ -324,9 +317,15 @@ impl Application {
         Ok(Self {
             port,
             server,
+            storage,
             deployments,
             shutdown_grace: Duration::from_secs(settings.engine.shutdown_grace_seconds),
         })
+    }
+
+    /// The database the server runs on (to issue tokens on it while it runs).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// The deployment use cases the server runs (tests wait on them).

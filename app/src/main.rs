@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
-use kubernaut::{Application, Settings, bootstrap_token, open_database, telemetry};
+use kubernaut::sandbox::{Sandbox, SandboxOptions};
+use kubernaut::{Application, Settings, bootstrap_token, issue_token, open_database, telemetry};
 use kubernaut_domain::{Role, Scope};
 
 /// mimalloc rather than the system allocator: a page of releases allocates a few
@@ -20,14 +21,32 @@ struct Cli {
     /// A settings file layered over the built-in defaults (config/default.toml).
     #[arg(long, global = true, env = "KUBERNAUT_CONFIG")]
     config: Option<PathBuf>,
+    /// Where the embedded database lives when `database.url` names none (default
+    /// `$XDG_DATA_HOME/kubernaut` or `~/.local/share/kubernaut`).
+    #[arg(long, global = true, env = "KUBERNAUT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the Kubernaut server.
+    /// Run the Kubernaut server: on PostgreSQL when `database.url` names one, else on
+    /// the embedded database in the data directory (one process).
     Serve,
+    /// A sandbox to try Kubernaut in: a simulated cluster named `sandbox`, an embedded
+    /// database (temporary unless --data-dir), and an admin token printed once.
+    Dev {
+        /// The address to serve on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: String,
+        /// Release and deploy the Hello World example: one success, one crash loop.
+        #[arg(long)]
+        seed: bool,
+        /// Simulated seconds per real second (rollouts go this much faster).
+        #[arg(long, default_value_t = 5.0)]
+        time_scale: f64,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Administer access straight through the database (no server needed).
@@ -69,7 +88,12 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(settings) => settings,
+        Ok(mut settings) => {
+            if let Some(dir) = &cli.data_dir {
+                settings.database.data_dir = Some(dir.clone());
+            }
+            settings
+        }
         Err(error) => {
             eprintln!("kubernaut: invalid settings: {error}");
             return ExitCode::from(2);
@@ -95,6 +119,22 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match command {
             Command::Serve => serve(settings).await,
+            Command::Dev {
+                bind,
+                seed,
+                time_scale,
+            } => {
+                dev(
+                    settings,
+                    SandboxOptions {
+                        data_dir: cli.data_dir,
+                        bind,
+                        time_scale,
+                        seed,
+                    },
+                )
+                .await
+            }
             Command::Migrate => open_database(&settings, true).await.map(|_| ()),
             Command::Admin(AdminCommand::CreateToken {
                 name,
@@ -143,10 +183,53 @@ async fn create_token(
     Ok(())
 }
 
+/// On the embedded database's first start (no account yet), issues an admin token and
+/// prints it once, as `vault operator init` prints its root token: one process owns the
+/// file, so no other can race it. PostgreSQL installs make theirs with
+/// `kubernaut admin create-token`.
+#[expect(
+    clippy::print_stdout,
+    reason = "the first admin token, shown once, on standard output"
+)]
+async fn first_admin_token(application: &Application) -> anyhow::Result<()> {
+    let storage = application.storage();
+    let Some(path) = storage.sqlite_path() else {
+        return Ok(());
+    };
+    let accounts = storage
+        .repositories()
+        .access
+        .list_accounts()
+        .await
+        .map_err(|error| anyhow::anyhow!("could not read the accounts: {error}"))?;
+    if !accounts.is_empty() {
+        return Ok(());
+    }
+    let secret = issue_token(storage, "admin", Role::Admin, None, None).await?;
+    println!(
+        "kubernaut: first start on {}: an admin token (account admin, 90 days), shown only this once:\n{}",
+        path.display(),
+        secret.expose()
+    );
+    Ok(())
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the sandbox tells its user where it is and how to sign in"
+)]
+async fn dev(settings: Settings, options: SandboxOptions) -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(settings, options).await?;
+    println!("{}", sandbox.banner());
+    sandbox.run_until_stopped().await?;
+    Ok(())
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let bind = settings.server.bind.clone();
     let application = Application::build(settings).await?;
     tracing::info!(%bind, port = application.port(), "kubernaut is serving");
+    first_admin_token(&application).await?;
     application.run_until_stopped().await?;
     Ok(())
 }

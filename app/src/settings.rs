@@ -315,7 +315,14 @@ fn default_keep_alive() -> u64 {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
+    /// `postgres://...` for PostgreSQL (replicas); empty or `sqlite:PATH` for the
+    /// embedded SQLite database of one process (see [`DatabaseSettings::backend`]).
+    #[serde(default = "DatabaseUrl::empty")]
     pub url: DatabaseUrl,
+    /// Where the embedded database lives (`--data-dir`); unset: see
+    /// [`DatabaseSettings::data_dir`].
+    #[serde(default)]
+    pub data_dir: Option<std::path::PathBuf>,
     pub pool_size: u32,
     pub connect_timeout_seconds: u64,
     pub migrate_on_start: bool,
@@ -343,6 +350,11 @@ pub struct DatabaseUrl(String);
 impl DatabaseUrl {
     pub fn new(url: impl Into<String>) -> Self {
         Self(url.into())
+    }
+
+    /// No URL: the embedded database.
+    pub fn empty() -> Self {
+        Self(String::new())
     }
 
     /// The URL with its password, for the connection pool only.

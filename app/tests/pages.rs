@@ -1,9 +1,12 @@
 //! The web pages, rendered by the real server over real data: releases, a deployment
 //! that rolled out and one that crash-looped on the simulated cluster.
 
+#[path = "ui_support/session.rs"]
+mod session;
 mod ui_support;
 
 use serde_json::Value;
+use session::{form_body, no_redirects, set_cookies, sign_in_with};
 use ui_support::{Seeded, UiApp, seeded_app};
 
 /// A page as a browser gets it: status, content type and HTML.
@@ -11,111 +14,6 @@ struct Page {
     status: u16,
     content_type: String,
     html: String,
-}
-
-/// The `name=value` part of each `Set-Cookie` of `response`.
-fn set_cookies(response: &reqwest::Response) -> Vec<String> {
-    response
-        .headers()
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The value of the hidden `csrf` field of a form in `html`, if there is one.
-fn csrf_field(html: &str) -> Option<String> {
-    let at = html.find("name=\"csrf\"")?;
-    // The input's value, before or after its name.
-    let start = html[..at].rfind('<')?;
-    let end = at + html[at..].find('>')?;
-    let tag = &html[start..end];
-    let value = tag.split("value=\"").nth(1)?;
-    Some(value.split('"').next()?.to_owned())
-}
-
-/// Signs in to the pages with `token` as a browser does (POST /sign-in) and returns
-/// the `Cookie` header value that keeps the session.
-async fn sign_in_with(app: &UiApp, token: &str) -> String {
-    let client = no_redirects(None);
-    let form = client
-        .get(app.url("/sign-in"))
-        .send()
-        .await
-        .expect("sign-in page");
-    let mut cookies = set_cookies(&form);
-    let html = form.text().await.expect("sign-in page body");
-    let csrf = csrf_field(&html);
-    let mut fields = vec![("token", token)];
-    if let Some(csrf) = &csrf {
-        fields.push(("csrf", csrf.as_str()));
-    }
-    let mut request = client
-        .post(app.url("/sign-in"))
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .body(form_body(&fields));
-    if !cookies.is_empty() {
-        request = request.header(reqwest::header::COOKIE, cookies.join("; "));
-    }
-    let response = request.send().await.expect("sign-in request");
-    assert!(
-        response.status().is_redirection() || response.status().is_success(),
-        "sign-in: {}",
-        response.status()
-    );
-    let session = set_cookies(&response);
-    assert!(
-        session.iter().any(|c| c.starts_with("kubernaut_session=")),
-        "no session cookie: {session:?}"
-    );
-    cookies.retain(|c| {
-        !session
-            .iter()
-            .any(|s| s.split('=').next() == c.split('=').next())
-    });
-    cookies.extend(session);
-    cookies.join("; ")
-}
-
-/// A client that follows no redirects and sends `cookie`, if any.
-fn no_redirects(cookie: Option<&str>) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(cookie) = cookie {
-        headers.insert(
-            reqwest::header::COOKIE,
-            reqwest::header::HeaderValue::from_str(cookie).expect("a cookie header"),
-        );
-    }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("an HTTP client")
-}
-
-/// A `application/x-www-form-urlencoded` body, as a browser posts a form.
-fn form_body(fields: &[(&str, &str)]) -> String {
-    let encode = |text: &str| -> String {
-        text.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    fields
-        .iter()
-        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// The session cookie of each server the tests signed in to, by address.
@@ -133,7 +31,7 @@ async fn signed_in(app: &UiApp) -> reqwest::Client {
     let cookie = match known {
         Some(cookie) => cookie,
         None => {
-            let cookie = sign_in_with(app, &app.token).await;
+            let cookie = sign_in_with(&app.url(""), &app.token).await;
             SESSIONS
                 .lock()
                 .expect("sessions")
@@ -462,7 +360,7 @@ async fn pages_need_a_session_and_a_tampered_cookie_is_no_session() {
         .expect("sent");
     assert!(asks_to_sign_in(&anonymous), "{}", anonymous.status());
 
-    let cookie = sign_in_with(&app, &app.token).await;
+    let cookie = sign_in_with(&app.url(""), &app.token).await;
     let signed_in = no_redirects(Some(&cookie))
         .get(app.url("/"))
         .send()
@@ -521,7 +419,7 @@ async fn pages_need_a_session_and_a_tampered_cookie_is_no_session() {
 #[tokio::test]
 async fn a_form_posted_without_its_csrf_field_is_refused() {
     let Seeded { app, .. } = seeded_app().await;
-    let cookie = sign_in_with(&app, &app.token).await;
+    let cookie = sign_in_with(&app.url(""), &app.token).await;
     let client = no_redirects(Some(&cookie));
     let response = client
         .post(app.url("/sign-out"))

@@ -163,6 +163,10 @@ pub struct ClusterSettings {
     /// Whether manifests may name namespaces other than the deployment's.
     #[serde(default)]
     pub allow_other_namespaces: bool,
+    /// A simulated cluster (`kubernaut dev`'s sandbox), shown as such everywhere. Set by
+    /// the program, never by a settings file.
+    #[serde(default, skip_deserializing)]
+    pub simulated: bool,
 }
 
 impl ClusterSettings {

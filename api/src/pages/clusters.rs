@@ -23,6 +23,8 @@ pub struct NamespaceRow {
 #[derive(Debug)]
 pub struct ClusterView {
     pub name: String,
+    /// `kubernaut dev`'s simulated cluster.
+    pub simulated: bool,
     pub reachable: bool,
     pub version: Option<String>,
     pub error: Option<String>,
@@ -79,6 +81,7 @@ pub async fn list(
                 allow_cluster_scoped: cluster.settings.allow_cluster_scoped,
                 allow_other_namespaces: cluster.settings.allow_other_namespaces,
                 allowed_kinds: cluster.settings.allowed_kinds.join(", "),
+                simulated: cluster.settings.simulated,
                 attributes: cluster.settings.attributes.into_iter().collect(),
                 namespaces,
                 name,
