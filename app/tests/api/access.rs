@@ -11,18 +11,6 @@ use crate::helpers::{
     TestApp, client_with_token, problem, problem_fields, release_body, spawn_app, spawn_app_with,
 };
 
-/// Runs SQL on the test server's database (the psql client, as the CI image has it).
-fn sql(app: &TestApp, statement: &str) -> String {
-    let output = std::process::Command::new("psql")
-        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(app.settings.database.url.expose())
-        .args(["-c", statement])
-        .output()
-        .expect("psql runs");
-    assert!(output.status.success(), "{statement}: {output:?}");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
 /// A server with the clusters `staging` and `production` (both the simulator).
 async fn spawn_with_two_clusters(
     namespaces: &[&str],
@@ -180,10 +168,12 @@ async fn expired_and_revoked_tokens_are_refused() {
     let app = spawn_app().await;
 
     let (expiring_id, expiring) = issue(&app, "short-lived", 60).await;
-    sql(
-        &app,
+    app.sql(
         &format!(
             "UPDATE api_tokens SET expires_at = now() - interval '1 minute' WHERE id = '{expiring_id}'"
+        ),
+        &format!(
+            "UPDATE api_tokens SET expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 minute') WHERE id = '{expiring_id}'"
         ),
     );
     let client = client_with_token(&expiring);

@@ -1,8 +1,14 @@
-use kubernaut::Application;
 use kubernaut::settings::{DatabaseUrl, Settings};
+use kubernaut::{Application, Storage};
 use kubernaut_domain::{Role, Scope};
 use kubernaut_testkit::database::TestDatabase;
 use serde_json::{Value, json};
+
+/// What keeps a test's database alive until the test ends.
+enum Database {
+    Postgres(TestDatabase),
+    Sqlite(tempfile::TempDir),
+}
 
 /// A Kubernaut server on a free port over its own fresh database, with an admin token.
 pub struct TestApp {
@@ -11,9 +17,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The admin token's secret.
     pub token: String,
-    /// The settings the server runs with (its database, for `bootstrap_token`).
-    pub settings: Settings,
-    _database: TestDatabase,
+    /// The server's database, to issue tokens on as `kubernaut admin create-token` does.
+    pub storage: Storage,
+    database: Database,
 }
 
 /// A client that sends `token` as a bearer token with every request.
@@ -37,20 +43,31 @@ pub async fn spawn_app() -> TestApp {
 /// A server whose settings `adjust` changes first (to add clusters, say).
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     install_crypto_provider();
-    let database = TestDatabase::create().expect("a fresh test database");
     let mut settings = Settings::load(None).expect("default settings");
-    settings.database.url = DatabaseUrl::new(database.url());
+    // `crate::BACKEND` names the database of the test binary: a fresh file of the
+    // embedded SQLite database in a temporary directory, or a fresh PostgreSQL database.
+    let database = if crate::BACKEND == "sqlite" {
+        let directory = tempfile::tempdir().expect("a temporary data directory");
+        settings.database.url = DatabaseUrl::empty();
+        settings.database.data_dir = Some(directory.path().to_path_buf());
+        Database::Sqlite(directory)
+    } else {
+        let database = TestDatabase::create().expect("a fresh test database");
+        settings.database.url = DatabaseUrl::new(database.url());
+        Database::Postgres(database)
+    };
     settings.deployments.use_current_kubeconfig_context = false;
     adjust(&mut settings);
     settings.database.pool_size = 4;
     settings.server.bind = "127.0.0.1:0".to_owned();
     settings.server.workers = 1;
-    let application = Application::build(settings.clone())
+    let application = Application::build(settings)
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
+    let storage = application.storage().clone();
     tokio::spawn(application.run_until_stopped());
-    let token = kubernaut::bootstrap_token(&settings, "test-admin", Role::Admin, None, None)
+    let token = kubernaut::issue_token(&storage, "test-admin", Role::Admin, None, None)
         .await
         .expect("an admin token")
         .expose()
@@ -59,8 +76,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         address,
         client: client_with_token(&token),
         token,
-        settings,
-        _database: database,
+        storage,
+        database,
     }
 }
 
@@ -89,11 +106,33 @@ impl TestApp {
     /// the database as `kubernaut admin create-token` makes them.
     pub async fn token_for(&self, name: &str, role: Role, scope: Option<&str>) -> String {
         let scope = scope.map(|s| Scope::parse(s).expect("a scope"));
-        kubernaut::bootstrap_token(&self.settings, name, role, scope, None)
+        kubernaut::issue_token(&self.storage, name, role, scope, None)
             .await
             .expect("a token")
             .expose()
             .to_owned()
+    }
+
+    /// Runs SQL on the server's database behind its back, with the database's own
+    /// client (`psql`, `sqlite3`), as an operator would: for states the API cannot make
+    /// (an expired token). `postgres` and `sqlite` are the statement in each dialect.
+    pub fn sql(&self, postgres: &str, sqlite: &str) -> String {
+        let output = match &self.database {
+            Database::Postgres(database) => std::process::Command::new("psql")
+                .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d"])
+                .arg(database.url())
+                .args(["-c", postgres])
+                .output()
+                .expect("psql runs"),
+            Database::Sqlite(directory) => std::process::Command::new("sqlite3")
+                .args(["-bail", "-cmd", ".timeout 5000"])
+                .arg(directory.path().join(kubernaut::storage::SQLITE_FILE))
+                .arg(sqlite)
+                .output()
+                .expect("sqlite3 runs (scripts/install-test-deps installs it)"),
+        };
+        assert!(output.status.success(), "{postgres}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     pub async fn post_release(&self, body: &Value) -> reqwest::Response {

@@ -1,4 +1,8 @@
-//! Black-box tests of the HTTP API: the real server on port 0 over a fresh database.
+//! Black-box tests of the HTTP API: the real server on port 0 over a fresh PostgreSQL
+//! database. `api_sqlite.rs` runs the same tests on the embedded SQLite database.
+
+/// The database these tests run on: `postgres` or `sqlite` (helpers.rs).
+const BACKEND: &str = "postgres";
 
 mod access;
 mod cheap_refusals;
