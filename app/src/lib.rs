@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cli;
+pub mod copy;
 pub mod sandbox;
 pub mod settings;
 pub mod storage;

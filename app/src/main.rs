@@ -52,8 +52,24 @@ enum Command {
     /// Administer access straight through the database (no server needed).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Manage the database itself (with the server stopped).
+    #[command(subcommand)]
+    Db(DbCommand),
     #[command(flatten)]
     Client(kubernaut::cli::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Copy everything of the embedded database (releases, deployments and their
+    /// timelines, accounts, tokens, the audit trail; ids kept) into an empty PostgreSQL
+    /// database, to run replicas on it. Stop `kubernaut serve` first.
+    Copy {
+        /// The target, `postgres://user:password@host:port/database` (created when
+        /// missing and allowed; it must hold no data).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +152,7 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Migrate => open_database(&settings, true).await.map(|_| ()),
+            Command::Db(DbCommand::Copy { to }) => copy(&settings, &to).await,
             Command::Admin(AdminCommand::CreateToken {
                 name,
                 role,
@@ -222,6 +239,14 @@ async fn dev(settings: Settings, options: SandboxOptions) -> anyhow::Result<()> 
     let sandbox = Sandbox::start(settings, options).await?;
     println!("{}", sandbox.banner());
     sandbox.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn copy(settings: &Settings, to: &str) -> anyhow::Result<()> {
+    let copied = kubernaut::copy::copy_to_postgres(settings, to).await?;
+    eprintln!(
+        "kubernaut: copied {copied} to PostgreSQL; set database.url to it (KUBERNAUT__DATABASE__URL) and start kubernaut serve there"
+    );
     Ok(())
 }
 

@@ -15,6 +15,7 @@ pub mod pagination;
 pub mod ports;
 pub mod release;
 pub mod release_service;
+pub mod snapshot;
 pub mod template;
 pub mod token;
 pub mod validation;

@@ -16,6 +16,7 @@ mod provision;
 mod release_repository;
 mod release_row;
 mod schema;
+mod snapshot;
 
 pub use access_repository::PostgresAccessRepository;
 pub use audit_repository::PostgresAuditRepository;

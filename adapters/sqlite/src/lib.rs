@@ -9,6 +9,7 @@ mod deployment_row;
 mod error;
 mod lease_repository;
 mod release_repository;
+mod snapshot;
 mod sql;
 
 pub use access_repository::SqliteAccessRepository;
