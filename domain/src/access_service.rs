@@ -11,7 +11,7 @@ use crate::access::{
     AccessDenied, Account, AccountKind, AccountName, Caller, Grant, Permission, Principal,
 };
 use crate::audit::{AuditAction, AuditEntry, AuditQuery};
-use crate::changes::Change;
+use crate::changes::{Change, ChangeFeed};
 use crate::pagination::Page;
 use crate::ports::{
     AccessRepository, AuditRepository, GrantChange, InsertAccountError, InsertTokenError,
@@ -152,6 +152,9 @@ pub struct AccessService {
     /// Bumped whenever this process revokes a token or changes grants, so that
     /// long-lived requests (event streams) check their credential again at once.
     credentials_changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Where this process announces the revocations and grant changes it makes (see
+    /// [`Self::with_changes`]).
+    changes: Option<Arc<dyn ChangeFeed>>,
 }
 
 impl std::fmt::Debug for AccessService {
@@ -180,6 +183,25 @@ impl AccessService {
             refused: Arc::new(Mutex::new(HashMap::new())),
             cache_settings: AuthenticationCache::default(),
             credentials_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
+            changes: None,
+        }
+    }
+
+    /// Announces every revocation and change of grants this process makes on `changes`
+    /// ([`Change::Credentials`]), as PostgreSQL's triggers do for every replica. On a
+    /// feed that only carries what is published (a single process on SQLite, with
+    /// [`crate::changes::LocalChanges`]) this is how whoever follows the feed (the
+    /// authentication caches, [`Self::follow_changes`]) hears of them at once.
+    #[must_use]
+    pub fn with_changes(mut self, changes: Arc<dyn ChangeFeed>) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// Tells the change feed, if any, that credentials changed.
+    fn announce_credentials(&self) {
+        if let Some(changes) = &self.changes {
+            changes.publish(Change::Credentials);
         }
     }
 
@@ -373,7 +395,13 @@ impl AccessService {
             }),
         );
         match self.repository.insert_account(&account, &audit).await {
-            Ok(()) => Ok(account),
+            Ok(()) => {
+                // Grants were stored (as PostgreSQL's trigger on them announces).
+                if !account.grants.is_empty() {
+                    self.announce_credentials();
+                }
+                Ok(account)
+            }
             Err(InsertAccountError::Duplicate) => Err(AccessError::AccountExists(account.name)),
             Err(InsertAccountError::Repository(error)) => Err(error.into()),
         }
@@ -465,6 +493,9 @@ impl AccessService {
             return Err(AccessError::AccountNotFound(account.clone()));
         }
         self.forget_cached();
+        if change == GrantChange::Changed {
+            self.announce_credentials();
+        }
         self.repository
             .find_account(account)
             .await?
@@ -602,6 +633,9 @@ impl AccessService {
             return Err(AccessError::TokenNotFound);
         }
         self.forget_cached();
+        if outcome == RevokeTokenOutcome::Revoked {
+            self.announce_credentials();
+        }
         self.repository
             .find_token_by_id(id)
             .await?

@@ -496,3 +496,72 @@ async fn the_audit_trail_is_for_admins() {
         Err(AccessError::Forbidden(_))
     ));
 }
+
+/// Revocations and grant changes are published on the change feed (when the service
+/// has one), once each and only when something changed, as PostgreSQL's triggers
+/// announce them: a single process on SQLite hears of them only this way.
+#[tokio::test]
+async fn revocations_and_grant_changes_are_published_on_the_change_feed() {
+    use crate::changes::{ChangeFeed as _, LocalChanges};
+
+    let repository = Arc::new(InMemory::default());
+    let changes = Arc::new(LocalChanges::new());
+    let service = AccessService::new(repository, Arc::new(MockAuditRepository::new()))
+        .with_changes(changes.clone());
+    let admin = Caller::system("setup");
+    let mut heard = changes.subscribe();
+    let mut published = || {
+        let mut count = 0;
+        while let Ok(change) = heard.try_recv() {
+            assert_eq!(change, Change::Credentials);
+            count += 1;
+        }
+        count
+    };
+
+    service
+        .create_account(
+            NewAccount {
+                name: name("robot"),
+                kind: AccountKind::Robot,
+                grants: Vec::new(),
+            },
+            &admin,
+        )
+        .await
+        .expect("created");
+    assert_eq!(
+        published(),
+        0,
+        "an account without grants changes no credentials"
+    );
+    let issued = account_with_token(&service, "alice", vec![Grant::global(Role::Viewer)]).await;
+    assert_eq!(published(), 1, "an account with grants");
+
+    service
+        .grant(&name("alice"), Grant::global(Role::Releaser), &admin)
+        .await
+        .expect("granted");
+    assert_eq!(published(), 1, "a new grant");
+    service
+        .grant(&name("alice"), Grant::global(Role::Releaser), &admin)
+        .await
+        .expect("granted again");
+    assert_eq!(published(), 0, "a grant held already changes nothing");
+    service
+        .revoke_grant(&name("alice"), Grant::global(Role::Releaser), &admin)
+        .await
+        .expect("revoked");
+    assert_eq!(published(), 1, "a grant taken");
+
+    service
+        .revoke_token(issued.token.id, &admin)
+        .await
+        .expect("revoked");
+    assert_eq!(published(), 1, "a revocation");
+    service
+        .revoke_token(issued.token.id, &admin)
+        .await
+        .expect("revoked again");
+    assert_eq!(published(), 0, "revoking twice changes nothing");
+}

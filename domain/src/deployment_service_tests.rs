@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use super::*;
 use crate::actor::Actor;
 use crate::audit::AuditEntry;
-use crate::changes::LocalChanges;
+use crate::changes::{Change, LocalChanges};
 use crate::cluster::{AppliedResource, ManifestRejected, RolloutOutcome, resource_ref_of};
 use crate::deployment::{DeploymentOptions, Fence};
 use crate::deployment::{DeploymentQuery, Diagnostics, FailureReason, Namespace, ResourceRef};
@@ -1327,4 +1327,49 @@ async fn requests_verdicts_and_cancels_are_audited_with_who_did_them() {
         Err(RollbackError::Lookup(DeploymentLookupError::Forbidden(_)))
     ));
     assert_eq!(deployments.audit_actions().len(), 2);
+}
+
+/// Every change the service (not the engine) makes is published on the feed: a
+/// single process on SQLite hears of changes only this way (PostgreSQL's triggers
+/// announce them themselves). A new deployment wakes the engine at once, a cancel
+/// stops the driver at once, rather than at the next claim tick.
+#[tokio::test]
+async fn a_new_deployment_and_a_cancel_are_published_on_the_change_feed() {
+    let good = release("11");
+    let deployments = Arc::new(MemoryDeployments::default());
+    let changes = Arc::new(LocalChanges::new());
+    // Not started: only what the service itself publishes is on the feed.
+    let service = replica(
+        vec![good.clone()],
+        Arc::new(mock_cluster()),
+        &deployments,
+        &changes,
+        "test",
+        false,
+    );
+    let mut heard = changes.subscribe();
+
+    let started = service
+        .request(request(&good), &deployer("ci"))
+        .await
+        .expect("started");
+    assert_eq!(
+        heard.try_recv().ok(),
+        Some(Change::Deployment {
+            id: started.id,
+            status: Some(DeploymentStatus::Queued),
+        })
+    );
+    service
+        .cancel(started.id, &deployer("oncall"))
+        .await
+        .expect("cancelled");
+    assert_eq!(
+        heard.try_recv().ok(),
+        Some(Change::Deployment {
+            id: started.id,
+            status: Some(DeploymentStatus::Cancelled),
+        })
+    );
+    assert!(heard.try_recv().is_err(), "nothing else");
 }

@@ -37,7 +37,8 @@ struct Shared {
     path: PathBuf,
     connections: Connections,
     /// Holds the exclusive lock of `<file>.lock`; released when the file is closed, as
-    /// the last clone is dropped (or the process ends, however it ends).
+    /// the last clone is dropped (or the process ends, however it ends). Declared last,
+    /// so it is dropped after the pool has closed every connection.
     _lock: File,
 }
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{TimeDelta, Utc};
+use chrono::{NaiveDate, TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Text};
@@ -35,11 +35,17 @@ pub struct SqliteLeaseRepository {
     database: SqliteDatabase,
 }
 
-/// Now and `ttl` from now, as the lease columns store times.
+/// Now and `ttl` from now, as the lease columns store times. An expiry past the year
+/// 9999 is the end of that year: the text of a later year would not sort after it.
 fn now_and_expiry(ttl: Duration) -> (String, String) {
     let now = Utc::now();
-    let ttl = TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX);
-    let expiry = now.checked_add_signed(ttl).unwrap_or(now);
+    let latest = NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|day| day.and_hms_opt(23, 59, 59))
+        .map_or(now, |latest| latest.and_utc());
+    let expiry = TimeDelta::from_std(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .map_or(latest, |expiry| expiry.min(latest));
     (time_text(now), time_text(expiry))
 }
 
@@ -218,5 +224,21 @@ impl LeaseRepository for SqliteLeaseRepository {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_is_ttl_from_now_and_at_most_the_end_of_the_year_9999() {
+        let (now, expiry) = now_and_expiry(Duration::from_secs(30));
+        let now = crate::sql::parse_time(&now).expect("a time");
+        let expiry = crate::sql::parse_time(&expiry).expect("a time");
+        assert_eq!(expiry - now, TimeDelta::seconds(30));
+        let (now, forever) = now_and_expiry(Duration::MAX);
+        assert_eq!(forever, "9999-12-31T23:59:59.000000Z");
+        assert!(now < forever, "later in text order too");
     }
 }

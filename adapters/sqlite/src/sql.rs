@@ -133,3 +133,40 @@ where
 
 /// The statuses of active deployments as an SQL list, for `status IN (...)`.
 pub(crate) const ACTIVE_STATUSES: &str = "('queued', 'applying', 'rolling_out')";
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    #[test]
+    fn times_are_stored_to_the_microsecond_and_read_back() {
+        let at = DateTime::from_timestamp(1_800_000_000, 123_456_700).expect("a time");
+        assert_eq!(time_text(at), "2027-01-15T08:00:00.123457Z");
+        assert_eq!(
+            parse_time(&time_text(at)).expect("a stored time"),
+            at.round_subsecs(6)
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn the_text_of_times_and_uuids_sorts_as_they_do() {
+        let base = DateTime::from_timestamp(1_800_000_000, 0).expect("a time");
+        let mut times: Vec<DateTime<Utc>> = [0, 1, 999_999, 1_000_000, 86_400_000_000, 9]
+            .into_iter()
+            .map(|micros| base + TimeDelta::microseconds(micros))
+            .collect();
+        let mut texts: Vec<String> = times.iter().copied().map(time_text).collect();
+        times.sort();
+        texts.sort();
+        assert_eq!(texts, times.into_iter().map(time_text).collect::<Vec<_>>());
+
+        let mut ids: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+        let mut texts: Vec<String> = ids.iter().copied().map(uuid_text).collect();
+        ids.sort();
+        texts.sort();
+        assert_eq!(texts, ids.into_iter().map(uuid_text).collect::<Vec<_>>());
+    }
+}

@@ -1291,13 +1291,16 @@ pub async fn concurrent_claims_never_take_one_deployment_twice_and_fences_grow<B
         tokio::spawn(async move {
             let me = instance(&format!("replica-{n}"));
             let mut mine = Vec::new();
-            loop {
+            // Each claim that takes anything takes one of the 30 at least: more rounds
+            // than that mean deployments were taken again (and would never run out).
+            for _ in 0..=30 {
                 let claimed = leases.claim(&me, TTL, 4, &[]).await.expect("claims run");
                 if claimed.is_empty() {
                     return mine;
                 }
                 mine.extend(claimed);
             }
+            panic!("the claims never ran out: held leases were claimed again");
         })
     });
     let mut all = Vec::new();
