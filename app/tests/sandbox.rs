@@ -209,8 +209,16 @@ async fn kubernaut_dev_serves_a_sandbox_where_a_release_becomes_a_verdict() {
         String::from_utf8_lossy(&deployed.stdout),
         String::from_utf8_lossy(&deployed.stderr)
     );
+    assert!(
+        String::from_utf8_lossy(&deployed.stderr).contains("sandbox is a simulated cluster"),
+        "the CLI says the cluster is simulated: {}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
     let hello = verdicts(&api, &sandbox.url, "hello", 1).await;
     assert_eq!(hello[0]["status"], "succeeded");
+    let status = cli(&["status", "--service", "hello"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("sandbox (simulated)"), "{status}");
 
     // The pages show it, the cluster marked as simulated.
     let cookie = session::sign_in_with(&sandbox.url, &sandbox.token).await;

@@ -217,7 +217,28 @@ async fn deploy(args: DeployArgs) -> Result<(), CliError> {
         body.insert("timeout_seconds".to_owned(), json!(timeout.as_secs()));
     }
     let (_, value) = api.post("/api/deployments", Some(&body)).await?;
+    if !is_json(&args.server) && simulated_clusters(&api).await.contains(&args.cluster) {
+        output::note(&format!(
+            "note: {} is a simulated cluster (kubernaut dev): nothing runs anywhere real",
+            args.cluster
+        ));
+    }
     conclude(&api, &args.server, value, args.options.wait).await
+}
+
+/// The clusters the server says are simulated (`kubernaut dev`'s sandbox); none when it
+/// cannot say (an older server, a failure: this only decorates the output).
+async fn simulated_clusters(api: &Api) -> std::collections::BTreeSet<String> {
+    let Ok(value) = api.get("/api/clusters", &[]).await else {
+        return std::collections::BTreeSet::new();
+    };
+    value["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|cluster| cluster["simulated"] == json!(true))
+        .filter_map(|cluster| cluster["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
 async fn rollback(args: RollbackArgs) -> Result<(), CliError> {
@@ -363,6 +384,7 @@ async fn status(args: StatusArgs) -> Result<(), CliError> {
         output::text(&format!("{} has no deployments", args.service));
         return Ok(());
     }
+    let simulated = simulated_clusters(&api).await;
     let rows: Vec<Vec<String>> = targets
         .values()
         .map(|state| {
@@ -378,8 +400,13 @@ async fn status(args: StatusArgs) -> Result<(), CliError> {
                     text
                 }
             };
+            let cluster = if simulated.contains(&latest.cluster) {
+                format!("{} (simulated)", latest.cluster)
+            } else {
+                latest.cluster.clone()
+            };
             vec![
-                latest.cluster.clone(),
+                cluster,
                 latest.namespace.clone(),
                 running.map_or_else(|| "-".to_owned(), |d| d.version.clone()),
                 running.map_or_else(

@@ -170,13 +170,15 @@ async fn a_broken_event_stream_falls_back_to_the_long_poll() {
     let (url, seen) = scripted_server(|line, count| {
         if line.starts_with("POST /api/deployments ") {
             json_answer(202, &deployment("queued", &[]))
+        } else if line.starts_with("GET /api/clusters ") {
+            json_answer(200, &json!({"items": []}))
         } else if line.contains("/events") {
             Answer {
                 status: 502,
                 content_type: "text/html",
                 body: "<h1>Bad Gateway</h1>".to_owned(),
             }
-        } else if count < 3 {
+        } else if count < 4 {
             json_answer(200, &deployment("rolling_out", &["first"]))
         } else {
             json_answer(200, &deployment("succeeded", &["first", "second"]))
