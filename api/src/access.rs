@@ -13,6 +13,7 @@ use kubernaut_domain::token::{ApiToken, TokenId};
 use kubernaut_domain::{FieldError, ValidationErrors};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::auth::{Authenticated, Credential, Identity};
 use crate::body::read_body;
@@ -76,19 +77,30 @@ pub fn access_error(error: AccessError) -> ApiError {
 }
 
 /// The body of `GET /api/whoami`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Whoami)]
 pub struct WhoamiBody {
+    #[schema(value_type = String)]
     pub account: AccountName,
+    #[schema(value_type = Vec<crate::openapi::Grant>)]
     pub grants: Vec<Grant>,
     /// The id of the token the request authenticated with (the session's token for
     /// the web UI).
+    #[schema(value_type = uuid::Uuid)]
     pub token_id: TokenId,
     pub expires_at: DateTime<Utc>,
     /// `bearer` or `session_cookie`.
+    #[schema(value_type = crate::openapi::AuthenticatedBy)]
     pub authenticated_by: &'static str,
 }
 
 /// `GET /api/whoami`
+#[utoipa::path(
+    get,
+    path = "/api/whoami",
+    tag = "access",
+    responses((status = 200, description = "Who the token (or session) is", body = WhoamiBody)),
+)]
 pub async fn whoami(identity: Identity) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -105,10 +117,14 @@ pub async fn whoami(identity: Identity) -> HttpResponse {
 }
 
 /// A grant as sent: `{"role": "deployer", "scope": "staging/*"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = GrantRequest)]
 pub struct GrantBody {
+    #[schema(value_type = crate::openapi::Role)]
     role: String,
+    /// `*` (everywhere; when left out) or `cluster/namespace` with `*` and `?`
+    /// wildcards, only for `deployer`.
     scope: Option<String>,
 }
 
@@ -135,12 +151,17 @@ impl GrantBody {
 }
 
 /// The body of `POST /api/accounts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewAccountBody {
+#[schema(as = NewAccount)]
+pub(crate) struct NewAccountBody {
+    /// 1 to 128 of ASCII letters, digits, `.`, `_`, `@`, `+`, `-`.
     name: String,
+    /// `person` when left out.
+    #[schema(value_type = Option<crate::openapi::AccountKind>)]
     kind: Option<String>,
     #[serde(default)]
+    #[schema(required = false)]
     grants: Vec<GrantBody>,
 }
 
@@ -182,6 +203,12 @@ fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 /// `GET /api/accounts`: every account (admin only).
+#[utoipa::path(
+    get,
+    path = "/api/accounts",
+    tag = "access",
+    responses((status = 200, description = "Every account", body = crate::openapi::AccountList)),
+)]
 pub async fn list_accounts(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
@@ -191,6 +218,21 @@ pub async fn list_accounts(
 }
 
 /// `POST /api/accounts` `{name, kind?, grants?: [{role, scope?}]}` → 201.
+#[utoipa::path(
+    post,
+    path = "/api/accounts",
+    tag = "access",
+    request_body = NewAccountBody,
+    responses(
+        (status = 201, description = "Created (`Location: /api/accounts/{name}`)", body = crate::openapi::Account,
+            headers(("Location" = String, description = "The account's URL"))),
+        (status = 400, description = "Unreadable JSON, or a field of the wrong type, missing or unknown"),
+        (status = 409, description = "The name is taken (`existing_id`)"),
+        (status = 413, description = "A body over 3 MiB"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "A field breaks a rule; `errors` lists every one"),
+    ),
+)]
 pub async fn create_account(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
@@ -211,6 +253,16 @@ pub async fn create_account(
 }
 
 /// `GET /api/accounts/{name}`: admins any, everyone their own.
+#[utoipa::path(
+    get,
+    path = "/api/accounts/{name}",
+    tag = "access",
+    params(("name" = String, Path, description = "The account's name")),
+    responses(
+        (status = 200, description = "The account (admins any, everyone their own)", body = crate::openapi::Account),
+        (status = 404, description = "No account has this name"),
+    ),
+)]
 pub async fn get_account(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
@@ -243,6 +295,21 @@ fn grant_of(
 }
 
 /// `POST /api/accounts/{name}/grants` `{role, scope?}`: the account with the grant.
+#[utoipa::path(
+    post,
+    path = "/api/accounts/{name}/grants",
+    tag = "access",
+    params(("name" = String, Path, description = "The account's name"), GrantQuery),
+    request_body(content = GrantBody, description = "The grant; or leave the body empty and pass `?role=&scope=`"),
+    responses(
+        (status = 200, description = "The account as it is after (granting a role held changes nothing)", body = crate::openapi::Account),
+        (status = 400, description = "Unreadable JSON, or a field of the wrong type, missing or unknown"),
+        (status = 404, description = "No account has this name"),
+        (status = 413, description = "A body over 3 MiB"),
+        (status = 415, description = "A body that is not JSON"),
+        (status = 422, description = "A role or scope that breaks a rule"),
+    ),
+)]
 pub async fn add_grant(
     caller: Authenticated,
     access: Data<AccessService>,
@@ -256,6 +323,21 @@ pub async fn add_grant(
 
 /// `DELETE /api/accounts/{name}/grants` `{role, scope?}` or `?role=&scope=`: the
 /// account without the grant.
+#[utoipa::path(
+    delete,
+    path = "/api/accounts/{name}/grants",
+    tag = "access",
+    params(("name" = String, Path, description = "The account's name"), GrantQuery),
+    request_body(content = GrantBody, description = "The grant; or leave the body empty and pass `?role=&scope=`"),
+    responses(
+        (status = 200, description = "The account as it is after (taking a role not held changes nothing)", body = crate::openapi::Account),
+        (status = 400, description = "Unreadable JSON, or a field of the wrong type, missing or unknown"),
+        (status = 404, description = "No account has this name"),
+        (status = 413, description = "A body over 3 MiB"),
+        (status = 415, description = "A body that is not JSON"),
+        (status = 422, description = "A role or scope that breaks a rule"),
+    ),
+)]
 pub async fn remove_grant(
     caller: Authenticated,
     access: Data<AccessService>,
@@ -291,10 +373,14 @@ async fn change_grant(
 }
 
 /// `?role=&scope=` of the grants routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GrantQuery {
+    /// The role, when the body is empty.
+    #[param(value_type = Option<crate::openapi::Role>)]
     role: Option<String>,
+    /// The scope, when the body is empty (`*` when left out).
     scope: Option<String>,
 }
 
@@ -308,13 +394,25 @@ impl GrantQuery {
 }
 
 /// `?account=` of `GET /api/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TokenListQuery {
+    /// Only this account's tokens (admins).
     account: Option<String>,
 }
 
 /// `GET /api/tokens[?account=]`: admins everyone's (or one account's), others their own.
+#[utoipa::path(
+    get,
+    path = "/api/tokens",
+    tag = "access",
+    params(TokenListQuery),
+    responses(
+        (status = 200, description = "Tokens, newest first: admins everyone's (or `account`'s), others their own", body = crate::openapi::TokenList),
+        (status = 400, description = "A bad `account`"),
+    ),
+)]
 pub async fn list_tokens(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
@@ -335,12 +433,16 @@ pub async fn list_tokens(
 }
 
 /// The body of `POST /api/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewTokenBody {
+#[schema(as = NewToken)]
+pub(crate) struct NewTokenBody {
     name: String,
+    /// Whose token (admins); the caller's own when left out.
     account: Option<String>,
-    /// `"90d"`, `"12h 30m"` or a number of seconds.
+    /// `"90d"`, `"12h 30m"` or a number of seconds: a minute to 366 days (90 days when
+    /// left out).
+    #[schema(value_type = Option<crate::openapi::Lifetime>)]
     expires_in: Option<Value>,
 }
 
@@ -387,6 +489,20 @@ pub struct IssuedTokenBody<'a> {
 }
 
 /// `POST /api/tokens` `{name, account?, expires_in?}` → 201 `{token, secret}`.
+#[utoipa::path(
+    post,
+    path = "/api/tokens",
+    tag = "access",
+    request_body = NewTokenBody,
+    responses(
+        (status = 201, description = "Issued: the secret is shown this once", body = crate::openapi::IssuedToken),
+        (status = 400, description = "Unreadable JSON, or a field of the wrong type, missing or unknown"),
+        (status = 404, description = "No account has the name `account`"),
+        (status = 413, description = "A body over 3 MiB"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "A field breaks a rule"),
+    ),
+)]
 pub async fn create_token(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
@@ -410,6 +526,16 @@ pub async fn create_token(
 
 /// `DELETE /api/tokens/{id}`: the revoked token. Unknown ids and other people's
 /// tokens (for non-admins) are 404 alike.
+#[utoipa::path(
+    delete,
+    path = "/api/tokens/{id}",
+    tag = "access",
+    params(("id" = uuid::Uuid, Path, description = "The token's id")),
+    responses(
+        (status = 200, description = "The revoked token (revoking twice changes nothing)", body = crate::openapi::ApiToken),
+        (status = 404, description = "An unknown id, or (for non-admins) someone else's token"),
+    ),
+)]
 pub async fn revoke_token(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,

@@ -7,6 +7,7 @@ pub mod body;
 pub mod clusters;
 pub mod deployments;
 pub mod health;
+pub mod openapi;
 pub mod pages;
 mod params;
 pub mod problem;
@@ -20,6 +21,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use kubernaut_domain::access_service::AccessService;
 use kubernaut_domain::deployment_service::DeploymentService;
 use kubernaut_domain::{ReleaseService, ValidationErrors};
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::AuthState;
 pub use crate::auth::{Authenticated, SecuritySettings, security_headers, security_headers_for};
@@ -96,6 +98,14 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
                 web::post().to(deployments::rollback),
             )
             .route("/api/clusters", web::get().to(clusters::list))
+            .route(
+                "/api/openapi.json",
+                web::get().to(openapi::openapi_document),
+            )
+            .service(
+                SwaggerUi::new(format!("{}/{{_:.*}}", openapi::UI_PATH))
+                    .config(utoipa_swagger_ui::Config::from(openapi::DOCUMENT_PATH)),
+            )
             .configure(access::configure)
             .configure(audit::configure)
             .configure(pages::configure)
