@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::api_resource;
 use crate::auth::{Authenticated, Credential, Identity};
 use crate::body::read_body;
 use crate::deployments::{parse_json, require_json};
@@ -23,39 +24,24 @@ use crate::problem::ApiError;
 /// Registers the routes of this module.
 pub fn configure(config: &mut ServiceConfig) {
     config
-        .route("/api/whoami", web::get().to(whoami))
+        .service(api_resource("/api/whoami", "GET").route(web::get().to(whoami)))
         .service(
-            web::resource("/api/accounts")
+            api_resource("/api/accounts", "GET, POST")
                 .route(web::get().to(list_accounts))
-                .route(web::post().to(create_account))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
-                })),
+                .route(web::post().to(create_account)),
         )
-        .route("/api/accounts/{name}", web::get().to(get_account))
+        .service(api_resource("/api/accounts/{name}", "GET").route(web::get().to(get_account)))
         .service(
-            web::resource("/api/accounts/{name}/grants")
+            api_resource("/api/accounts/{name}/grants", "POST, DELETE")
                 .route(web::post().to(add_grant))
-                .route(web::delete().to(remove_grant))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::method_not_allowed("POST, DELETE"))
-                })),
+                .route(web::delete().to(remove_grant)),
         )
         .service(
-            web::resource("/api/tokens")
+            api_resource("/api/tokens", "GET, POST")
                 .route(web::get().to(list_tokens))
-                .route(web::post().to(create_token))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
-                })),
+                .route(web::post().to(create_token)),
         )
-        .service(
-            web::resource("/api/tokens/{id}")
-                .route(web::delete().to(revoke_token))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::method_not_allowed("DELETE"))
-                })),
-        );
+        .service(api_resource("/api/tokens/{id}", "DELETE").route(web::delete().to(revoke_token)));
 }
 
 /// The problem an access use case answers with.
@@ -303,7 +289,7 @@ fn grant_of(
     request_body(content = GrantBody, description = "The grant; or leave the body empty and pass `?role=&scope=`"),
     responses(
         (status = 200, description = "The account as it is after (granting a role held changes nothing)", body = crate::openapi::Account),
-        (status = 400, description = "Unreadable JSON, or a field of the wrong type, missing or unknown"),
+        (status = 400, description = "Unreadable JSON, a field of the wrong type, missing or unknown, or no grant at all"),
         (status = 404, description = "No account has this name"),
         (status = 413, description = "A body over 3 MiB"),
         (status = 415, description = "A body that is not JSON"),
@@ -331,7 +317,7 @@ pub async fn add_grant(
     request_body(content = GrantBody, description = "The grant; or leave the body empty and pass `?role=&scope=`"),
     responses(
         (status = 200, description = "The account as it is after (taking a role not held changes nothing)", body = crate::openapi::Account),
-        (status = 400, description = "Unreadable JSON, or a field of the wrong type, missing or unknown"),
+        (status = 400, description = "Unreadable JSON, a field of the wrong type, missing or unknown, or no grant at all"),
         (status = 404, description = "No account has this name"),
         (status = 413, description = "A body over 3 MiB"),
         (status = 415, description = "A body that is not JSON"),

@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::access::access_error;
+use crate::api_resource;
 use crate::auth::Authenticated;
 use crate::params::{parse_page, parse_time};
 use crate::problem::ApiError;
 
 /// Registers the routes of this module.
 pub fn configure(config: &mut ServiceConfig) {
-    config.route("/api/audit", web::get().to(list));
+    config.service(api_resource("/api/audit", "GET").route(web::get().to(list)));
 }
 
 /// The query string of `GET /api/audit`.

@@ -24,7 +24,7 @@ fn documented() -> Operations {
 /// The `/api` routes the source registers with actix: each `"/api/..."` literal of
 /// `src/*.rs` and the `web::get()` (post, put, patch, delete) calls that follow it
 /// before the next such literal: `.route("/api/x", web::get()...)` and
-/// `web::resource("/api/x").route(web::get()...).route(web::post()...)` alike.
+/// `api_resource("/api/x", ..).route(web::get()...).route(web::post()...)` alike.
 fn registered() -> Operations {
     let source_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
     let mut operations = Operations::new();
@@ -38,9 +38,10 @@ fn registered() -> Operations {
         for (i, piece) in pieces.iter().enumerate().skip(1) {
             let Some(end) = piece.find('"') else { continue };
             let route = format!("/api/{}", &piece[..end]);
-            // Only registrations: the literal is the argument of `route(` or `resource(`.
+            // Only registrations: the literal is the argument of `route(` or
+            // `resource(` (`api_resource(` included).
             let before = pieces[i - 1].trim_end();
-            if !(before.ends_with(".route(") || before.ends_with("web::resource(")) {
+            if !(before.ends_with(".route(") || before.ends_with("resource(")) {
                 continue;
             }
             let after = &piece[end..];
