@@ -259,19 +259,21 @@ pub async fn get_account(
     Ok(HttpResponse::Ok().json(account))
 }
 
-/// The grant of a grants request: the JSON body, or else `?role=&scope=`.
-fn grant_of(
-    request: &HttpRequest,
-    body: &[u8],
-    query: Option<GrantBody>,
-) -> Result<Grant, ApiError> {
+/// The grant of a grants request: the JSON body, or else `?role=&scope=`; not both, so
+/// that no part of the request is silently ignored.
+fn grant_of(request: &HttpRequest, body: &[u8], query: GrantQuery) -> Result<Grant, ApiError> {
     let raw = if body.iter().all(u8::is_ascii_whitespace) {
-        query.ok_or_else(|| {
+        query.into_grant().ok_or_else(|| {
             ApiError::malformed(ValidationErrors::single(
                 "role",
                 "send {\"role\": ..., \"scope\": ...} as JSON, or ?role=&scope=",
             ))
         })?
+    } else if query.role.is_some() || query.scope.is_some() {
+        return Err(ApiError::malformed(ValidationErrors::single(
+            "query",
+            "send the grant either as JSON or as ?role=&scope=, not both",
+        )));
     } else {
         json_body(request, body)?
     };
@@ -289,7 +291,7 @@ fn grant_of(
     request_body(content = GrantBody, description = "The grant; or leave the body empty and pass `?role=&scope=`"),
     responses(
         (status = 200, description = "The account as it is after (granting a role held changes nothing)", body = crate::openapi::Account),
-        (status = 400, description = "Unreadable JSON, a field of the wrong type, missing or unknown, or no grant at all"),
+        (status = 400, description = "Unreadable JSON, a field of the wrong type, missing or unknown, no grant at all, or a grant both in the body and in the query"),
         (status = 404, description = "No account has this name"),
         (status = 413, description = "A body over 3 MiB"),
         (status = 415, description = "A body that is not JSON"),
@@ -317,7 +319,7 @@ pub async fn add_grant(
     request_body(content = GrantBody, description = "The grant; or leave the body empty and pass `?role=&scope=`"),
     responses(
         (status = 200, description = "The account as it is after (taking a role not held changes nothing)", body = crate::openapi::Account),
-        (status = 400, description = "Unreadable JSON, a field of the wrong type, missing or unknown, or no grant at all"),
+        (status = 400, description = "Unreadable JSON, a field of the wrong type, missing or unknown, no grant at all, or a grant both in the body and in the query"),
         (status = 404, description = "No account has this name"),
         (status = 413, description = "A body over 3 MiB"),
         (status = 415, description = "A body that is not JSON"),
@@ -348,7 +350,7 @@ async fn change_grant(
     caller.require(Permission::Administer)?;
     let name = account_name(name)?;
     let body = read_body(request, payload).await?;
-    let grant = grant_of(request, &body, query.into_inner().into_grant())?;
+    let grant = grant_of(request, &body, query.into_inner())?;
     let account = if add {
         access.grant(&name, grant, &caller).await
     } else {

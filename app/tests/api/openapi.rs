@@ -1,6 +1,7 @@
 //! The OpenAPI document as the running server serves it.
 
-use serde_json::Value;
+use kubernaut_domain::Role;
+use serde_json::{Value, json};
 
 /// Every path of the document answers the methods it does not document with 405 and
 /// an `Allow` naming those it does (they were 404 on the paths with one method).
@@ -89,4 +90,40 @@ async fn the_document_and_the_swagger_ui_need_no_token() {
         .await
         .expect("sent");
     assert_eq!(bundle.status(), 200);
+}
+
+/// A grant sent both as JSON and as `?role=` was granted from the body, the query
+/// silently ignored: now it is a 400 naming the query, and nothing changes.
+#[tokio::test]
+async fn a_grant_both_in_the_body_and_in_the_query_is_refused() {
+    let app = crate::helpers::spawn_app().await;
+    app.token_for("watcher", Role::Viewer, None).await;
+    for method in [reqwest::Method::POST, reqwest::Method::DELETE] {
+        let response = app
+            .client
+            .request(
+                method.clone(),
+                app.url("/api/accounts/watcher/grants?role=admin"),
+            )
+            .json(&json!({ "role": "releaser" }))
+            .send()
+            .await
+            .expect("sent");
+        let problem = crate::helpers::problem(response, 400).await;
+        assert_eq!(
+            crate::helpers::problem_fields(&problem),
+            ["query"],
+            "{method}"
+        );
+    }
+    let account: Value = app
+        .get("/api/accounts/watcher")
+        .await
+        .json()
+        .await
+        .expect("account JSON");
+    assert_eq!(
+        account["grants"],
+        json!([{ "role": "viewer", "scope": "*/*" }])
+    );
 }
