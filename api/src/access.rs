@@ -105,7 +105,7 @@ pub async fn whoami(identity: Identity) -> HttpResponse {
 /// A grant as sent: `{"role": "deployer", "scope": "staging/*"}`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = GrantRequest)]
+#[schema(as = GrantRequest, example = json!({"role": "deployer", "scope": "staging/*"}))]
 pub struct GrantBody {
     #[schema(value_type = crate::openapi::Role)]
     role: String,
@@ -139,9 +139,15 @@ impl GrantBody {
 /// The body of `POST /api/accounts`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = NewAccount)]
+#[schema(as = NewAccount, example = json!({
+    "name": "ci-robot",
+    "kind": "robot",
+    "grants": [{"role": "deployer", "scope": "staging/*"}]
+}))]
 pub(crate) struct NewAccountBody {
-    /// 1 to 128 of ASCII letters, digits, `.`, `_`, `@`, `+`, `-`.
+    /// 1 to 128 of ASCII letters, digits, `.`, `_`, `@`, `+`, `-`, starting with a
+    /// letter or digit.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")]
     name: String,
     /// `person` when left out.
     #[schema(value_type = Option<crate::openapi::AccountKind>)]
@@ -423,7 +429,7 @@ pub async fn list_tokens(
 /// The body of `POST /api/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = NewToken)]
+#[schema(as = NewToken, example = json!({"name": "ci", "account": "ci-robot", "expires_in": "90d"}))]
 pub(crate) struct NewTokenBody {
     name: String,
     /// Whose token (admins); the caller's own when left out.

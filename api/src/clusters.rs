@@ -89,7 +89,7 @@ pub async fn list(
     responses(
         (status = 200, description = "The manifest as YAML, or (with `Accept: application/json`) with the objects as they would be applied",
             content(
-                (String = "application/yaml"),
+                (crate::openapi::KubernetesObject = "application/yaml"),
                 (crate::openapi::ManifestPreview = "application/json"),
             )),
         (status = 400, description = "A missing or bad parameter (`errors` names it)"),

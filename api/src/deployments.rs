@@ -80,7 +80,7 @@ pub struct DeploymentBody {
     pub manifest: Option<String>,
     /// The objects as applied; only when read one by one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::openapi::KubernetesObject>)]
     pub objects: Option<Vec<Value>>,
 }
 
@@ -133,13 +133,25 @@ pub fn location_of(id: DeploymentId) -> String {
 /// and `version`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = DeploymentRequest)]
+#[schema(as = DeploymentRequest, example = json!({
+    "service": "hello",
+    "version": "1.0.0",
+    "cluster": "staging",
+    "namespace": "shop",
+    "attributes": {"replicas": 2},
+    "timeout_seconds": 300
+}))]
 pub(crate) struct RequestBody {
     #[schema(value_type = Option<uuid::Uuid>)]
     release_id: Option<String>,
+    #[schema(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     service: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     version: Option<String>,
+    /// A configured cluster's name.
+    #[schema(min_length = 1, max_length = 253)]
     cluster: String,
+    #[schema(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     namespace: String,
     /// The request's attributes (name → value).
     #[serde(default)]
@@ -529,6 +541,7 @@ pub async fn rollback(
 #[into_params(parameter_in = Query)]
 pub struct ListParameters {
     /// Only this service's deployments.
+    #[param(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     service: Option<String>,
     /// Only the deployments of this release.
     #[param(value_type = Option<uuid::Uuid>)]
@@ -536,6 +549,7 @@ pub struct ListParameters {
     /// Only to this cluster.
     cluster: Option<String>,
     /// Only to this namespace.
+    #[param(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     namespace: Option<String>,
     /// Only in this status.
     #[param(value_type = Option<crate::openapi::DeploymentStatus>)]
@@ -703,7 +717,7 @@ fn new_events(state: &mut StreamState, deployment: &Deployment) -> String {
     tag = "deployments",
     params(("id" = uuid::Uuid, Path, description = "The deployment's id")),
     responses(
-        (status = 200, description = "Server-Sent Events: `timeline`, `status`, a final `verdict` (the deployment), or `error` when the stream's credential stops being valid; `: keep-alive` every 15 s", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "Server-Sent Events: `timeline`, `status`, a final `verdict` (the deployment), or `error` when the stream's credential stops being valid; `: keep-alive` every 15 s", body = crate::openapi::ServerSentEvent, content_type = "text/event-stream"),
         (status = 404, description = "An unknown or malformed id"),
         (status = 429, description = "Too many streams open for this token or in all (`Retry-After`)"),
     ),

@@ -457,15 +457,22 @@ pub enum Lifetime {
 
 /// The JSON body of `POST /api/releases`.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "service": "hello",
+    "version": "1.0.0",
+    "image": "registry.example.com/hello:1.0.0",
+    "template": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: \"{{ service }}\"\ndata:\n  version: \"{{ version }}\"\n  team: \"{{ team }}\"\n",
+    "attributes": {"team": "payments"},
+    "comment": "built by CI #42"
+}))]
 pub struct NewRelease {
     /// A DNS-1123 label, at most 63 characters.
-    #[schema(example = "hello")]
+    #[schema(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     pub service: String,
     /// 1 to 128 printable characters, no whitespace.
-    #[schema(example = "1.0.0")]
+    #[schema(min_length = 1, max_length = 128)]
     pub version: String,
     /// `[registry[:port]/]path[:tag][@sha256:digest]`
-    #[schema(example = "registry.example.com/hello:1.0.0")]
     pub image: String,
     /// A Jinja manifest template (at most 1 MiB).
     pub template: String,
@@ -479,12 +486,56 @@ pub struct NewRelease {
 /// these is an attribute.
 #[derive(Debug, ToSchema)]
 pub struct NewReleaseForm {
+    #[schema(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     pub service: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub version: String,
     pub image: String,
     /// The template: a file or a field.
     pub template: String,
     pub comment: Option<String>,
+}
+
+/// What an event of a deployment's stream is.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// `data`: a [`TimelineEntry`], one per entry, the past ones first.
+    Timeline,
+    /// `data`: `{"status": ...}`, on each change.
+    Status,
+    /// `data`: the [`Deployment`](crate::deployments::DeploymentBody); the stream ends.
+    Verdict,
+    /// `data`: `{"detail": ...}` when the stream's credential stops being valid; the
+    /// stream ends.
+    Error,
+}
+
+/// One Server-Sent Event of `GET /api/deployments/{id}/events`.
+#[derive(Debug, ToSchema)]
+pub struct ServerSentEvent {
+    pub event: EventKind,
+    /// JSON, as the event's kind says.
+    pub data: String,
+}
+
+/// The object's name and, for namespaced kinds, its namespace; the rest as the
+/// manifest says.
+#[derive(Debug, ToSchema)]
+pub struct ObjectMeta {
+    pub name: String,
+    pub namespace: Option<String>,
+}
+
+/// A Kubernetes object: `apiVersion`, `kind`, `metadata.name` and whatever else its
+/// manifest says. As YAML, a manifest of several objects is a stream of documents
+/// separated by `---`.
+#[derive(Debug, ToSchema)]
+pub struct KubernetesObject {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
 }
 
 /// The rendered manifest of a preview, as JSON.
@@ -493,7 +544,7 @@ pub struct ManifestPreview {
     /// The YAML.
     pub manifest: String,
     /// The objects as Kubernaut would apply them (its labels and namespace added).
-    pub objects: Vec<serde_json::Value>,
+    pub objects: Vec<KubernetesObject>,
 }
 
 #[cfg(test)]

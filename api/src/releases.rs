@@ -266,6 +266,7 @@ fn create_failed(error: CreateReleaseError, service: &str, version: &str) -> Api
 #[into_params(parameter_in = Query)]
 pub struct ListParameters {
     /// Only this service's releases.
+    #[param(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     service: Option<String>,
     /// Only this version.
     version: Option<String>,
