@@ -84,6 +84,8 @@ pub struct WhoamiBody {
 #[utoipa::path(
     get,
     path = "/api/whoami",
+    operation_id = "whoami",
+    summary = "Who the caller is",
     tag = "access",
     responses((status = 200, description = "Who the token (or session) is", body = WhoamiBody)),
 )]
@@ -198,6 +200,8 @@ fn json_body<T: serde::de::DeserializeOwned>(
 #[utoipa::path(
     get,
     path = "/api/accounts",
+    operation_id = "listAccounts",
+    summary = "List accounts",
     tag = "access",
     responses((status = 200, description = "Every account", body = crate::openapi::AccountList)),
 )]
@@ -213,6 +217,8 @@ pub async fn list_accounts(
 #[utoipa::path(
     post,
     path = "/api/accounts",
+    operation_id = "createAccount",
+    summary = "Create an account",
     tag = "access",
     request_body = NewAccountBody,
     responses(
@@ -248,6 +254,8 @@ pub async fn create_account(
 #[utoipa::path(
     get,
     path = "/api/accounts/{name}",
+    operation_id = "getAccount",
+    summary = "Read an account",
     tag = "access",
     params(("name" = String, Path, description = "The account's name")),
     responses(
@@ -292,6 +300,8 @@ fn grant_of(request: &HttpRequest, body: &[u8], query: GrantQuery) -> Result<Gra
 #[utoipa::path(
     post,
     path = "/api/accounts/{name}/grants",
+    operation_id = "addGrant",
+    summary = "Grant a role",
     tag = "access",
     params(("name" = String, Path, description = "The account's name"), GrantQuery),
     request_body(content = GrantBody, description = "The grant; or leave the body empty and pass `?role=&scope=`"),
@@ -320,6 +330,8 @@ pub async fn add_grant(
 #[utoipa::path(
     delete,
     path = "/api/accounts/{name}/grants",
+    operation_id = "removeGrant",
+    summary = "Take a role",
     tag = "access",
     params(("name" = String, Path, description = "The account's name"), GrantQuery),
     request_body(content = GrantBody, description = "The grant; or leave the body empty and pass `?role=&scope=`"),
@@ -393,6 +405,7 @@ impl GrantQuery {
 #[into_params(parameter_in = Query)]
 pub struct TokenListQuery {
     /// Only this account's tokens (admins).
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")]
     account: Option<String>,
 }
 
@@ -400,6 +413,8 @@ pub struct TokenListQuery {
 #[utoipa::path(
     get,
     path = "/api/tokens",
+    operation_id = "listTokens",
+    summary = "List API tokens",
     tag = "access",
     params(TokenListQuery),
     responses(
@@ -486,6 +501,8 @@ pub struct IssuedTokenBody<'a> {
 #[utoipa::path(
     post,
     path = "/api/tokens",
+    operation_id = "createToken",
+    summary = "Issue an API token",
     tag = "access",
     request_body = NewTokenBody,
     responses(
@@ -523,6 +540,8 @@ pub async fn create_token(
 #[utoipa::path(
     delete,
     path = "/api/tokens/{id}",
+    operation_id = "revokeToken",
+    summary = "Revoke an API token",
     tag = "access",
     params(("id" = uuid::Uuid, Path, description = "The token's id")),
     responses(

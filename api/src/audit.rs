@@ -110,6 +110,8 @@ pub struct AuditPageBody {
 #[utoipa::path(
     get,
     path = "/api/audit",
+    operation_id = "listAudit",
+    summary = "Read the audit trail",
     tag = "audit",
     params(AuditParameters),
     responses(

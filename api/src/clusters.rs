@@ -48,6 +48,8 @@ pub struct ClusterListBody {
 #[utoipa::path(
     get,
     path = "/api/clusters",
+    operation_id = "listClusters",
+    summary = "List the configured clusters",
     tag = "clusters",
     responses((status = 200, description = "Every configured cluster and whether it answers", body = ClusterListBody)),
 )]
@@ -79,6 +81,8 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/api/releases/{id}/manifest",
+    operation_id = "previewManifest",
+    summary = "Render a release for a target, applying nothing",
     tag = "releases",
     params(
         ("id" = uuid::Uuid, Path, description = "The release's id"),

@@ -396,6 +396,8 @@ fn accepted(deployment: &Deployment) -> HttpResponse {
 #[utoipa::path(
     post,
     path = "/api/deployments",
+    operation_id = "createDeployment",
+    summary = "Deploy a release to a cluster and namespace",
     tag = "deployments",
     params(WaitParameter),
     request_body = RequestBody,
@@ -449,6 +451,8 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/api/deployments/{id}",
+    operation_id = "getDeployment",
+    summary = "Read a deployment, optionally waiting for its verdict",
     tag = "deployments",
     params(("id" = uuid::Uuid, Path, description = "The deployment's id"), WaitParameter),
     responses(
@@ -482,6 +486,8 @@ pub async fn get(
 #[utoipa::path(
     post,
     path = "/api/deployments/{id}/cancel",
+    operation_id = "cancelDeployment",
+    summary = "Cancel a deployment",
     tag = "deployments",
     params(("id" = uuid::Uuid, Path, description = "The deployment's id")),
     responses(
@@ -508,6 +514,8 @@ pub async fn cancel(
 #[utoipa::path(
     post,
     path = "/api/deployments/{id}/rollback",
+    operation_id = "rollbackDeployment",
+    summary = "Roll back to the last release that succeeded on the target",
     tag = "deployments",
     params(("id" = uuid::Uuid, Path, description = "The deployment's id")),
     responses(
@@ -628,6 +636,8 @@ pub struct DeploymentPageBody {
 #[utoipa::path(
     get,
     path = "/api/deployments",
+    operation_id = "listDeployments",
+    summary = "List deployments",
     tag = "deployments",
     params(ListParameters),
     responses(
@@ -714,6 +724,8 @@ fn new_events(state: &mut StreamState, deployment: &Deployment) -> String {
 #[utoipa::path(
     get,
     path = "/api/deployments/{id}/events",
+    operation_id = "streamDeploymentEvents",
+    summary = "Follow a deployment as Server-Sent Events",
     tag = "deployments",
     params(("id" = uuid::Uuid, Path, description = "The deployment's id")),
     responses(

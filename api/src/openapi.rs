@@ -88,6 +88,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
 #[utoipa::path(
     get,
     path = "/api/openapi.json",
+    operation_id = "getOpenApi",
+    summary = "This OpenAPI document",
     tag = "meta",
     security(()),
     responses((status = 200, description = "This OpenAPI 3.1 document", body = Object)),

@@ -182,6 +182,8 @@ pub fn location_of(id: ReleaseId) -> String {
 #[utoipa::path(
     post,
     path = "/api/releases",
+    operation_id = "createRelease",
+    summary = "Register a release",
     tag = "releases",
     request_body(
         description = "The release as JSON, or as `multipart/form-data` (the template a file or a field; every other part an attribute)",
@@ -314,6 +316,8 @@ impl ListParameters {
 #[utoipa::path(
     get,
     path = "/api/releases",
+    operation_id = "listReleases",
+    summary = "List active releases",
     tag = "releases",
     params(ListParameters),
     responses(
@@ -355,6 +359,8 @@ fn release_not_found(id: &str) -> ApiError {
 #[utoipa::path(
     get,
     path = "/api/releases/{id}",
+    operation_id = "getRelease",
+    summary = "Read a release with its template",
     tag = "releases",
     params(("id" = uuid::Uuid, Path, description = "The release's id")),
     responses(
@@ -387,6 +393,8 @@ pub async fn get(
 #[utoipa::path(
     delete,
     path = "/api/releases/{id}",
+    operation_id = "deleteRelease",
+    summary = "Delete a release (soft)",
     tag = "releases",
     params(("id" = uuid::Uuid, Path, description = "The release's id")),
     responses(

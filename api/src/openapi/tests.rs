@@ -174,3 +174,20 @@ fn the_document_is_openapi_3_1_with_tokens_required_and_problems_for_every_error
         ])
     );
 }
+
+#[test]
+fn every_operation_has_its_own_id_and_a_summary() {
+    let document = serde_json::to_value(document()).expect("the document serialises");
+    let mut ids = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("an item") {
+            let id = operation["operationId"].as_str().expect("an operationId");
+            assert!(ids.insert(id.to_owned()), "{method} {path}: {id} is taken");
+            let summary = operation["summary"].as_str().unwrap_or_default();
+            assert!(
+                !summary.is_empty() && !summary.contains("/api/"),
+                "{method} {path}: a summary in words, not {summary:?}"
+            );
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! The OpenAPI document against the running server: schemathesis (from PyPI, installed by
 //! `scripts/install-test-deps`) sends every operation its examples and generated inputs,
-//! valid and invalid, and checks that no answer is a 5xx and every answer matches the
-//! document (status code, content type, headers, schema).
+//! valid and invalid, then sequences of them along the links it infers (stateful), and
+//! checks that no answer is a 5xx and every answer matches the document (status code,
+//! content type, headers, schema).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -17,9 +18,9 @@ use crate::helpers::{client_with_token, spawn_app_with};
 /// The schemathesis version `scripts/install-test-deps` installs.
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
 
-/// Test cases per operation and phase: enough to find the odd input, few enough for
-/// the whole run to take about two minutes on two cores.
-const MAX_EXAMPLES: &str = "150";
+/// Test cases per operation and phase: enough to find the odd input (about 5,000 in
+/// all), few enough for the whole run to take about a minute and a half on two cores.
+const MAX_EXAMPLES: &str = "200";
 
 /// The checks that apply to this API: every one of schemathesis' except
 /// `positive_data_acceptance` (a schema cannot say everything a 422 can: that a
@@ -112,7 +113,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         .args(["run", &app.url("/api/openapi.json")])
         .args(["--header", &format!("Authorization: Bearer {}", app.token)])
         .args(["--checks", CHECKS])
-        .args(["--phases", "examples,coverage,fuzzing"])
+        .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--max-examples", MAX_EXAMPLES])
         .args(["--seed", &seed()])
         .args(["--workers", "1"])
