@@ -95,6 +95,10 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
                 api_resource("/api/openapi.json", "GET")
                     .route(web::get().to(openapi::openapi_document)),
             )
+            .service(web::redirect(
+                openapi::UI_PATH,
+                format!("{}/", openapi::UI_PATH),
+            ))
             .service(
                 SwaggerUi::new(format!("{}/{{_:.*}}", openapi::UI_PATH))
                     .config(utoipa_swagger_ui::Config::from(openapi::DOCUMENT_PATH)),

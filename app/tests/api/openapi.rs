@@ -274,7 +274,9 @@ async fn the_document_and_the_swagger_ui_need_no_token() {
         "{}",
         document["openapi"]
     );
-    let ui = reqwest::get(app.url("/api/docs/")).await.expect("sent");
+    // `/api/docs` leads to the UI's page.
+    let ui = reqwest::get(app.url("/api/docs")).await.expect("sent");
+    assert_eq!(ui.url().path(), "/api/docs/");
     assert_eq!(ui.status(), 200);
     let page = ui.text().await.expect("the page");
     assert!(page.contains("swagger-ui"), "{page}");
