@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use kubernaut::settings::ClusterConfig;
 
-use crate::cluster::{Deploying, create_namespace, sim_cluster, start_simulator};
+use crate::cluster::{Deploying, create_namespace, sim_cluster, start_simulator, web_template};
 use crate::helpers::{client_with_token, spawn_app_with};
 
 /// The schemathesis version `scripts/install-test-deps` installs.
@@ -83,6 +83,22 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         )
         .await;
     assert_eq!(deployment["status"], "succeeded", "{deployment}");
+    // And a failure, so that the diagnostics (events, log lines) are checked too.
+    env.release(
+        "crashy",
+        "1",
+        "registry.local/crashloop:1",
+        &web_template(false),
+    )
+    .await;
+    let failed = env
+        .deploy_and_wait(
+            "crashy",
+            "1",
+            json!({ "cluster": "staging", "namespace": "shop" }),
+        )
+        .await;
+    assert_eq!(failed["reason"], "crash_loop", "{failed}");
     let spare_token_secret = app
         .token_for("fuzz-robot", Role::Deployer, Some("sim/*"))
         .await;
@@ -97,7 +113,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     let ids = |value: &Value, key: &str| value[key].as_str().expect(key).to_owned();
     let config = schemathesis_config(
         &ids(&release, "id"),
-        &ids(&deployment, "id"),
+        &[ids(&deployment, "id"), ids(&failed, "id")],
         &ids(&spare, "token_id"),
     );
     let workdir = tempfile::tempdir().expect("a working directory");
@@ -167,14 +183,19 @@ fn seed() -> String {
 /// The operations that could lock the run out are pinned to a spare token and account:
 /// schemathesis learns ids from answers (`GET /api/tokens` lists the admin's own token,
 /// `GET /api/accounts` the admin), and revoking them would turn the rest into 401s and 403s.
-fn schemathesis_config(release: &str, deployment: &str, token: &str) -> String {
+fn schemathesis_config(release: &str, deployments: &[String], token: &str) -> String {
+    let deployments = deployments
+        .iter()
+        .map(|id| format!("\"{id}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"
 [dictionaries.releases]
 values = ["{release}"]
 
 [dictionaries.deployments]
-values = ["{deployment}"]
+values = [{deployments}]
 
 [dictionaries.accounts]
 values = ["fuzz-robot"]
