@@ -130,7 +130,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         .args(["--header", &format!("Authorization: Bearer {}", app.token)])
         .args(["--checks", CHECKS])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
-        .args(["--max-examples", MAX_EXAMPLES])
+        .args(["--max-examples", &max_examples()])
         .args(["--seed", &seed()])
         .args(["--workers", "1"])
         .args(["--request-timeout", "30"])
@@ -170,6 +170,11 @@ fn report_arguments() -> Vec<String> {
         ],
         Err(_) => Vec::new(),
     }
+}
+
+/// [`MAX_EXAMPLES`], or `KUBERNAUT_SCHEMATHESIS_EXAMPLES` for a longer hunt.
+fn max_examples() -> String {
+    std::env::var("KUBERNAUT_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| MAX_EXAMPLES.to_owned())
 }
 
 /// The run's seed: fixed, so a failure reproduces; `KUBERNAUT_SCHEMATHESIS_SEED`
