@@ -13,7 +13,9 @@ use kubernaut_domain::token::{ApiToken, TokenId};
 use kubernaut_domain::{FieldError, ValidationErrors};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
+use crate::api_resource;
 use crate::auth::{Authenticated, Credential, Identity};
 use crate::body::read_body;
 use crate::deployments::{parse_json, require_json};
@@ -22,39 +24,24 @@ use crate::problem::ApiError;
 /// Registers the routes of this module.
 pub fn configure(config: &mut ServiceConfig) {
     config
-        .route("/api/whoami", web::get().to(whoami))
+        .service(api_resource("/api/whoami", "GET").route(web::get().to(whoami)))
         .service(
-            web::resource("/api/accounts")
+            api_resource("/api/accounts", "GET, POST")
                 .route(web::get().to(list_accounts))
-                .route(web::post().to(create_account))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
-                })),
+                .route(web::post().to(create_account)),
         )
-        .route("/api/accounts/{name}", web::get().to(get_account))
+        .service(api_resource("/api/accounts/{name}", "GET").route(web::get().to(get_account)))
         .service(
-            web::resource("/api/accounts/{name}/grants")
+            api_resource("/api/accounts/{name}/grants", "POST, DELETE")
                 .route(web::post().to(add_grant))
-                .route(web::delete().to(remove_grant))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::method_not_allowed("POST, DELETE"))
-                })),
+                .route(web::delete().to(remove_grant)),
         )
         .service(
-            web::resource("/api/tokens")
+            api_resource("/api/tokens", "GET, POST")
                 .route(web::get().to(list_tokens))
-                .route(web::post().to(create_token))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
-                })),
+                .route(web::post().to(create_token)),
         )
-        .service(
-            web::resource("/api/tokens/{id}")
-                .route(web::delete().to(revoke_token))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::method_not_allowed("DELETE"))
-                })),
-        );
+        .service(api_resource("/api/tokens/{id}", "DELETE").route(web::delete().to(revoke_token)));
 }
 
 /// The problem an access use case answers with.
@@ -76,19 +63,32 @@ pub fn access_error(error: AccessError) -> ApiError {
 }
 
 /// The body of `GET /api/whoami`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Whoami)]
 pub struct WhoamiBody {
+    #[schema(value_type = String)]
     pub account: AccountName,
+    #[schema(value_type = Vec<crate::openapi::Grant>)]
     pub grants: Vec<Grant>,
     /// The id of the token the request authenticated with (the session's token for
     /// the web UI).
+    #[schema(value_type = uuid::Uuid)]
     pub token_id: TokenId,
     pub expires_at: DateTime<Utc>,
     /// `bearer` or `session_cookie`.
+    #[schema(value_type = crate::openapi::AuthenticatedBy)]
     pub authenticated_by: &'static str,
 }
 
 /// `GET /api/whoami`
+#[utoipa::path(
+    get,
+    path = "/api/whoami",
+    operation_id = "whoami",
+    summary = "Who the caller is",
+    tag = "access",
+    responses((status = 200, description = "Who the token (or session) is", body = WhoamiBody)),
+)]
 pub async fn whoami(identity: Identity) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -105,10 +105,14 @@ pub async fn whoami(identity: Identity) -> HttpResponse {
 }
 
 /// A grant as sent: `{"role": "deployer", "scope": "staging/*"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = GrantRequest, example = json!({"role": "deployer", "scope": "staging/*"}))]
 pub struct GrantBody {
+    #[schema(value_type = crate::openapi::Role)]
     role: String,
+    /// `*` (everywhere; when left out) or `cluster/namespace` with `*` and `?`
+    /// wildcards, only for `deployer`.
     scope: Option<String>,
 }
 
@@ -135,12 +139,23 @@ impl GrantBody {
 }
 
 /// The body of `POST /api/accounts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewAccountBody {
+#[schema(as = NewAccount, example = json!({
+    "name": "ci-robot",
+    "kind": "robot",
+    "grants": [{"role": "deployer", "scope": "staging/*"}]
+}))]
+pub(crate) struct NewAccountBody {
+    /// 1 to 128 of ASCII letters, digits, `.`, `_`, `@`, `+`, `-`, starting with a
+    /// letter or digit.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")]
     name: String,
+    /// `person` when left out.
+    #[schema(value_type = Option<crate::openapi::AccountKind>)]
     kind: Option<String>,
     #[serde(default)]
+    #[schema(required = false)]
     grants: Vec<GrantBody>,
 }
 
@@ -182,6 +197,14 @@ fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 /// `GET /api/accounts`: every account (admin only).
+#[utoipa::path(
+    get,
+    path = "/api/accounts",
+    operation_id = "listAccounts",
+    summary = "List accounts",
+    tag = "access",
+    responses((status = 200, description = "Every account", body = crate::openapi::AccountList)),
+)]
 pub async fn list_accounts(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
@@ -191,6 +214,23 @@ pub async fn list_accounts(
 }
 
 /// `POST /api/accounts` `{name, kind?, grants?: [{role, scope?}]}` → 201.
+#[utoipa::path(
+    post,
+    path = "/api/accounts",
+    operation_id = "createAccount",
+    summary = "Create an account",
+    tag = "access",
+    request_body = NewAccountBody,
+    responses(
+        (status = 201, description = "Created (`Location: /api/accounts/{name}`)", body = crate::openapi::Account,
+            headers(("Location" = String, description = "The account's URL"))),
+        (status = 400, description = "Unreadable JSON, or a field of the wrong type, missing or unknown"),
+        (status = 409, description = "The name is taken (`existing_id`)"),
+        (status = 413, description = "A body over 3 MiB"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "A field breaks a rule; `errors` lists every one"),
+    ),
+)]
 pub async fn create_account(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
@@ -211,6 +251,18 @@ pub async fn create_account(
 }
 
 /// `GET /api/accounts/{name}`: admins any, everyone their own.
+#[utoipa::path(
+    get,
+    path = "/api/accounts/{name}",
+    operation_id = "getAccount",
+    summary = "Read an account",
+    tag = "access",
+    params(("name" = String, Path, description = "The account's name")),
+    responses(
+        (status = 200, description = "The account (admins any, everyone their own)", body = crate::openapi::Account),
+        (status = 404, description = "No account has this name"),
+    ),
+)]
 pub async fn get_account(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
@@ -221,19 +273,21 @@ pub async fn get_account(
     Ok(HttpResponse::Ok().json(account))
 }
 
-/// The grant of a grants request: the JSON body, or else `?role=&scope=`.
-fn grant_of(
-    request: &HttpRequest,
-    body: &[u8],
-    query: Option<GrantBody>,
-) -> Result<Grant, ApiError> {
+/// The grant of a grants request: the JSON body, or else `?role=&scope=`; not both, so
+/// that no part of the request is silently ignored.
+fn grant_of(request: &HttpRequest, body: &[u8], query: GrantQuery) -> Result<Grant, ApiError> {
     let raw = if body.iter().all(u8::is_ascii_whitespace) {
-        query.ok_or_else(|| {
+        query.into_grant().ok_or_else(|| {
             ApiError::malformed(ValidationErrors::single(
                 "role",
                 "send {\"role\": ..., \"scope\": ...} as JSON, or ?role=&scope=",
             ))
         })?
+    } else if query.role.is_some() || query.scope.is_some() {
+        return Err(ApiError::malformed(ValidationErrors::single(
+            "query",
+            "send the grant either as JSON or as ?role=&scope=, not both",
+        )));
     } else {
         json_body(request, body)?
     };
@@ -243,6 +297,23 @@ fn grant_of(
 }
 
 /// `POST /api/accounts/{name}/grants` `{role, scope?}`: the account with the grant.
+#[utoipa::path(
+    post,
+    path = "/api/accounts/{name}/grants",
+    operation_id = "addGrant",
+    summary = "Grant a role",
+    tag = "access",
+    params(("name" = String, Path, description = "The account's name"), GrantQuery),
+    request_body(content = GrantBody, description = "The grant; or leave the body empty and pass `?role=&scope=`"),
+    responses(
+        (status = 200, description = "The account as it is after (granting a role held changes nothing)", body = crate::openapi::Account),
+        (status = 400, description = "Unreadable JSON, a field of the wrong type, missing or unknown, no grant at all, or a grant both in the body and in the query"),
+        (status = 404, description = "No account has this name"),
+        (status = 413, description = "A body over 3 MiB"),
+        (status = 415, description = "A body that is not JSON"),
+        (status = 422, description = "A role or scope that breaks a rule"),
+    ),
+)]
 pub async fn add_grant(
     caller: Authenticated,
     access: Data<AccessService>,
@@ -256,6 +327,23 @@ pub async fn add_grant(
 
 /// `DELETE /api/accounts/{name}/grants` `{role, scope?}` or `?role=&scope=`: the
 /// account without the grant.
+#[utoipa::path(
+    delete,
+    path = "/api/accounts/{name}/grants",
+    operation_id = "removeGrant",
+    summary = "Take a role",
+    tag = "access",
+    params(("name" = String, Path, description = "The account's name"), GrantQuery),
+    request_body(content = GrantBody, description = "The grant; or leave the body empty and pass `?role=&scope=`"),
+    responses(
+        (status = 200, description = "The account as it is after (taking a role not held changes nothing)", body = crate::openapi::Account),
+        (status = 400, description = "Unreadable JSON, a field of the wrong type, missing or unknown, no grant at all, or a grant both in the body and in the query"),
+        (status = 404, description = "No account has this name"),
+        (status = 413, description = "A body over 3 MiB"),
+        (status = 415, description = "A body that is not JSON"),
+        (status = 422, description = "A role or scope that breaks a rule"),
+    ),
+)]
 pub async fn remove_grant(
     caller: Authenticated,
     access: Data<AccessService>,
@@ -280,7 +368,7 @@ async fn change_grant(
     caller.require(Permission::Administer)?;
     let name = account_name(name)?;
     let body = read_body(request, payload).await?;
-    let grant = grant_of(request, &body, query.into_inner().into_grant())?;
+    let grant = grant_of(request, &body, query.into_inner())?;
     let account = if add {
         access.grant(&name, grant, &caller).await
     } else {
@@ -291,10 +379,14 @@ async fn change_grant(
 }
 
 /// `?role=&scope=` of the grants routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GrantQuery {
+    /// The role, when the body is empty.
+    #[param(value_type = Option<crate::openapi::Role>)]
     role: Option<String>,
+    /// The scope, when the body is empty (`*` when left out).
     scope: Option<String>,
 }
 
@@ -308,13 +400,28 @@ impl GrantQuery {
 }
 
 /// `?account=` of `GET /api/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TokenListQuery {
+    /// Only this account's tokens (admins).
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")]
     account: Option<String>,
 }
 
 /// `GET /api/tokens[?account=]`: admins everyone's (or one account's), others their own.
+#[utoipa::path(
+    get,
+    path = "/api/tokens",
+    operation_id = "listTokens",
+    summary = "List API tokens",
+    tag = "access",
+    params(TokenListQuery),
+    responses(
+        (status = 200, description = "Tokens, newest first: admins everyone's (or `account`'s), others their own", body = crate::openapi::TokenList),
+        (status = 400, description = "A bad `account`"),
+    ),
+)]
 pub async fn list_tokens(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
@@ -335,12 +442,16 @@ pub async fn list_tokens(
 }
 
 /// The body of `POST /api/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewTokenBody {
+#[schema(as = NewToken, example = json!({"name": "ci", "account": "ci-robot", "expires_in": "90d"}))]
+pub(crate) struct NewTokenBody {
     name: String,
+    /// Whose token (admins); the caller's own when left out.
     account: Option<String>,
-    /// `"90d"`, `"12h 30m"` or a number of seconds.
+    /// `"90d"`, `"12h 30m"` or a number of seconds: a minute to 366 days (90 days when
+    /// left out).
+    #[schema(value_type = Option<crate::openapi::Lifetime>)]
     expires_in: Option<Value>,
 }
 
@@ -387,6 +498,22 @@ pub struct IssuedTokenBody<'a> {
 }
 
 /// `POST /api/tokens` `{name, account?, expires_in?}` → 201 `{token, secret}`.
+#[utoipa::path(
+    post,
+    path = "/api/tokens",
+    operation_id = "createToken",
+    summary = "Issue an API token",
+    tag = "access",
+    request_body = NewTokenBody,
+    responses(
+        (status = 201, description = "Issued: the secret is shown this once", body = crate::openapi::IssuedToken),
+        (status = 400, description = "Unreadable JSON, or a field of the wrong type, missing or unknown"),
+        (status = 404, description = "No account has the name `account`"),
+        (status = 413, description = "A body over 3 MiB"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "A field breaks a rule"),
+    ),
+)]
 pub async fn create_token(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,
@@ -410,6 +537,18 @@ pub async fn create_token(
 
 /// `DELETE /api/tokens/{id}`: the revoked token. Unknown ids and other people's
 /// tokens (for non-admins) are 404 alike.
+#[utoipa::path(
+    delete,
+    path = "/api/tokens/{id}",
+    operation_id = "revokeToken",
+    summary = "Revoke an API token",
+    tag = "access",
+    params(("id" = uuid::Uuid, Path, description = "The token's id")),
+    responses(
+        (status = 200, description = "The revoked token (revoking twice changes nothing)", body = crate::openapi::ApiToken),
+        (status = 404, description = "An unknown id, or (for non-admins) someone else's token"),
+    ),
+)]
 pub async fn revoke_token(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,

@@ -6,27 +6,41 @@ use kubernaut_domain::access_service::AccessService;
 use kubernaut_domain::validation::storable_text;
 use kubernaut_domain::{Actor, AuditAction, AuditEntry, AuditQuery, ValidationErrors};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::access::access_error;
+use crate::api_resource;
 use crate::auth::Authenticated;
 use crate::params::{parse_page, parse_time};
 use crate::problem::ApiError;
 
 /// Registers the routes of this module.
 pub fn configure(config: &mut ServiceConfig) {
-    config.route("/api/audit", web::get().to(list));
+    config.service(api_resource("/api/audit", "GET").route(web::get().to(list)));
 }
 
 /// The query string of `GET /api/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParameters {
+    /// Only this actor's changes.
     actor: Option<String>,
+    /// Only this kind of change.
+    #[param(value_type = Option<crate::openapi::AuditAction>)]
     action: Option<String>,
+    /// Only changes of this object (`release/<id>`, `account/<name>`, ...; 1 to 300 characters).
     target: Option<String>,
+    /// Only changes at or after this time.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     since: Option<String>,
+    /// Only changes before this time.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     until: Option<String>,
+    /// The page's size: 1 to 500 (50 when left out).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -82,14 +96,29 @@ impl AuditParameters {
 }
 
 /// A page of the audit trail.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditPage)]
 pub struct AuditPageBody {
+    #[schema(value_type = Vec<crate::openapi::AuditEntry>)]
     pub items: Vec<AuditEntry>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 /// `GET /api/audit?actor=&action=&target=&since=&until=&limit=&cursor=`
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    operation_id = "listAudit",
+    summary = "Read the audit trail",
+    tag = "audit",
+    params(AuditParameters),
+    responses(
+        (status = 200, description = "A page of the audit trail, newest first (admin only)", body = AuditPageBody),
+        (status = 400, description = "A bad query parameter (`errors` names it)"),
+    ),
+)]
 pub async fn list(
     Authenticated(caller): Authenticated,
     access: Data<AccessService>,

@@ -12,19 +12,25 @@ use kubernaut_domain::deployment_service::{
 use kubernaut_domain::{ReleaseId, ValidationErrors};
 use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
 use crate::deployments::request_error;
 use crate::problem::ApiError;
 
 /// A configured cluster as listed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Cluster)]
 pub struct ClusterBody {
     pub name: String,
     /// A simulated cluster (`kubernaut dev`'s sandbox), not a real one.
     pub simulated: bool,
     pub reachable: bool,
+    /// The API server's Kubernetes version, when reachable.
+    #[schema(required = true)]
     pub version: Option<String>,
+    /// Why it is not reachable.
+    #[schema(required = true)]
     pub error: Option<String>,
     /// Namespaces deploys may target; empty means all.
     pub allowed_namespaces: Vec<String>,
@@ -35,7 +41,22 @@ pub struct ClusterBody {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// The configured clusters.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ClusterList)]
+pub struct ClusterListBody {
+    pub items: Vec<ClusterBody>,
+}
+
 /// `GET /api/clusters`
+#[utoipa::path(
+    get,
+    path = "/api/clusters",
+    operation_id = "listClusters",
+    summary = "List the configured clusters",
+    tag = "clusters",
+    responses((status = 200, description = "Every configured cluster and whether it answers", body = ClusterListBody)),
+)]
 pub async fn list(
     Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
@@ -57,12 +78,35 @@ pub async fn list(
             attributes: c.settings.attributes,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "items": clusters })))
+    Ok(HttpResponse::Ok().json(ClusterListBody { items: clusters }))
 }
 
 /// `GET /api/releases/{id}/manifest?cluster=C&namespace=N[&attr.NAME=VALUE...]`: the
 /// release rendered for a target as YAML (or, with `Accept: application/json`, the
 /// objects as Kubernaut would apply them); nothing is applied.
+#[utoipa::path(
+    get,
+    path = "/api/releases/{id}/manifest",
+    operation_id = "previewManifest",
+    summary = "Render a release for a target, applying nothing",
+    tag = "releases",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The release's id"),
+        ("cluster" = String, Query, description = "The target cluster"),
+        ("namespace" = String, Query, description = "The target namespace"),
+    ),
+    description = "The release rendered for a target, nothing applied. Deploy-time attributes are passed as `attr.NAME=VALUE` query parameters.",
+    responses(
+        (status = 200, description = "The manifest as YAML, or (with `Accept: application/json`) with the objects as they would be applied",
+            content(
+                (crate::openapi::KubernetesObject = "application/yaml"),
+                (crate::openapi::ManifestPreview = "application/json"),
+            )),
+        (status = 400, description = "A missing or bad parameter (`errors` names it)"),
+        (status = 404, description = "No active release has this id"),
+        (status = 422, description = "The release cannot be rendered for this target (unknown cluster, namespace not allowed, missing variables, ...)"),
+    ),
+)]
 pub async fn preview(
     Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,

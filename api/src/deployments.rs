@@ -26,6 +26,7 @@ use kubernaut_domain::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::auth::{Authenticated, Identity};
 use crate::body::read_body;
@@ -37,32 +38,49 @@ pub const MAX_WAIT: Duration = Duration::from_secs(900);
 
 /// A deployment as the API shows it. Listings leave out the manifest, the objects and
 /// the timeline.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Deployment)]
 pub struct DeploymentBody {
+    #[schema(value_type = uuid::Uuid)]
     pub id: DeploymentId,
+    #[schema(value_type = uuid::Uuid)]
     pub release_id: ReleaseId,
     pub service: String,
     pub version: String,
     pub cluster: String,
     pub namespace: String,
+    #[schema(value_type = crate::openapi::DeploymentStatus)]
     pub status: DeploymentStatus,
     /// The headline of a failure: `crash_loop`, `image_not_found`, ...
+    #[schema(value_type = Option<crate::openapi::FailureReason>, required = true)]
     pub reason: Option<String>,
     pub requested_by: String,
     pub attributes: BTreeMap<String, String>,
     pub timeout_seconds: u64,
     pub prune: bool,
     pub rollback_on_failure: bool,
+    /// The deployment this one rolled back.
+    #[schema(value_type = Option<uuid::Uuid>, required = true)]
     pub rollback_of: Option<DeploymentId>,
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Why a failure or timeout happened.
+    #[schema(value_type = Option<crate::openapi::Diagnostics>, required = true)]
     pub diagnostics: Option<Diagnostics>,
+    /// Only when read one by one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<crate::openapi::TimelineEntry>)]
     pub timeline: Option<Vec<TimelineEntry>>,
+    /// The rendered manifest; only when read one by one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub manifest: Option<String>,
+    /// The objects as applied; only when read one by one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<crate::openapi::KubernetesObject>)]
     pub objects: Option<Vec<Value>>,
 }
 
@@ -111,19 +129,41 @@ pub fn location_of(id: DeploymentId) -> String {
     format!("/api/deployments/{id}")
 }
 
-/// The body of `POST /api/deployments`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/deployments`: the release by `release_id`, or by `service`
+/// and `version`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RequestBody {
+#[schema(as = DeploymentRequest, example = json!({
+    "service": "hello",
+    "version": "1.0.0",
+    "cluster": "staging",
+    "namespace": "shop",
+    "attributes": {"replicas": 2},
+    "timeout_seconds": 300
+}))]
+pub(crate) struct RequestBody {
+    #[schema(value_type = Option<uuid::Uuid>)]
     release_id: Option<String>,
+    #[schema(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     service: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     version: Option<String>,
+    /// A configured cluster's name.
+    #[schema(min_length = 1, max_length = 253)]
     cluster: String,
+    #[schema(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     namespace: String,
+    /// The request's attributes (name → value).
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, crate::openapi::AttributeValue>)]
     attributes: BTreeMap<String, AttributeValue>,
+    /// The whole rollout's deadline: 1 to 21600 seconds (the release's
+    /// `kubernaut.timeout_seconds` attribute, else 600, when left out).
+    #[schema(minimum = 1, maximum = 21600)]
     timeout_seconds: Option<u64>,
+    /// Delete this service's objects the manifest no longer holds (true when left out).
     prune: Option<bool>,
+    /// On failure, deploy the last release that succeeded on the target (false when left out).
     rollback_on_failure: Option<bool>,
 }
 
@@ -251,9 +291,12 @@ impl RequestBody {
 }
 
 /// `?wait=SECONDS`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitParameter {
+    /// Hold the request until the verdict, or at most this many seconds (0 to 900).
+    #[param(value_type = Option<u16>, minimum = 0, maximum = 900)]
     wait: Option<String>,
 }
 
@@ -354,6 +397,25 @@ fn accepted(deployment: &Deployment) -> HttpResponse {
 }
 
 /// `POST /api/deployments[?wait=SECONDS]`
+#[utoipa::path(
+    post,
+    path = "/api/deployments",
+    operation_id = "createDeployment",
+    summary = "Deploy a release to a cluster and namespace",
+    tag = "deployments",
+    params(WaitParameter),
+    request_body = RequestBody,
+    responses(
+        (status = 202, description = "Queued (`Location: /api/deployments/{id}`); with `wait`, as it is when the verdict came or the wait ended", body = DeploymentBody,
+            headers(("Location" = String, description = "The deployment's URL"))),
+        (status = 400, description = "Unreadable JSON, or a field of the wrong type, missing, unknown or breaking a rule; a bad `wait`"),
+        (status = 409, description = "An active deployment of this service on this target (`existing_id`)"),
+        (status = 413, description = "A body over 3 MiB"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "An unknown release or cluster, a namespace or manifest the cluster does not allow, variables nobody supplies, a value that would change the manifest's structure"),
+        (status = 429, description = "Too many changes from this client, or (with `wait`) too many requests held open (`Retry-After`)"),
+    ),
+)]
 pub async fn create(
     identity: Identity,
     service: Data<DeploymentService>,
@@ -390,6 +452,20 @@ pub async fn create(
 }
 
 /// `GET /api/deployments/{id}[?wait=SECONDS]`
+#[utoipa::path(
+    get,
+    path = "/api/deployments/{id}",
+    operation_id = "getDeployment",
+    summary = "Read a deployment, optionally waiting for its verdict",
+    tag = "deployments",
+    params(("id" = uuid::Uuid, Path, description = "The deployment's id"), WaitParameter),
+    responses(
+        (status = 200, description = "The deployment with its timeline, manifest and objects", body = DeploymentBody),
+        (status = 400, description = "A bad `wait`"),
+        (status = 404, description = "An unknown or malformed id"),
+        (status = 429, description = "With `wait`: too many requests held open (`Retry-After`)"),
+    ),
+)]
 pub async fn get(
     identity: Identity,
     service: Data<DeploymentService>,
@@ -411,6 +487,19 @@ pub async fn get(
 }
 
 /// `POST /api/deployments/{id}/cancel`
+#[utoipa::path(
+    post,
+    path = "/api/deployments/{id}/cancel",
+    operation_id = "cancelDeployment",
+    summary = "Cancel a deployment",
+    tag = "deployments",
+    params(("id" = uuid::Uuid, Path, description = "The deployment's id")),
+    responses(
+        (status = 200, description = "The cancelled deployment (what was applied stays applied)", body = DeploymentBody),
+        (status = 404, description = "An unknown or malformed id"),
+        (status = 409, description = "The deployment already has a verdict"),
+    ),
+)]
 pub async fn cancel(
     Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
@@ -426,6 +515,21 @@ pub async fn cancel(
 
 /// `POST /api/deployments/{id}/rollback`: deploys the last release that succeeded on
 /// the deployment's target before it.
+#[utoipa::path(
+    post,
+    path = "/api/deployments/{id}/rollback",
+    operation_id = "rollbackDeployment",
+    summary = "Roll back to the last release that succeeded on the target",
+    tag = "deployments",
+    params(("id" = uuid::Uuid, Path, description = "The deployment's id")),
+    responses(
+        (status = 202, description = "The new deployment (`rollback_of` names this one)", body = DeploymentBody,
+            headers(("Location" = String, description = "The new deployment's URL"))),
+        (status = 404, description = "An unknown or malformed id"),
+        (status = 409, description = "Nothing to roll back to, or an active deployment on the target"),
+        (status = 422, description = "The release rolled back to cannot be deployed there any more"),
+    ),
+)]
 pub async fn rollback(
     Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
@@ -444,17 +548,34 @@ pub async fn rollback(
 }
 
 /// The query string of `GET /api/deployments`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParameters {
+    /// Only this service's deployments.
+    #[param(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     service: Option<String>,
+    /// Only the deployments of this release.
+    #[param(value_type = Option<uuid::Uuid>)]
     release_id: Option<String>,
+    /// Only to this cluster.
     cluster: Option<String>,
+    /// Only to this namespace.
+    #[param(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     namespace: Option<String>,
+    /// Only in this status.
+    #[param(value_type = Option<crate::openapi::DeploymentStatus>)]
     status: Option<String>,
+    /// Only deployments created after this time (strict).
+    #[param(value_type = Option<DateTime<Utc>>)]
     created_after: Option<String>,
+    /// Only deployments created before this time (strict).
+    #[param(value_type = Option<DateTime<Utc>>)]
     created_before: Option<String>,
+    /// The page's size: 1 to 500 (50 when left out).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -506,13 +627,28 @@ impl ListParameters {
 }
 
 /// A page of deployments.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DeploymentPage)]
 pub struct DeploymentPageBody {
     pub items: Vec<DeploymentBody>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 /// `GET /api/deployments`
+#[utoipa::path(
+    get,
+    path = "/api/deployments",
+    operation_id = "listDeployments",
+    summary = "List deployments",
+    tag = "deployments",
+    params(ListParameters),
+    responses(
+        (status = 200, description = "A page of deployments, newest first (without timeline, manifest and objects)", body = DeploymentPageBody),
+        (status = 400, description = "A bad query parameter (`errors` names it)"),
+    ),
+)]
 pub async fn list(
     Authenticated(caller): Authenticated,
     service: Data<DeploymentService>,
@@ -589,6 +725,19 @@ fn new_events(state: &mut StreamState, deployment: &Deployment) -> String {
 
 /// `GET /api/deployments/{id}/events`: the timeline as Server-Sent Events, live until
 /// the verdict (`timeline`, `status` and a final `verdict` event).
+#[utoipa::path(
+    get,
+    path = "/api/deployments/{id}/events",
+    operation_id = "streamDeploymentEvents",
+    summary = "Follow a deployment as Server-Sent Events",
+    tag = "deployments",
+    params(("id" = uuid::Uuid, Path, description = "The deployment's id")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `timeline`, `status`, a final `verdict` (the deployment), or `error` when the stream's credential stops being valid; `: keep-alive` every 15 s", body = crate::openapi::ServerSentEvent, content_type = "text/event-stream"),
+        (status = 404, description = "An unknown or malformed id"),
+        (status = 429, description = "Too many streams open for this token or in all (`Retry-After`)"),
+    ),
+)]
 pub async fn events(
     identity: Identity,
     service: Data<DeploymentService>,

@@ -7,6 +7,7 @@ pub mod body;
 pub mod clusters;
 pub mod deployments;
 pub mod health;
+pub mod openapi;
 pub mod pages;
 mod params;
 pub mod problem;
@@ -16,10 +17,11 @@ pub mod session;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::web::{self, Data, ServiceConfig};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, Resource};
 use kubernaut_domain::access_service::AccessService;
 use kubernaut_domain::deployment_service::DeploymentService;
 use kubernaut_domain::{ReleaseService, ValidationErrors};
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::AuthState;
 pub use crate::auth::{Authenticated, SecuritySettings, security_headers, security_headers_for};
@@ -57,52 +59,65 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .service(
-                web::resource("/api/releases")
+                api_resource("/api/releases", "GET, POST")
                     .route(web::get().to(releases::list))
-                    .route(web::post().to(releases::create))
-                    .default_service(web::to(|| async {
-                        Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
-                    })),
+                    .route(web::post().to(releases::create)),
             )
             .service(
-                web::resource("/api/releases/{id}")
+                api_resource("/api/releases/{id}", "GET, DELETE")
                     .route(web::get().to(releases::get))
-                    .route(web::delete().to(releases::delete))
-                    .default_service(web::to(|| async {
-                        Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, DELETE"))
-                    })),
-            )
-            .route(
-                "/api/releases/{id}/manifest",
-                web::get().to(clusters::preview),
+                    .route(web::delete().to(releases::delete)),
             )
             .service(
-                web::resource("/api/deployments")
+                api_resource("/api/releases/{id}/manifest", "GET")
+                    .route(web::get().to(clusters::preview)),
+            )
+            .service(
+                api_resource("/api/deployments", "GET, POST")
                     .route(web::get().to(deployments::list))
-                    .route(web::post().to(deployments::create))
-                    .default_service(web::to(|| async {
-                        Err::<HttpResponse, _>(ApiError::method_not_allowed("GET, POST"))
-                    })),
+                    .route(web::post().to(deployments::create)),
             )
-            .route("/api/deployments/{id}", web::get().to(deployments::get))
-            .route(
-                "/api/deployments/{id}/events",
-                web::get().to(deployments::events),
+            .service(
+                api_resource("/api/deployments/{id}", "GET").route(web::get().to(deployments::get)),
             )
-            .route(
-                "/api/deployments/{id}/cancel",
-                web::post().to(deployments::cancel),
+            .service(
+                api_resource("/api/deployments/{id}/events", "GET")
+                    .route(web::get().to(deployments::events)),
             )
-            .route(
-                "/api/deployments/{id}/rollback",
-                web::post().to(deployments::rollback),
+            .service(
+                api_resource("/api/deployments/{id}/cancel", "POST")
+                    .route(web::post().to(deployments::cancel)),
             )
-            .route("/api/clusters", web::get().to(clusters::list))
+            .service(
+                api_resource("/api/deployments/{id}/rollback", "POST")
+                    .route(web::post().to(deployments::rollback)),
+            )
+            .service(api_resource("/api/clusters", "GET").route(web::get().to(clusters::list)))
+            .service(
+                api_resource("/api/openapi.json", "GET")
+                    .route(web::get().to(openapi::openapi_document)),
+            )
+            .service(web::redirect(
+                openapi::UI_PATH,
+                format!("{}/", openapi::UI_PATH),
+            ))
+            .service(
+                SwaggerUi::new(format!("{}/{{_:.*}}", openapi::UI_PATH))
+                    .config(utoipa_swagger_ui::Config::from(openapi::DOCUMENT_PATH)),
+            )
             .configure(access::configure)
             .configure(audit::configure)
             .configure(pages::configure)
             .default_service(web::to(not_found));
     }
+}
+
+/// The resource at `path` under `/api`: any method but those in `allow` (its routes')
+/// is answered 405 with `Allow`.
+pub(crate) fn api_resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::method_not_allowed(allow))
+    }))
 }
 
 async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {

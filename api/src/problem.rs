@@ -92,15 +92,18 @@ impl ProblemType {
 }
 
 /// The JSON body of a problem response.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// `https://kubernaut.dev/problems/<slug>`, one per kind of problem.
     #[serde(rename = "type")]
+    #[schema(format = "uri")]
     pub problem_type: String,
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
     /// For validation problems: each offending field and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::openapi::FieldError>)]
     pub errors: Vec<FieldError>,
     /// For conflicts: the id of the existing resource the request collides with.
     #[serde(skip_serializing_if = "Option::is_none")]

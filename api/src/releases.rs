@@ -12,6 +12,7 @@ use kubernaut_domain::{
     ReleaseSummary, ServiceName, ValidationErrors, Version,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
 use crate::body::read_release;
@@ -19,22 +20,29 @@ use crate::params::Window;
 use crate::problem::ApiError;
 
 /// A release as the API shows it, borrowed from the release it shows (no copies).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Release)]
 pub struct ReleaseBody<'a> {
+    #[schema(value_type = uuid::Uuid)]
     pub id: ReleaseId,
     pub service: &'a str,
     pub version: &'a str,
     pub image: &'a str,
     pub template: &'a str,
     /// Variables the template needs that a deploy must supply.
+    #[schema(value_type = BTreeSet<String>)]
     pub required_variables: &'a BTreeSet<String>,
+    /// Name → value.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub attributes: &'a Attributes,
+    #[schema(required = true)]
     pub comment: Option<&'a str>,
     #[serde(serialize_with = "timestamp::serialize")]
     pub created_at: DateTime<Utc>,
     pub created_by: &'a str,
     /// The manifest digest the image's registry reported at registration; `null` when
     /// its registry is not checked.
+    #[schema(required = true)]
     pub image_digest: Option<&'a str>,
 }
 
@@ -57,19 +65,25 @@ impl<'a> From<&'a Release> for ReleaseBody<'a> {
 }
 
 /// A release in a listing: everything but the template, borrowed like [`ReleaseBody`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ReleaseSummary)]
 pub struct ReleaseSummaryBody<'a> {
+    #[schema(value_type = uuid::Uuid)]
     pub id: ReleaseId,
     pub service: &'a str,
     pub version: &'a str,
     pub image: &'a str,
+    /// Name → value.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub attributes: &'a Attributes,
+    #[schema(required = true)]
     pub comment: Option<&'a str>,
     #[serde(serialize_with = "timestamp::serialize")]
     pub created_at: DateTime<Utc>,
     pub created_by: &'a str,
     /// The manifest digest the image's registry reported at registration; `null` when
     /// its registry is not checked.
+    #[schema(required = true)]
     pub image_digest: Option<&'a str>,
 }
 
@@ -151,10 +165,12 @@ mod timestamp {
 }
 
 /// A page of releases.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ReleasePage)]
 pub struct ReleasePageBody<'a> {
     pub items: Vec<ReleaseSummaryBody<'a>>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -163,6 +179,31 @@ pub fn location_of(id: ReleaseId) -> String {
 }
 
 /// `POST /api/releases`
+#[utoipa::path(
+    post,
+    path = "/api/releases",
+    operation_id = "createRelease",
+    summary = "Register a release",
+    tag = "releases",
+    request_body(
+        description = "The release as JSON, or as `multipart/form-data` (the template a file or a field; every other part an attribute)",
+        content(
+            (crate::openapi::NewRelease = "application/json"),
+            (crate::openapi::NewReleaseForm = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "Registered (`Location: /api/releases/{id}`)", body = ReleaseBody,
+            headers(("Location" = String, description = "The release's URL"))),
+        (status = 200, description = "The same service and version is already active with the same content (a CI retry)", body = ReleaseBody),
+        (status = 400, description = "Unreadable body, or a field of the wrong type, missing or unknown"),
+        (status = 409, description = "The service and version are taken with other content (`existing_id`)"),
+        (status = 413, description = "A body over 3 MiB"),
+        (status = 415, description = "Neither JSON nor multipart"),
+        (status = 422, description = "A field breaks a rule; `errors` lists every one"),
+        (status = 503, description = "The database, or the image's configured registry, cannot be asked"),
+    ),
+)]
 pub async fn create(
     Authenticated(caller): Authenticated,
     service: Data<ReleaseService>,
@@ -222,14 +263,25 @@ fn create_failed(error: CreateReleaseError, service: &str, version: &str) -> Api
 }
 
 /// The query string of `GET /api/releases`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParameters {
+    /// Only this service's releases.
+    #[param(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
     service: Option<String>,
+    /// Only this version.
     version: Option<String>,
+    /// Only releases created after this time (strict).
+    #[param(value_type = Option<chrono::DateTime<Utc>>)]
     created_after: Option<String>,
+    /// Only releases created before this time (strict).
+    #[param(value_type = Option<chrono::DateTime<Utc>>)]
     created_before: Option<String>,
+    /// The page's size: 1 to 500 (50 when left out).
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -261,6 +313,18 @@ impl ListParameters {
 }
 
 /// `GET /api/releases`
+#[utoipa::path(
+    get,
+    path = "/api/releases",
+    operation_id = "listReleases",
+    summary = "List active releases",
+    tag = "releases",
+    params(ListParameters),
+    responses(
+        (status = 200, description = "A page of active releases, newest first (without their templates)", body = ReleasePageBody),
+        (status = 400, description = "A bad query parameter (`errors` names it)"),
+    ),
+)]
 pub async fn list(
     Authenticated(caller): Authenticated,
     service: Data<ReleaseService>,
@@ -292,6 +356,18 @@ fn release_not_found(id: &str) -> ApiError {
 }
 
 /// `GET /api/releases/{id}`: malformed, unknown and deleted ids are all 404.
+#[utoipa::path(
+    get,
+    path = "/api/releases/{id}",
+    operation_id = "getRelease",
+    summary = "Read a release with its template",
+    tag = "releases",
+    params(("id" = uuid::Uuid, Path, description = "The release's id")),
+    responses(
+        (status = 200, description = "The release with its template", body = ReleaseBody),
+        (status = 404, description = "An unknown, malformed or deleted id"),
+    ),
+)]
 pub async fn get(
     Authenticated(caller): Authenticated,
     service: Data<ReleaseService>,
@@ -314,6 +390,18 @@ pub async fn get(
 }
 
 /// `DELETE /api/releases/{id}`: soft delete; deleting again is a success too.
+#[utoipa::path(
+    delete,
+    path = "/api/releases/{id}",
+    operation_id = "deleteRelease",
+    summary = "Delete a release (soft)",
+    tag = "releases",
+    params(("id" = uuid::Uuid, Path, description = "The release's id")),
+    responses(
+        (status = 204, description = "Deleted (also when it already was)"),
+        (status = 404, description = "An unknown or malformed id"),
+    ),
+)]
 pub async fn delete(
     Authenticated(caller): Authenticated,
     service: Data<ReleaseService>,

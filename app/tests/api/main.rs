@@ -9,6 +9,7 @@ mod cheap_refusals;
 mod cluster;
 mod deployments;
 mod helpers;
+mod openapi;
 mod real_cluster;
 mod releases;
 mod releases_bad_input;
