@@ -55,7 +55,9 @@ impl Default for SandboxOptions {
 
 /// A running sandbox: the server, its simulated cluster and its first token.
 pub struct Sandbox {
-    application: Application,
+    port: u16,
+    /// The server, running (it stops on SIGINT or SIGTERM).
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
     simulator: Simulator,
     token: TokenSecret,
     data_dir: PathBuf,
@@ -66,7 +68,7 @@ pub struct Sandbox {
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
-            .field("port", &self.application.port())
+            .field("port", &self.port)
             .field("data_dir", &self.data_dir)
             .finish_non_exhaustive()
     }
@@ -133,78 +135,108 @@ impl Sandbox {
             Some(Duration::from_secs(30 * 24 * 3600)),
         )
         .await?;
-        let mut sandbox = Self {
-            application,
+        let seeded = if options.seed {
+            seed(&application).await?
+        } else {
+            Vec::new()
+        };
+        let port = application.port();
+        let server = tokio::spawn(application.run_until_stopped());
+        wait_until_ready(port).await?;
+        Ok(Self {
+            port,
+            server,
             simulator,
             token,
             data_dir,
             temporary,
-            seeded: Vec::new(),
-        };
-        if options.seed {
-            sandbox.seeded = sandbox.seed().await?;
-        }
-        Ok(sandbox)
+            seeded,
+        })
     }
+}
 
-    /// Registers Hello World 1.0.0 (a healthy image) and 1.1.0 (one that crash-loops),
-    /// and deploys 1.0.0 to `sandbox/staging` and 1.1.0 to `sandbox/production`.
-    async fn seed(&self) -> anyhow::Result<Vec<Deployment>> {
-        let caller = Caller::system("kubernaut dev");
-        let releases = ReleaseService::new(self.application.storage().repositories().releases);
-        let mut started = Vec::new();
-        for (version, image, namespace) in [
-            ("1.0.0", "registry.local/hello-world:1.0.0", "staging"),
-            (
-                "1.1.0",
-                "registry.local/hello-world:1.1.0-crashloop",
-                "production",
-            ),
-        ] {
-            let new = NewRelease::parse(&UnvalidatedRelease {
-                service: "hello-world".to_owned(),
-                version: version.to_owned(),
-                image: image.to_owned(),
-                template: HELLO_WORLD_TEMPLATE.to_owned(),
-                attributes: [("replicas".to_owned(), "2".to_owned())].into(),
-                comment: Some("seeded by kubernaut dev --seed".to_owned()),
-            })
-            .map_err(|errors| anyhow::anyhow!("the example release is invalid: {errors:?}"))?;
-            let release = releases
-                .create(new, &caller)
-                .await
-                .context("could not register the example release")?
-                .release()
-                .clone();
-            let deployment = self
-                .application
-                .deployments()
-                .request(
-                    DeploymentRequest {
-                        release: ReleaseSelector::Id(release.id),
-                        target: Target {
-                            cluster: ClusterName::parse(CLUSTER)
-                                .map_err(|e| anyhow::anyhow!("{e}"))?,
-                            namespace: Namespace::parse(namespace)
-                                .map_err(|e| anyhow::anyhow!("{e}"))?,
-                        },
-                        attributes: std::collections::BTreeMap::new(),
-                        timeout: Some(Duration::from_secs(120)),
-                        prune: true,
-                        rollback_on_failure: false,
+/// Registers Hello World 1.0.0 (a healthy image) and 1.1.0 (one that crash-loops), and
+/// deploys 1.0.0 to `sandbox/staging` and 1.1.0 to `sandbox/production`.
+async fn seed(application: &Application) -> anyhow::Result<Vec<Deployment>> {
+    let caller = Caller::system("kubernaut dev");
+    let releases = ReleaseService::new(application.storage().repositories().releases);
+    let mut started = Vec::new();
+    for (version, image, namespace) in [
+        ("1.0.0", "registry.local/hello-world:1.0.0", "staging"),
+        (
+            "1.1.0",
+            "registry.local/hello-world:1.1.0-crashloop",
+            "production",
+        ),
+    ] {
+        let new = NewRelease::parse(&UnvalidatedRelease {
+            service: "hello-world".to_owned(),
+            version: version.to_owned(),
+            image: image.to_owned(),
+            template: HELLO_WORLD_TEMPLATE.to_owned(),
+            attributes: [("replicas".to_owned(), "2".to_owned())].into(),
+            comment: Some("seeded by kubernaut dev --seed".to_owned()),
+        })
+        .map_err(|errors| anyhow::anyhow!("the example release is invalid: {errors:?}"))?;
+        let release = releases
+            .create(new, &caller)
+            .await
+            .context("could not register the example release")?
+            .release()
+            .clone();
+        let deployment = application
+            .deployments()
+            .request(
+                DeploymentRequest {
+                    release: ReleaseSelector::Id(release.id),
+                    target: Target {
+                        cluster: ClusterName::parse(CLUSTER).map_err(|e| anyhow::anyhow!("{e}"))?,
+                        namespace: Namespace::parse(namespace)
+                            .map_err(|e| anyhow::anyhow!("{e}"))?,
                     },
-                    &caller,
-                )
-                .await
-                .context("could not deploy the example release")?;
-            started.push(deployment);
-        }
-        Ok(started)
+                    attributes: std::collections::BTreeMap::new(),
+                    timeout: Some(Duration::from_secs(120)),
+                    prune: true,
+                    rollback_on_failure: false,
+                },
+                &caller,
+            )
+            .await
+            .context("could not deploy the example release")?;
+        started.push(deployment);
     }
+    Ok(started)
+}
 
+/// Waits until the server answers `/readyz` (its workers take a moment to start), so
+/// that the address printed works at once.
+async fn wait_until_ready(port: u16) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answered = async {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            stream
+                .write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .await?;
+            let mut head = [0_u8; 12];
+            stream.read_exact(&mut head).await?;
+            std::io::Result::Ok(head.starts_with(b"HTTP/1.1 200"))
+        };
+        if matches!(answered.await, Ok(true)) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("the server on port {port} did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Sandbox {
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
-        self.application.port()
+        self.port
     }
 
     /// The web UI's (and the API's) address.
@@ -270,12 +302,14 @@ misbehave on purpose. Ctrl-C stops the sandbox.
     /// When the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
-            application,
+            server,
             simulator,
             temporary,
             ..
         } = self;
-        let served = application.run_until_stopped().await;
+        let served = server
+            .await
+            .unwrap_or_else(|error| Err(std::io::Error::other(error)));
         simulator.shutdown();
         drop(temporary);
         served
@@ -284,10 +318,5 @@ misbehave on purpose. Ctrl-C stops the sandbox.
     /// The simulated cluster (tests look into it).
     pub fn simulator(&self) -> &Simulator {
         &self.simulator
-    }
-
-    /// The server (tests wait on its deployments).
-    pub fn application(&self) -> &Application {
-        &self.application
     }
 }
