@@ -156,6 +156,16 @@ impl Env {
     }
 }
 
+fn log_lines(diagnostics: &Diagnostics) -> Vec<&str> {
+    diagnostics
+        .resources
+        .iter()
+        .flat_map(|r| &r.logs)
+        .flat_map(|l| &l.lines)
+        .map(String::as_str)
+        .collect()
+}
+
 fn events_say(diagnostics: &Diagnostics, reason: &str) -> bool {
     diagnostics
         .resources
@@ -228,6 +238,13 @@ async fn a_crash_loop_fails_as_a_crash_loop(env: Env) {
         .await;
     let diagnostics = watched.assert_failed_with(FailureReason::CrashLoop);
     assert!(events_say(diagnostics, "BackOff"), "{diagnostics:#?}");
+    // The container's own last words, read through pods/log.
+    assert!(
+        log_lines(diagnostics)
+            .iter()
+            .any(|l| l.contains("could not connect to the database")),
+        "{diagnostics:#?}"
+    );
     assert!(watched.told("CrashLoopBackOff"), "{:?}", watched.progress);
 }
 
@@ -275,6 +292,10 @@ async fn a_job_out_of_retries_fails(env: Env) {
         .deploy(&[env.job("migrate", "shop/migrate:fail", 1)], GENEROUS)
         .await;
     let diagnostics = watched.assert_failed_with(FailureReason::JobFailed);
+    assert!(
+        log_lines(diagnostics).iter().any(|l| l.contains("fatal")),
+        "{diagnostics:#?}"
+    );
     assert!(
         diagnostics.resources[0]
             .events

@@ -7,7 +7,8 @@
 //! times faster than the wall clock (a crash-loop back-off of 10 s passes in 1 s, a
 //! readiness probe every 10 s fails every second). Scheduling is the real scheduler's:
 //! a pod no node fits stays Pending with the scheduler's own `FailedScheduling` events.
-//! Container logs are not served.
+//! Container logs are served as a kubelet serves them to the API server
+//! (`GET /containerLogs/{namespace}/{pod}/{container}` over TLS), so `pods/log` works.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -83,17 +84,33 @@ fn object(value: Value) -> anyhow::Result<DynamicObject> {
 #[derive(Debug)]
 pub struct FakeKubelet {
     task: JoinHandle<()>,
+    server: JoinHandle<()>,
     behaviours: Arc<Mutex<HashMap<String, Behaviour>>>,
 }
+
+/// A container's log lines: those of its current (or last) run and of the run before.
+#[derive(Debug, Default, Clone)]
+struct ContainerLog {
+    current: Vec<String>,
+    previous: Option<Vec<String>>,
+}
+
+/// Every container's logs, by (namespace, pod, container).
+type Logs = Arc<Mutex<HashMap<(String, String, String), ContainerLog>>>;
 
 impl FakeKubelet {
     /// Registers the node (Ready, 8 CPUs, 32 GiB, 110 pods) and its Lease, and starts
     /// driving the pods bound to it.
     pub(crate) async fn start(client: kube::Client) -> anyhow::Result<Self> {
-        register_node(&client).await?;
+        let logs: Logs = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let server = tokio::spawn(serve_logs(listener, tls_acceptor()?, Arc::clone(&logs)));
+        register_node(&client, port).await?;
         let behaviours = Arc::new(Mutex::new(HashMap::new()));
         let mut kubelet = Kubelet {
             client,
+            logs,
             behaviours: Arc::clone(&behaviours),
             pods: HashMap::new(),
             events: HashMap::new(),
@@ -114,7 +131,11 @@ impl FakeKubelet {
                 tokio::time::sleep(SYNC_PERIOD).await;
             }
         });
-        Ok(Self { task, behaviours })
+        Ok(Self {
+            task,
+            server,
+            behaviours,
+        })
     }
 
     /// Makes the containers of `image` behave as `behaviour` from their next pod on,
@@ -132,10 +153,11 @@ impl FakeKubelet {
 
     pub(crate) fn stop(self) {
         self.task.abort();
+        self.server.abort();
     }
 }
 
-async fn register_node(client: &kube::Client) -> anyhow::Result<()> {
+async fn register_node(client: &kube::Client, port: u16) -> anyhow::Result<()> {
     let nodes: Api<DynamicObject> = Api::all_with(client.clone(), &node_resource());
     let node = object(json!({
         "apiVersion": "v1",
@@ -171,7 +193,7 @@ async fn register_node(client: &kube::Client) -> anyhow::Result<()> {
             {"type": "InternalIP", "address": "127.0.0.1"},
             {"type": "Hostname", "address": NODE_NAME},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "nodeInfo": {
             "machineID": "kubernaut", "systemUUID": "kubernaut", "bootID": "kubernaut",
             "kernelVersion": "6.1.0", "osImage": "Kubernaut fake node",
@@ -270,6 +292,7 @@ struct PodRun {
 
 struct Kubelet {
     client: kube::Client,
+    logs: Logs,
     behaviours: Arc<Mutex<HashMap<String, Behaviour>>>,
     pods: HashMap<String, PodRun>,
     /// Events already recorded, by (pod uid, reason, message): their name and count,
@@ -465,6 +488,7 @@ impl Kubelet {
             .ok_or_else(|| anyhow::anyhow!("a known pod"))?;
         let mut pending = Vec::new();
         for c in &mut run.containers {
+            let run_before = c.id.clone();
             let spec = pod["spec"]["containers"]
                 .as_array()
                 .into_iter()
@@ -481,6 +505,17 @@ impl Kubelet {
                 now,
                 &mut pending,
             );
+            if c.id != run_before {
+                // A new run of the container: what it prints.
+                let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+                let log = logs
+                    .entry((namespace.clone(), name.clone(), c.name.clone()))
+                    .or_default();
+                if !log.current.is_empty() {
+                    log.previous = Some(std::mem::take(&mut log.current));
+                }
+                log.current = run_output(c, restart_policy != "Always");
+            }
         }
         let status = render_status(run);
         let changed = run.last_status.as_ref() != Some(&status);
@@ -866,4 +901,132 @@ fn render_status(run: &PodRun) -> Value {
         "startTime": run.start_time,
         "containerStatuses": statuses,
     })
+}
+
+/// The lines one run of a container prints, as kube-sim's containers print them.
+fn run_output(c: &Container, exits: bool) -> Vec<String> {
+    let ts = timestamp();
+    match &c.behaviour {
+        Behaviour::CrashLoop { logs, .. } => logs.clone(),
+        Behaviour::NeverReady => vec![
+            format!("{ts} starting {}", c.image),
+            format!("{ts} waiting for dependencies before reporting ready"),
+        ],
+        _ if exits => vec![
+            format!("{ts} starting {}", c.image),
+            format!("{ts} work done, exiting"),
+        ],
+        _ => vec![
+            format!("{ts} starting {}", c.image),
+            format!("{ts} listening on 0.0.0.0:8080"),
+        ],
+    }
+}
+
+/// TLS for the kubelet's port, with a self-signed certificate (the API server does not
+/// check kubelets' certificates unless told a CA, as here).
+fn tls_acceptor() -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), NODE_NAME.to_owned()])?
+        .self_signed(&key)?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `GET /containerLogs/{namespace}/{pod}/{container}[?previous=true&tailLines=N]`
+/// to the API server, one request per connection.
+async fn serve_logs(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    logs: Logs,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let logs = Arc::clone(&logs);
+        tokio::spawn(async move {
+            if let Err(error) = answer(acceptor, stream, &logs).await {
+                tracing::debug!(%error, "the fake kubelet could not answer a request");
+            }
+        });
+    }
+}
+
+async fn answer(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    logs: &Logs,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = acceptor.accept(stream).await?;
+    let mut request = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65_536 {
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        request.extend_from_slice(&buffer[..read]);
+    }
+    let request = String::from_utf8_lossy(&request);
+    let target = request.split_whitespace().nth(1).unwrap_or_default();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (status, body) = match parts.as_slice() {
+        ["containerLogs", namespace, pod, container] => {
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            };
+            let previous = param("previous") == Some("true");
+            let tail = param("tailLines").and_then(|n| n.parse::<usize>().ok());
+            let log = logs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&(
+                    (*namespace).to_owned(),
+                    (*pod).to_owned(),
+                    (*container).to_owned(),
+                ))
+                .cloned();
+            let lines = if previous {
+                log.and_then(|l| l.previous).ok_or_else(|| {
+                    format!(
+                        "previous terminated container \"{container}\" in pod \"{pod}\" not found"
+                    )
+                })
+            } else {
+                log.map(|l| l.current).ok_or_else(|| {
+                    format!("container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating")
+                })
+            };
+            match lines {
+                Ok(lines) => {
+                    let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+                    let text: String = lines.iter().skip(skip).map(|l| format!("{l}\n")).collect();
+                    ("200 OK", text)
+                }
+                Err(message) => ("400 Bad Request", message),
+            }
+        }
+        _ => ("404 Not Found", "404 page not found\n".to_owned()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await?;
+    Ok(())
 }

@@ -311,6 +311,8 @@ impl ControlPlane {
                 format!("--client-ca-file={}", p(&ca)),
                 format!("--kubelet-client-certificate={}", p(&admin_cert)),
                 format!("--kubelet-client-key={}", p(&admin_key)),
+                // The fake node's name resolves nowhere; its address is loopback.
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
                 format!("--service-account-key-file={}", p(&sa_public_key)),
                 format!("--service-account-signing-key-file={}", p(&sa_key)),
