@@ -15,7 +15,9 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
 use kubernaut_domain::cluster::RolloutOutcome;
-use kubernaut_domain::deployment::{Diagnostics, FailureReason};
+use kubernaut_domain::deployment::{Diagnostics, FailureReason, Namespace, ResourceRef};
+use kubernaut_domain::ports::Cluster;
+use kubernaut_domain::release::ServiceName;
 use kubernaut_kubernetes::KubernetesCluster;
 use kubernaut_testkit::control_plane::SharedControlPlane;
 use kubernaut_testkit::sim::{Behaviour, Simulator};
@@ -53,26 +55,9 @@ impl Env {
             .with_unschedulable_grace(Duration::from_secs(2))
             .with_retries(8, Duration::from_millis(50));
         let namespace = test.replace('_', "-");
-        let client = kube::Client::try_from(
-            kube::Config::from_custom_kubeconfig(
-                kube::config::Kubeconfig::read_from(plane.kubeconfig_path())
-                    .expect("the kubeconfig reads"),
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .expect("a client configuration"),
-        )
-        .expect("a client");
-        let namespaces: Api<DynamicObject> = Api::all_with(
-            client,
-            &ApiResource {
-                group: String::new(),
-                version: "v1".into(),
-                api_version: "v1".into(),
-                kind: "Namespace".into(),
-                plural: "namespaces".into(),
-            },
-        );
+        let client = client_for(plane.kubeconfig_path()).await;
+        let namespaces: Api<DynamicObject> =
+            Api::all_with(client, &core("Namespace", "namespaces"));
         let object: DynamicObject = serde_json::from_value(
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
         )
@@ -86,13 +71,7 @@ impl Env {
         let accounts: Api<DynamicObject> = Api::namespaced_with(
             namespaces.clone().into_client(),
             &namespace,
-            &ApiResource {
-                group: String::new(),
-                version: "v1".into(),
-                api_version: "v1".into(),
-                kind: "ServiceAccount".into(),
-                plural: "serviceaccounts".into(),
-            },
+            &core("ServiceAccount", "serviceaccounts"),
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while accounts.get_opt("default").await.ok().flatten().is_none() {
@@ -107,6 +86,33 @@ impl Env {
             cluster,
             namespace,
         }
+    }
+
+    fn kubeconfig_path(&self) -> &std::path::Path {
+        match &self.backend {
+            Backend::Sim(sim) => sim.kubeconfig_path(),
+            Backend::Real(plane) => plane.kubeconfig_path(),
+        }
+    }
+
+    /// Whether the object of `resource` named `name` exists in the test's namespace.
+    async fn exists(&self, resource: &ApiResource, name: &str) -> bool {
+        let client = client_for(self.kubeconfig_path()).await;
+        let api: Api<DynamicObject> = Api::namespaced_with(client, &self.namespace, resource);
+        api.get_opt(name).await.expect("the object reads").is_some()
+    }
+
+    /// The names of the objects of `resource` in the test's namespace.
+    async fn names(&self, resource: &ApiResource) -> Vec<String> {
+        let client = client_for(self.kubeconfig_path()).await;
+        let api: Api<DynamicObject> = Api::namespaced_with(client, &self.namespace, resource);
+        api.list(&Default::default())
+            .await
+            .expect("the objects list")
+            .items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect()
     }
 
     fn set_image_behaviour(&self, image: &str, behaviour: Behaviour) {
@@ -124,6 +130,38 @@ impl Env {
 
     fn deployment(&self, name: &str, image: &str, replicas: i32) -> Value {
         self.labelled(support::deployment(name, image, replicas))
+    }
+
+    fn stateful_set(&self, name: &str, image: &str, replicas: i32) -> Value {
+        self.labelled(json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "serviceName": name,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": image}]}
+                }
+            }
+        }))
+    }
+
+    fn daemon_set(&self, name: &str, image: &str) -> Value {
+        self.labelled(json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": image}]}
+                }
+            }
+        }))
     }
 
     fn job(&self, name: &str, image: &str, backoff_limit: i32) -> Value {
@@ -153,6 +191,29 @@ impl Env {
                 support::watch_in(&self.cluster, &self.namespace, applied, timeout).await
             }
         }
+    }
+}
+
+async fn client_for(kubeconfig: &std::path::Path) -> kube::Client {
+    kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(kubeconfig).expect("the kubeconfig reads"),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("a client configuration"),
+    )
+    .expect("a client")
+}
+
+/// A resource of the core group (`v1`).
+fn core(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: String::new(),
+        version: "v1".into(),
+        api_version: "v1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
     }
 }
 
@@ -204,6 +265,12 @@ on_both_clusters!(
     a_job_that_completes_succeeds,
     a_slow_rollout_times_out,
     kinds_without_a_rollout_succeed_once_applied,
+    a_rollout_stuck_past_its_progress_deadline_fails_with_it,
+    a_stateful_set_succeeds_and_updates,
+    a_crash_looping_stateful_set_fails,
+    a_daemon_set_succeeds_on_every_node,
+    a_daemon_set_whose_image_is_missing_fails,
+    prune_deletes_exactly_the_dropped_object,
 );
 
 async fn a_good_rollout_succeeds(env: Env) {
@@ -335,4 +402,111 @@ async fn kinds_without_a_rollout_succeed_once_applied(env: Env) {
     env.deploy(&[config, service], GENEROUS)
         .await
         .assert_succeeded();
+}
+
+async fn a_rollout_stuck_past_its_progress_deadline_fails_with_it(env: Env) {
+    // The Deployment controller's own deadline: 10 s of the cluster's clock (real
+    // seconds on the real control plane, simulated ones on kube-sim).
+    env.set_image_behaviour("shop/web:stuck", Behaviour::SlowStart { seconds: 100_000 });
+    let mut stuck = env.deployment("web", "shop/web:stuck", 1);
+    stuck["spec"]["progressDeadlineSeconds"] = json!(10);
+    env.deploy(&[stuck], GENEROUS)
+        .await
+        .assert_failed_with(FailureReason::ProgressDeadlineExceeded);
+}
+
+async fn a_stateful_set_succeeds_and_updates(env: Env) {
+    env.deploy(&[env.stateful_set("db", "postgres:17", 3)], GENEROUS)
+        .await
+        .assert_succeeded();
+    env.deploy(&[env.stateful_set("db", "postgres:18", 3)], GENEROUS)
+        .await
+        .assert_succeeded();
+}
+
+async fn a_crash_looping_stateful_set_fails(env: Env) {
+    env.deploy(&[env.stateful_set("db", "shop/db:crashloop", 2)], GENEROUS)
+        .await
+        .assert_failed_with(FailureReason::CrashLoop);
+}
+
+async fn a_daemon_set_succeeds_on_every_node(env: Env) {
+    env.deploy(&[env.daemon_set("agent", "fluent-bit:3")], GENEROUS)
+        .await
+        .assert_succeeded();
+}
+
+async fn a_daemon_set_whose_image_is_missing_fails(env: Env) {
+    env.deploy(&[env.daemon_set("agent", "shop/agent:notfound")], GENEROUS)
+        .await
+        .assert_failed_with(FailureReason::ImageNotFound);
+}
+
+async fn prune_deletes_exactly_the_dropped_object(env: Env) {
+    let mut others = env.labelled(support::config_map("other-config"));
+    others["metadata"]["labels"]["kubernaut.io/service"] = json!("other");
+    let unmanaged = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "hand-made", "namespace": env.namespace}});
+    support::apply(
+        &env.cluster,
+        &[
+            env.deployment("web", "nginx:1.27", 1),
+            env.labelled(support::service("web")),
+            env.labelled(support::config_map("web-config")),
+            others,
+            unmanaged,
+        ],
+    )
+    .await;
+    let reference = |api_version: &str, kind: &str, name: &str| ResourceRef {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: name.into(),
+        namespace: Some(env.namespace.clone()),
+    };
+    let keep = [
+        reference("apps/v1", "Deployment", "web"),
+        reference("v1", "Service", "web"),
+    ];
+    let pruned = env
+        .cluster
+        .prune(
+            &Namespace::parse(&env.namespace).expect("namespace"),
+            &ServiceName::parse(SERVICE).expect("service"),
+            &keep,
+        )
+        .await
+        .expect("prune");
+    assert_eq!(pruned, vec![reference("v1", "ConfigMap", "web-config")]);
+    let config_maps = core("ConfigMap", "configmaps");
+    assert!(!env.exists(&config_maps, "web-config").await);
+    for name in ["other-config", "hand-made"] {
+        assert!(
+            env.exists(&config_maps, name).await,
+            "ConfigMap/{name} kept"
+        );
+    }
+    assert!(env.exists(&core("Service", "services"), "web").await);
+    let deployments = ApiResource {
+        group: "apps".into(),
+        version: "v1".into(),
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        plural: "deployments".into(),
+    };
+    assert!(env.exists(&deployments, "web").await);
+    // The Deployment's ReplicaSet is its controller's, not ours to prune.
+    let replica_sets = ApiResource {
+        kind: "ReplicaSet".into(),
+        plural: "replicasets".into(),
+        ..deployments
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.names(&replica_sets).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ReplicaSet is kept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
