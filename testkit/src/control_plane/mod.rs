@@ -212,6 +212,19 @@ impl ControlPlane {
     /// or the cluster is not ready within two minutes; the error carries the end of the
     /// programs' logs.
     pub async fn start() -> anyhow::Result<Self> {
+        // The free ports are free when asked, not when bound: another process may take
+        // one in between, so a failed start is tried once more on new ports.
+        match Self::start_once().await {
+            Ok(plane) => Ok(plane),
+            Err(first) if !first.to_string().contains("scripts/build-control-plane") => {
+                tracing::warn!(error = %format!("{first:#}"), "the control plane did not start; trying again");
+                Self::start_once().await
+            }
+            Err(first) => Err(first),
+        }
+    }
+
+    async fn start_once() -> anyhow::Result<Self> {
         let bin = bin_dir();
         let missing: Vec<&str> = PROGRAMS
             .into_iter()
