@@ -271,6 +271,7 @@ on_both_clusters!(
     a_daemon_set_succeeds_on_every_node,
     a_daemon_set_whose_image_is_missing_fails,
     prune_deletes_exactly_the_dropped_object,
+    rolling_back_to_the_previous_release_succeeds,
 );
 
 async fn a_good_rollout_succeeds(env: Env) {
@@ -509,4 +510,18 @@ async fn prune_deletes_exactly_the_dropped_object(env: Env) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn rolling_back_to_the_previous_release_succeeds(env: Env) {
+    env.deploy(&[env.deployment("web", "nginx:1.27", 2)], GENEROUS)
+        .await
+        .assert_succeeded();
+    env.deploy(&[env.deployment("web", "shop/web:crashloop", 2)], GENEROUS)
+        .await
+        .assert_failed_with(FailureReason::CrashLoop);
+    // Back to the first release: the Deployment controller scales its old ReplicaSet
+    // up again under a new revision, and the verdict is judged on that one.
+    env.deploy(&[env.deployment("web", "nginx:1.27", 2)], GENEROUS)
+        .await
+        .assert_succeeded();
 }
