@@ -19,7 +19,7 @@ use kubernaut_domain::deployment::{Diagnostics, FailureReason, Namespace, Resour
 use kubernaut_domain::ports::Cluster;
 use kubernaut_domain::release::ServiceName;
 use kubernaut_kubernetes::KubernetesCluster;
-use kubernaut_testkit::control_plane::SharedControlPlane;
+use kubernaut_testkit::control_plane::{ControlPlane, SharedControlPlane};
 use kubernaut_testkit::sim::{Behaviour, Simulator};
 use serde_json::{Value, json};
 use support::{GENEROUS, SERVICE, Watched};
@@ -524,4 +524,37 @@ async fn rolling_back_to_the_previous_release_succeeds(env: Env) {
     env.deploy(&[env.deployment("web", "nginx:1.27", 2)], GENEROUS)
         .await
         .assert_succeeded();
+}
+
+/// Real only (kube-sim's dropped watches and server errors are in resilience.rs): the
+/// API server is killed and started again in the middle of a rollout, so every watch
+/// and connection drops and the server's watch cache starts anew; the verdict stands.
+#[tokio::test]
+async fn a_rollout_survives_a_restart_of_the_api_server() {
+    let mut plane = ControlPlane::start()
+        .await
+        .expect("a control plane of this test's own starts");
+    let cluster = KubernetesCluster::from_kubeconfig(Some(plane.kubeconfig_path()), None)
+        .await
+        .expect("a cluster from the control plane's kubeconfig")
+        // Enough attempts to outlast a restart on a loaded machine.
+        .with_retries(12, Duration::from_millis(200));
+    // Each pod takes some 5 s to pull its image: the restart falls mid-rollout.
+    plane
+        .kubelet()
+        .set_image_behaviour("shop/web:steady", Behaviour::SlowStart { seconds: 50 });
+    let applied = support::apply(
+        &cluster,
+        &[support::deployment("web", "shop/web:steady", 2)],
+    )
+    .await;
+    let (watched, restarted) = tokio::join!(
+        support::watch_in(&cluster, support::NAMESPACE, applied, GENEROUS),
+        async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            plane.restart_api_server().await
+        }
+    );
+    restarted.expect("the API server comes back");
+    watched.assert_succeeded();
 }

@@ -18,7 +18,7 @@
 pub mod kubelet;
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -194,6 +194,9 @@ impl Pki {
 /// A running control plane; dropping it stops every program and removes its files.
 pub struct ControlPlane {
     dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Each program's arguments, to start it again.
+    args: HashMap<&'static str, Vec<String>>,
     children: Vec<(&'static str, Child)>,
     kubeconfig: PathBuf,
     server: String,
@@ -281,6 +284,8 @@ impl ControlPlane {
         )?;
 
         let mut plane = Self {
+            bin: bin.clone(),
+            args: HashMap::new(),
             children: Vec::new(),
             kubeconfig: kubeconfig.clone(),
             server: server.clone(),
@@ -378,7 +383,10 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, bin: &Path, program: &'static str, args: &[String]) -> anyhow::Result<()> {
-        let log = File::create(self.dir.path().join(format!("{program}.log")))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{program}.log")))?;
         // Under setpriv --pdeathsig, a program dies with the thread that started it, so
         // a test process that ends without dropping the plane leaves nothing running.
         let mut command = if Path::new(SETPRIV).is_file() {
@@ -396,7 +404,26 @@ impl ControlPlane {
             .spawn()
             .with_context(|| format!("starting {program}"))?;
         self.children.push((program, child));
+        self.args.insert(program, args.to_vec());
         Ok(())
+    }
+
+    /// Stops the API server (SIGKILL: every connection and watch drops at once) and
+    /// starts it again on the same port and storage, returning once it is ready.
+    ///
+    /// # Errors
+    /// It does not come back within two minutes.
+    pub async fn restart_api_server(&mut self) -> anyhow::Result<()> {
+        let program = "kube-apiserver";
+        if let Some(index) = self.children.iter().position(|(p, _)| *p == program) {
+            let (_, mut child) = self.children.remove(index);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let args = self.args.get(program).cloned().unwrap_or_default();
+        let bin = self.bin.clone();
+        self.spawn(&bin, program, &args)?;
+        self.wait_until_ready().await
     }
 
     /// The kubeconfig of an administrator of this cluster (current context, namespace
