@@ -2,6 +2,8 @@
 
 #[cfg(feature = "contract")]
 pub mod contract;
+#[cfg(feature = "control-plane")]
+pub mod control_plane;
 #[cfg(feature = "postgres")]
 pub mod database;
 #[cfg(feature = "postgres")]

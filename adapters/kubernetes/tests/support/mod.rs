@@ -133,10 +133,20 @@ pub async fn watch(
     applied: Vec<AppliedResource>,
     timeout: Duration,
 ) -> Watched {
+    watch_in(cluster, NAMESPACE, applied, timeout).await
+}
+
+/// [`watch`] in a namespace of the caller's choosing.
+pub async fn watch_in(
+    cluster: &KubernetesCluster,
+    namespace: &str,
+    applied: Vec<AppliedResource>,
+    timeout: Duration,
+) -> Watched {
     let started_at = Utc::now();
     let request = RolloutRequest {
         deployment: DeploymentId::generate(),
-        namespace: Namespace::parse(NAMESPACE).expect("a namespace"),
+        namespace: Namespace::parse(namespace).expect("a namespace"),
         resources: applied,
         started_at,
         deadline: started_at + chrono::Duration::from_std(timeout).expect("a timeout"),
