@@ -204,10 +204,6 @@ async fn create_token(
 /// prints it once, as `vault operator init` prints its root token: one process owns the
 /// file, so no other can race it. PostgreSQL installs make theirs with
 /// `kubernaut admin create-token`.
-#[expect(
-    clippy::print_stdout,
-    reason = "the first admin token, shown once, on standard output"
-)]
 async fn first_admin_token(application: &Application) -> anyhow::Result<()> {
     let storage = application.storage();
     let Some(path) = storage.sqlite_path() else {
@@ -223,21 +219,26 @@ async fn first_admin_token(application: &Application) -> anyhow::Result<()> {
         return Ok(());
     }
     let secret = issue_token(storage, "admin", Role::Admin, None, None).await?;
-    println!(
-        "kubernaut: first start on {}: an admin token (account admin, 90 days), shown only this once:\n{}",
+    let text = format!(
+        "kubernaut: first start on {}: an admin token (account admin, 90 days), shown only this once:\n{}\n",
         path.display(),
         secret.expose()
     );
+    // A closed standard output must not take the server down (`println!` would panic).
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, text.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut out));
     Ok(())
 }
 
-#[expect(
-    clippy::print_stdout,
-    reason = "the sandbox tells its user where it is and how to sign in"
-)]
 async fn dev(settings: Settings, options: SandboxOptions) -> anyhow::Result<()> {
     let sandbox = Sandbox::start(settings, options).await?;
-    println!("{}", sandbox.banner());
+    // One write, and a closed standard output (a pipe read only for the banner) must
+    // not take the sandbox down as `println!` would, by panicking.
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, format!("{}\n", sandbox.banner()).as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut out));
+    drop(out);
     sandbox.run_until_stopped().await?;
     Ok(())
 }

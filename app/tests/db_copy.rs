@@ -3,10 +3,12 @@
 //! compared, the tokens still working there; and refused, changing nothing, when the
 //! target holds data or cannot be reached.
 
-use std::io::{BufRead as _, BufReader};
+mod dev_support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+
+use dev_support::Dev;
 
 use kubernaut::settings::{DatabaseUrl, Settings};
 use kubernaut_domain::snapshot::SnapshotBatch;
@@ -18,46 +20,17 @@ use serde_json::{Value, json};
 /// release deleted, a token revoked), waits for every verdict, and stops it. Returns the
 /// admin token it printed.
 async fn make_history(data_dir: &Path) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubernaut"))
-        .args([
-            "dev",
-            "--seed",
-            "--bind",
-            "127.0.0.1:0",
-            "--time-scale",
-            "20",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("KUBERNAUT_CONFIG")
-        .env("KUBERNAUT__LOG__FILTER", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubernaut dev starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut banner = String::new();
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        banner.push_str(&line);
-        banner.push('\n');
-        if line.contains("Ctrl-C stops") {
-            break;
-        }
-    }
-    let word_after = |label: &str| {
-        banner
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(label))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no {label}: {banner}"))
-            .to_owned()
-    };
-    let url = word_after("Web UI:").trim_end_matches('/').to_owned();
-    let token = word_after("Token:");
-    let client = reqwest::Client::new();
+    let mut dev = Dev::start(&[std::ffi::OsStr::new("--data-dir"), data_dir.as_os_str()]);
+    assert_eq!(
+        Path::new(&dev.data_dir),
+        data_dir,
+        "dev keeps its data where --data-dir says: {}",
+        dev.banner
+    );
+    let client = dev.client();
+    let url = dev.url.clone();
     let created: Value = client
         .post(format!("{url}/api/releases"))
-        .bearer_auth(&token)
         .json(&json!({
             "service": "retired", "version": "1", "image": "registry.local/retired:1",
             "template": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ service }}\n",
@@ -72,14 +45,12 @@ async fn make_history(data_dir: &Path) -> String {
     let id = created["id"].as_str().expect("id");
     let deleted = client
         .delete(format!("{url}/api/releases/{id}"))
-        .bearer_auth(&token)
         .send()
         .await
         .expect("delete");
     assert!(deleted.status().is_success());
     let issued: Value = client
         .post(format!("{url}/api/tokens"))
-        .bearer_auth(&token)
         .json(&json!({"name": "revoked-one"}))
         .send()
         .await
@@ -92,38 +63,14 @@ async fn make_history(data_dir: &Path) -> String {
             "{url}/api/tokens/{}",
             issued["token"]["id"].as_str().expect("token id")
         ))
-        .bearer_auth(&token)
         .send()
         .await
         .expect("revoke");
     assert!(revoked.status().is_success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let page: Value = client
-            .get(format!("{url}/api/deployments"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("deployments")
-            .json()
-            .await
-            .expect("JSON");
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        if items.len() == 2
-            && items
-                .iter()
-                .all(|d| ["succeeded", "failed"].contains(&d["status"].as_str().unwrap_or("")))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no verdicts: {page}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    token
+    let deployments = dev.verdicts("", 2).await;
+    assert_eq!(deployments.len(), 2);
+    dev.stop();
+    dev.token.clone()
 }
 
 fn db_copy(data_dir: &Path, to: &str) -> Output {

@@ -5,125 +5,29 @@
 #[path = "ui_support/session.rs"]
 mod session;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+mod dev_support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use dev_support::Dev;
 use serde_json::Value;
-
-/// The sandbox process; killed when dropped, so a failing test leaves nothing behind.
-struct Running {
-    child: Child,
-    url: String,
-    token: String,
-    data_dir: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `kubernaut dev --seed` on a free port and reads its banner.
-fn start_sandbox() -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubernaut"))
-        .args([
-            "dev",
-            "--seed",
-            "--bind",
-            "127.0.0.1:0",
-            "--time-scale",
-            "20",
-        ])
-        // Nothing of this machine's: no settings file, no kubeconfig, no database URL.
-        .env_remove("KUBERNAUT_CONFIG")
-        .env_remove("KUBERNAUT_DATA_DIR")
-        .env("KUBECONFIG", "/nonexistent")
-        .env("KUBERNAUT__LOG__FILTER", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubernaut dev starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut banner = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("a banner line");
-        banner.push_str(&line);
-        banner.push('\n');
-        if line.contains("Ctrl-C stops the sandbox") {
-            break;
-        }
-    }
-    let field = |label: &str| -> String {
-        banner
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(label))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no {label} in the banner:\n{banner}"))
-            .to_owned()
-    };
-    let url = field("Web UI:").trim_end_matches('/').to_owned();
-    let token = field("Token:");
-    let data_dir = field("Data:");
-    assert!(token.starts_with("knt_"), "{banner}");
-    assert!(
-        banner.contains(&format!("export KUBERNAUT_URL={url}"))
-            && banner.contains(&format!("export KUBERNAUT_TOKEN={token}")),
-        "the banner has a ready-to-paste CLI example: {banner}"
-    );
-    Running {
-        child,
-        url,
-        token,
-        data_dir,
-    }
-}
-
-fn client(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("a header"),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("a client")
-}
-
-/// The deployments of `service`, once each has a verdict.
-async fn verdicts(client: &reqwest::Client, url: &str, service: &str, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let page: Value = client
-            .get(format!("{url}/api/deployments?service={service}"))
-            .send()
-            .await
-            .expect("deployments")
-            .json()
-            .await
-            .expect("JSON");
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        let done = items
-            .iter()
-            .filter(|d| {
-                ["succeeded", "failed", "timed_out"].contains(&d["status"].as_str().unwrap_or(""))
-            })
-            .count();
-        if items.len() >= count && done == items.len() {
-            return items;
-        }
-        assert!(Instant::now() < deadline, "no verdicts in time: {page}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test]
 async fn kubernaut_dev_serves_a_sandbox_where_a_release_becomes_a_verdict() {
-    let sandbox = start_sandbox();
-    let api = client(&sandbox.token);
+    let mut sandbox = Dev::start(&[]);
+    assert!(sandbox.token.starts_with("knt_"), "{}", sandbox.banner);
+    assert!(
+        sandbox
+            .banner
+            .contains(&format!("export KUBERNAUT_URL={}", sandbox.url))
+            && sandbox
+                .banner
+                .contains(&format!("export KUBERNAUT_TOKEN={}", sandbox.token)),
+        "the banner has a ready-to-paste CLI example: {}",
+        sandbox.banner
+    );
+    let api = sandbox.client();
     assert!(
         std::path::Path::new(&sandbox.data_dir)
             .join("kubernaut.db")
@@ -145,7 +49,7 @@ async fn kubernaut_dev_serves_a_sandbox_where_a_release_becomes_a_verdict() {
     assert_eq!(clusters["items"][0]["reachable"], true, "{clusters}");
 
     // --seed: one success, one crash loop with its diagnosis.
-    let seeded = verdicts(&api, &sandbox.url, "hello-world", 2).await;
+    let seeded = sandbox.verdicts("service=hello-world", 2).await;
     let by_version = |version: &str| {
         seeded
             .iter()
@@ -214,7 +118,7 @@ async fn kubernaut_dev_serves_a_sandbox_where_a_release_becomes_a_verdict() {
         "the CLI says the cluster is simulated: {}",
         String::from_utf8_lossy(&deployed.stderr)
     );
-    let hello = verdicts(&api, &sandbox.url, "hello", 1).await;
+    let hello = sandbox.verdicts("service=hello", 1).await;
     assert_eq!(hello[0]["status"], "succeeded");
     let status = cli(&["status", "--service", "hello"]);
     let status = String::from_utf8_lossy(&status.stdout);
@@ -243,16 +147,10 @@ async fn kubernaut_dev_serves_a_sandbox_where_a_release_becomes_a_verdict() {
 
     // Stopped, a temporary sandbox leaves nothing behind.
     let data_dir = sandbox.data_dir.clone();
-    let pid = sandbox.child.id();
-    let stopped = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(stopped.success());
+    sandbox.stop();
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::path::Path::new(&data_dir).exists() {
         assert!(Instant::now() < deadline, "{data_dir} is still there");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(sandbox);
 }

@@ -54,29 +54,29 @@ const TOKEN_COLUMNS: &str = "id, account, name, hint, token_hash, created_at, cr
      expires_at, last_used_at, revoked_at, revoked_by";
 
 #[derive(Debug, QueryableByName)]
-struct TokenRow {
+pub(crate) struct TokenRow {
     #[diesel(sql_type = Text)]
-    id: String,
+    pub(crate) id: String,
     #[diesel(sql_type = Text)]
-    account: String,
+    pub(crate) account: String,
     #[diesel(sql_type = Text)]
-    name: String,
+    pub(crate) name: String,
     #[diesel(sql_type = Text)]
-    hint: String,
+    pub(crate) hint: String,
     #[diesel(sql_type = Binary)]
-    token_hash: Vec<u8>,
+    pub(crate) token_hash: Vec<u8>,
     #[diesel(sql_type = Text)]
-    created_at: String,
+    pub(crate) created_at: String,
     #[diesel(sql_type = Text)]
-    created_by: String,
+    pub(crate) created_by: String,
     #[diesel(sql_type = Text)]
-    expires_at: String,
+    pub(crate) expires_at: String,
     #[diesel(sql_type = Nullable<Text>)]
-    last_used_at: Option<String>,
+    pub(crate) last_used_at: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
-    revoked_at: Option<String>,
+    pub(crate) revoked_at: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
-    revoked_by: Option<String>,
+    pub(crate) revoked_by: Option<String>,
 }
 
 #[derive(Debug, QueryableByName)]

@@ -16,23 +16,23 @@ use crate::sql::{Bind, parse_time, parse_uuid, statement, time_text, uuid_text};
 
 /// One audit record as a row of `audit_log`.
 #[derive(Debug, QueryableByName)]
-struct AuditRow {
+pub(crate) struct AuditRow {
     #[diesel(sql_type = Text)]
-    id: String,
+    pub(crate) id: String,
     #[diesel(sql_type = Text)]
-    at: String,
+    pub(crate) at: String,
     #[diesel(sql_type = Text)]
-    actor: String,
+    pub(crate) actor: String,
     #[diesel(sql_type = Text)]
-    action: String,
+    pub(crate) action: String,
     #[diesel(sql_type = Text)]
-    target: String,
+    pub(crate) target: String,
     #[diesel(sql_type = Nullable<Text>)]
-    request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
-    source: Option<String>,
+    pub(crate) source: Option<String>,
     #[diesel(sql_type = Text)]
-    details: String,
+    pub(crate) details: String,
 }
 
 impl AuditRow {

@@ -2,7 +2,7 @@
 //! what `kubernaut db copy` moves to PostgreSQL when one process is no longer enough.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Binary, Nullable, Text};
+use diesel::sql_types::{BigInt, Nullable, Text};
 use kubernaut_domain::ports::RepositoryError;
 use kubernaut_domain::snapshot::{
     AccountRecord, AuditRecord, DeploymentRecord, ReleaseRecord, SnapshotBatch, SnapshotCounts,
@@ -10,6 +10,8 @@ use kubernaut_domain::snapshot::{
 };
 use serde_json::Value;
 
+use crate::access_repository::TokenRow;
+use crate::audit_repository::AuditRow;
 use crate::blocking::query_failed;
 use crate::database::SqliteDatabase;
 use crate::sql::{Bind, json_list, parse_optional_time, parse_time, parse_uuid, statement};
@@ -44,32 +46,6 @@ struct GrantRow {
     role: String,
     #[diesel(sql_type = Text)]
     scope: String,
-}
-
-#[derive(QueryableByName)]
-struct TokenRow {
-    #[diesel(sql_type = Text)]
-    id: String,
-    #[diesel(sql_type = Text)]
-    account: String,
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    hint: String,
-    #[diesel(sql_type = Binary)]
-    token_hash: Vec<u8>,
-    #[diesel(sql_type = Text)]
-    created_at: String,
-    #[diesel(sql_type = Text)]
-    created_by: String,
-    #[diesel(sql_type = Text)]
-    expires_at: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    last_used_at: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    revoked_at: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    revoked_by: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -156,26 +132,6 @@ struct TimelineRow {
     message: String,
     #[diesel(sql_type = Nullable<Text>)]
     resource: Option<String>,
-}
-
-#[derive(QueryableByName)]
-struct AuditRow {
-    #[diesel(sql_type = Text)]
-    id: String,
-    #[diesel(sql_type = Text)]
-    at: String,
-    #[diesel(sql_type = Text)]
-    actor: String,
-    #[diesel(sql_type = Text)]
-    action: String,
-    #[diesel(sql_type = Text)]
-    target: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    request_id: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    source: Option<String>,
-    #[diesel(sql_type = Text)]
-    details: String,
 }
 
 /// `SELECT columns FROM table`, keyset-paged on `(time, id)` after `after`, oldest first.
