@@ -384,6 +384,8 @@ fn status_of_kind(r: &Resource) -> Value {
         "Namespace" => json!({"phase": "Active"}),
         // As if a default StorageClass provisioned a volume at once.
         "PersistentVolumeClaim" => json!({"phase": "Bound", "accessModes": ["ReadWriteOnce"]}),
+        "PersistentVolume" => json!({"phase": "Available"}),
+        "ReplicationController" => json!({"replicas": 0}),
         _ => json!({}),
     }
 }
@@ -717,7 +719,7 @@ fn dependents(world: &World, owner_uid: &str) -> Vec<(&'static Resource, String,
                 .is_some_and(|refs| refs.iter().any(|o| o["uid"] == owner_uid))
         })
         .filter_map(|(kind, obj)| {
-            let r = resources::by_kind(kind)?;
+            let r = resources::by_key(kind)?;
             let ns = obj
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
@@ -753,7 +755,7 @@ fn delete_namespace_contents(world: &mut World, ns: &str) {
         .store
         .all()
         .filter(|(_, obj)| obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
-        .filter_map(|(kind, obj)| Some((resources::by_kind(kind)?, name_of(obj).to_owned())))
+        .filter_map(|(kind, obj)| Some((resources::by_key(kind)?, name_of(obj).to_owned())))
         .collect();
     for (r, name) in inside {
         if let Some(obj) = world.store.get(r, ns, &name) {

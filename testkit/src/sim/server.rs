@@ -252,6 +252,17 @@ async fn resource_request(
         Err(e) => return error_response(&e),
     };
     let method = req.method().as_str().to_owned();
+    if target.subresource.is_none() && !target.resource.verbs.contains(&"create") && method != "GET"
+    {
+        return error_response(&ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!(
+                "the server does not allow this method on the requested resource ({})",
+                target.resource.plural
+            ),
+        ));
+    }
     if method == "GET" && target.name.is_none() && query.flag("watch") {
         return watch(shared, &target, query);
     }
@@ -505,7 +516,7 @@ struct Filter {
 impl Filter {
     fn new(target: &Target<'_>, query: &Query) -> ApiResult<Self> {
         Ok(Self {
-            kind: target.resource.kind,
+            kind: target.resource.key,
             namespace: target.namespace.map(str::to_owned),
             labels: LabelSelector::parse(query.get("labelSelector").unwrap_or_default())?,
             fields: FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())?,

@@ -109,13 +109,13 @@ impl Store {
 
     pub fn get(&self, r: &Resource, ns: &str, name: &str) -> Option<&Value> {
         self.objects
-            .get(r.kind)
+            .get(r.key)
             .and_then(|m| m.get(&(ns.to_owned(), name.to_owned())))
     }
 
     /// Objects of a type, in one namespace or all, ordered by namespace and name.
     pub fn list(&self, r: &Resource, ns: Option<&str>) -> Vec<&Value> {
-        match self.objects.get(r.kind) {
+        match self.objects.get(r.key) {
             None => Vec::new(),
             Some(m) => match ns {
                 None => m.values().collect(),
@@ -187,10 +187,10 @@ impl Store {
             m.remove("generation");
         }
         self.objects
-            .entry(r.kind)
+            .entry(r.key)
             .or_default()
             .insert((ns, name), obj.clone());
-        self.record(r.kind, EventType::Added, obj.clone(), None);
+        self.record(r.key, EventType::Added, obj.clone(), None);
         obj
     }
 
@@ -208,7 +208,7 @@ impl Store {
             .unwrap_or_default()
             .to_owned();
         let key = (ns, name);
-        let old = self.objects.get(r.kind)?.get(&key)?.clone();
+        let old = self.objects.get(r.key)?.get(&key)?.clone();
         for field in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
             match old["metadata"].get(field) {
                 Some(v) => obj["metadata"][field] = v.clone(),
@@ -234,10 +234,10 @@ impl Store {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
         self.objects
-            .entry(r.kind)
+            .entry(r.key)
             .or_default()
             .insert(key, obj.clone());
-        self.record(r.kind, EventType::Modified, obj.clone(), Some(old));
+        self.record(r.key, EventType::Modified, obj.clone(), Some(old));
         Some(obj)
     }
 
@@ -245,12 +245,12 @@ impl Store {
     pub fn remove(&mut self, r: &'static Resource, ns: &str, name: &str) -> Option<Value> {
         let mut obj = self
             .objects
-            .get_mut(r.kind)?
+            .get_mut(r.key)?
             .remove(&(ns.to_owned(), name.to_owned()))?;
         self.rv += 1;
         let old = obj.clone();
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        self.record(r.kind, EventType::Deleted, obj.clone(), Some(old));
+        self.record(r.key, EventType::Deleted, obj.clone(), Some(old));
         Some(obj)
     }
 
