@@ -173,8 +173,9 @@ async fn discovery_lists_every_stable_kind_of_k8s_openapi_v1_33_at_its_scope() {
 }
 
 /// Kinds whose objects a controller or validation needs a real spec for; their own
-/// tests (sim_api, sim_rollout, sim_pods) cover them.
-const WITH_CONTROLLERS: &[&str] = &[
+/// tests (sim_api, sim_rollout, sim_pods, the CRD tests below) cover them.
+const NEEDS_A_SPEC: &[&str] = &[
+    "CustomResourceDefinition",
     "Pod",
     "Deployment",
     "ReplicaSet",
@@ -196,8 +197,7 @@ async fn every_kind_without_a_controller_is_created_read_listed_and_deleted_at_i
     let (_sim, client) = start().await;
     let mut exercised = BTreeSet::new();
     for (resource, caps) in discovered(&client).await {
-        if WITH_CONTROLLERS.contains(&resource.kind.as_str())
-            || !caps.supports_operation(verbs::CREATE)
+        if NEEDS_A_SPEC.contains(&resource.kind.as_str()) || !caps.supports_operation(verbs::CREATE)
         {
             continue;
         }
@@ -262,7 +262,6 @@ async fn every_kind_without_a_controller_is_created_read_listed_and_deleted_at_i
         "NetworkPolicy",
         "Lease",
         "PriorityClass",
-        "CustomResourceDefinition",
     ] {
         assert!(
             exercised.contains(kind),
@@ -358,4 +357,281 @@ async fn a_role_is_watched_and_applied_server_side_like_any_kind() {
         WatchEvent::Added(obj) => assert_eq!(obj.name_any(), "reader"),
         other => panic!("expected ADDED, got {other:?}"),
     }
+}
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+const CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names:
+    kind: Widget
+    plural: widgets
+    singular: widget
+    shortNames: [wd]
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+";
+
+const WIDGET: &str = "apiVersion: example.com/v1
+kind: Widget
+metadata:
+  name: sprocket
+spec:
+  size: 3
+";
+
+async fn kubectl(
+    sim: &kubernaut_testkit::sim::Simulator,
+    cache: &Path,
+    args: &[&str],
+) -> (bool, String) {
+    let out = tokio::process::Command::new(KUBECTL)
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env("KUBECONFIG", sim.kubeconfig_path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .await
+        .expect("kubectl runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn widgets() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    )
+}
+
+#[tokio::test]
+async fn a_crd_serves_its_kind_until_it_is_deleted() {
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("skipped: {KUBECTL} is not installed");
+        return;
+    }
+    let (sim, client) = start().await;
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let cache = dir.path().join("cache");
+    let crd_file = dir.path().join("crd.yaml");
+    let widget_file = dir.path().join("widget.yaml");
+    std::fs::write(&crd_file, CRD).expect("write the CRD");
+    std::fs::write(&widget_file, WIDGET).expect("write the widget");
+    let crd_path = crd_file.to_string_lossy().into_owned();
+    let widget_path = widget_file.to_string_lossy().into_owned();
+
+    let (ok, out) = kubectl(&sim, &cache, &["apply", "--server-side", "-f", &crd_path]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(
+        &sim,
+        &cache,
+        &[
+            "wait",
+            "--for",
+            "condition=Established",
+            "crd/widgets.example.com",
+            "--timeout",
+            "20s",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+
+    // Discovery lists the kind with its scope and status subresource.
+    let served: Vec<Kind> = discovered(&client)
+        .await
+        .iter()
+        .map(|(r, c)| as_kind(r, c))
+        .filter(|k| k.0 == "example.com")
+        .collect();
+    assert_eq!(
+        served,
+        [(
+            "example.com".to_owned(),
+            "v1".to_owned(),
+            "Widget".to_owned(),
+            "widgets".to_owned(),
+            true,
+            true
+        )]
+    );
+
+    // Custom objects: applied server-side with kubectl, listed, watched, status.
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &widgets());
+    let mut events = api
+        .watch(&WatchParams::default(), "0")
+        .await
+        .expect("watch widgets")
+        .boxed();
+    let (ok, out) = kubectl(
+        &sim,
+        &cache,
+        &["apply", "--server-side", "-f", &widget_path],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&sim, &cache, &["get", "wd", "-o", "name"]).await;
+    assert!(ok && out.trim() == "widget.example.com/sprocket", "{out}");
+    match tokio::time::timeout(sim_support::WAIT, events.next())
+        .await
+        .expect("an event in time")
+        .expect("the stream goes on")
+        .expect("a watch event")
+    {
+        WatchEvent::Added(obj) => assert_eq!(obj.data["spec"]["size"], 3),
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+    let status = json!({"status": {"phase": "Polished"}});
+    let patched = api
+        .patch_status("sprocket", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("the status subresource");
+    assert_eq!(patched.data["status"]["phase"], "Polished");
+    // Through the main resource, status is ignored and the spec is kept.
+    let ignored = json!({"spec": {"size": 4}, "status": {"phase": "Dull"}});
+    let patched = api
+        .patch("sprocket", &PatchParams::default(), &Patch::Merge(&ignored))
+        .await
+        .expect("a merge patch");
+    assert_eq!(patched.data["status"]["phase"], "Polished");
+    assert_eq!(patched.data["spec"]["size"], 4);
+    assert_eq!(patched.metadata.generation, Some(2));
+    let listed = api
+        .list(&ListParams::default())
+        .await
+        .expect("list widgets");
+    assert_eq!(listed.items.len(), 1);
+
+    // Deleting the definition deletes its objects and stops serving the kind.
+    let (ok, out) = kubectl(&sim, &cache, &["delete", "crd", "widgets.example.com"]).await;
+    assert!(ok, "{out}");
+    loop {
+        match tokio::time::timeout(sim_support::WAIT, events.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream goes on")
+            .expect("a watch event")
+        {
+            WatchEvent::Deleted(obj) => break assert_eq!(obj.name_any(), "sprocket"),
+            WatchEvent::Modified(_) => {}
+            other => panic!("expected DELETED, got {other:?}"),
+        }
+    }
+    let error = api
+        .list(&ListParams::default())
+        .await
+        .expect_err("no longer served");
+    assert!(
+        matches!(&error, kube::Error::Api(s) if s.code == 404),
+        "{error}"
+    );
+    assert!(
+        discovered(&client)
+            .await
+            .iter()
+            .all(|(r, _)| r.group != "example.com"),
+        "discovery still lists example.com"
+    );
+    let (ok, out) = kubectl(
+        &sim,
+        &cache,
+        &["apply", "--server-side", "-f", &widget_path],
+    )
+    .await;
+    assert!(!ok, "a widget was applied without its CRD: {out}");
+}
+
+#[tokio::test]
+async fn a_cluster_scoped_crd_without_status_serves_its_kind_at_cluster_scope() {
+    let (_sim, client) = start().await;
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(
+                "apiextensions.k8s.io",
+                "v1",
+                "CustomResourceDefinition",
+            ),
+            "customresourcedefinitions",
+        ),
+    );
+    let crd: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Cluster",
+            "names": {"kind": "Gadget", "plural": "gadgets"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object"}}}]}
+    }))
+    .expect("a CRD");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("create the CRD");
+    let established = crds.get("gadgets.example.com").await.expect("the CRD");
+    let conditions = established.data["status"]["conditions"].to_string();
+    assert!(conditions.contains("\"Established\""), "{conditions}");
+    let served: Vec<Kind> = discovered(&client)
+        .await
+        .iter()
+        .map(|(r, c)| as_kind(r, c))
+        .filter(|k| k.0 == "example.com")
+        .collect();
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert!(!served[0].4 && !served[0].5, "{served:?}");
+    let gadgets: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("example.com", "v1alpha1", "Gadget"),
+            "gadgets",
+        ),
+    );
+    let gadget = DynamicObject::new("g1", &gadgets_resource());
+    let created = gadgets
+        .create(&PostParams::default(), &gadget)
+        .await
+        .expect("a gadget");
+    assert!(created.namespace().is_none());
+    gadgets
+        .delete("g1", &DeleteParams::default())
+        .await
+        .expect("delete the gadget");
+    assert!(gadgets.get_opt("g1").await.expect("get").is_none());
+    // A definition whose name is not plural.group is refused, as a real server does.
+    let mut bad = crd.clone();
+    bad.metadata.name = Some("wrong.example.com".to_owned());
+    let error = crds
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("a misnamed CRD is refused");
+    assert!(
+        matches!(&error, kube::Error::Api(s) if s.code == 422 && s.message.contains("metadata.name")),
+        "{error}"
+    );
+}
+
+fn gadgets_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("example.com", "v1alpha1", "Gadget"),
+        "gadgets",
+    )
 }

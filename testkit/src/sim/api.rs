@@ -134,6 +134,11 @@ fn validate(r: &Resource, obj: &Value) -> ApiResult<()> {
             ),
         ));
     }
+    if r.key == "CustomResourceDefinition"
+        && let Some((field, message)) = super::crd::invalid(obj)
+    {
+        return Err(ApiError::invalid(r.kind, r.group, name, field, &message));
+    }
     let template_kinds = ["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"];
     if template_kinds.contains(&r.kind) {
         let Some(selector) = obj.pointer("/spec/selector") else {
@@ -719,7 +724,7 @@ fn dependents(world: &World, owner_uid: &str) -> Vec<(&'static Resource, String,
                 .is_some_and(|refs| refs.iter().any(|o| o["uid"] == owner_uid))
         })
         .filter_map(|(kind, obj)| {
-            let r = resources::by_key(kind)?;
+            let r = resources::by_key(&world.custom, kind)?;
             let ns = obj
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
@@ -755,7 +760,12 @@ fn delete_namespace_contents(world: &mut World, ns: &str) {
         .store
         .all()
         .filter(|(_, obj)| obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
-        .filter_map(|(kind, obj)| Some((resources::by_key(kind)?, name_of(obj).to_owned())))
+        .filter_map(|(kind, obj)| {
+            Some((
+                resources::by_key(&world.custom, kind)?,
+                name_of(obj).to_owned(),
+            ))
+        })
         .collect();
     for (r, name) in inside {
         if let Some(obj) = world.store.get(r, ns, &name) {

@@ -288,7 +288,7 @@ fn garbage_collect(world: &mut World) {
         })
         .collect();
     for (kind, ns, name) in orphans {
-        if let Some(r) = resources::by_key(kind) {
+        if let Some(r) = resources::by_key(&world.custom, kind) {
             let _ = api::delete(world, r, &ns, &name, None);
         }
     }

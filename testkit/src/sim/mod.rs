@@ -6,6 +6,7 @@
 
 mod api;
 mod controllers;
+mod crd;
 mod error;
 mod kubelet;
 mod merge;
@@ -76,6 +77,8 @@ pub(crate) struct World {
     /// The earliest moment a timer (image pull, back-off, deadline...) expires; the
     /// controllers sleep until then unless an object changes first.
     pub wake_at: Option<tokio::time::Instant>,
+    /// The types CustomResourceDefinitions serve (see `crd`).
+    pub custom: Vec<&'static resources::Resource>,
 }
 
 impl World {
@@ -203,6 +206,7 @@ impl SimulatorBuilder {
             kubelet: kubelet::KubeletState::default(),
             controllers: controllers::ControllerState::default(),
             wake_at: None,
+            custom: Vec::new(),
         };
         controllers::bootstrap(&mut world, &config);
         let shared = Arc::new(Shared {
@@ -363,20 +367,19 @@ impl Simulator {
     /// cluster-scoped kinds) and name.
     #[must_use]
     pub fn get_object(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
-        let r = resources::by_kind(kind)?;
-        self.shared
-            .lock_world()
-            .store
-            .get(r, namespace, name)
-            .cloned()
+        let world = self.shared.lock_world();
+        let r = resources::by_kind(kind)
+            .or_else(|| world.custom.iter().copied().find(|r| r.kind == kind))?;
+        world.store.get(r, namespace, name).cloned()
     }
 
     /// Stored objects of a kind, in one namespace or (with `None`) all.
     #[must_use]
     pub fn list_objects(&self, kind: &str, namespace: Option<&str>) -> Vec<Value> {
-        resources::by_kind(kind).map_or_else(Vec::new, |r| {
-            self.shared.lock_world().store.list_owned(r, namespace)
-        })
+        let world = self.shared.lock_world();
+        resources::by_kind(kind)
+            .or_else(|| world.custom.iter().copied().find(|r| r.kind == kind))
+            .map_or_else(Vec::new, |r| world.store.list_owned(r, namespace))
     }
 
     /// Events whose `involvedObject` is the named object.

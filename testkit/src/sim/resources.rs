@@ -434,9 +434,9 @@ pub(crate) static RESOURCES: &[Resource] = &[
 
 /// The group versions other than core `v1`, in the order the table first names them,
 /// which is the order discovery lists them in.
-pub(crate) fn groups() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn groups(custom: &[&'static Resource]) -> Vec<(&'static str, &'static str)> {
     let mut groups: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+    for r in all(custom).filter(|r| !r.group.is_empty()) {
         if !groups.contains(&(r.group, r.version)) {
             groups.push((r.group, r.version));
         }
@@ -448,18 +448,26 @@ pub(crate) fn by_kind(kind: &str) -> Option<&'static Resource> {
     RESOURCES.iter().find(|r| r.kind == kind)
 }
 
+/// The built-in types, then the custom ones (see `crd`).
+pub(crate) fn all(custom: &[&'static Resource]) -> impl Iterator<Item = &'static Resource> {
+    RESOURCES.iter().chain(custom.iter().copied())
+}
+
 /// The type the store files under `key` (see [`Resource::key`]).
-pub(crate) fn by_key(key: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.key == key)
+pub(crate) fn by_key(custom: &[&'static Resource], key: &str) -> Option<&'static Resource> {
+    all(custom).find(|r| r.key == key)
 }
 
-pub(crate) fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+pub(crate) fn by_path(
+    custom: &[&'static Resource],
+    group: &str,
+    version: &str,
+    plural: &str,
+) -> Option<&'static Resource> {
+    all(custom).find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-const VERBS: &[&str] = &[
+pub(crate) const VERBS: &[&str] = &[
     "create",
     "delete",
     "deletecollection",
@@ -478,8 +486,8 @@ pub(crate) fn api_versions() -> Value {
     })
 }
 
-pub(crate) fn api_group_list() -> Value {
-    let groups: Vec<Value> = groups()
+pub(crate) fn api_group_list(custom: &[&'static Resource]) -> Value {
+    let groups: Vec<Value> = groups(custom)
         .into_iter()
         .map(|(group, version)| {
             let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
@@ -489,8 +497,8 @@ pub(crate) fn api_group_list() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-pub(crate) fn api_group(group: &str) -> Option<Value> {
-    let (name, version) = groups().into_iter().find(|(g, _)| *g == group)?;
+pub(crate) fn api_group(custom: &[&'static Resource], group: &str) -> Option<Value> {
+    let (name, version) = groups(custom).into_iter().find(|(g, _)| *g == group)?;
     let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
     Some(json!({
         "kind": "APIGroup", "apiVersion": "v1", "name": name,
@@ -498,12 +506,13 @@ pub(crate) fn api_group(group: &str) -> Option<Value> {
     }))
 }
 
-pub(crate) fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+pub(crate) fn api_resource_list(
+    custom: &[&'static Resource],
+    group: &str,
+    version: &str,
+) -> Option<Value> {
     let mut resources = Vec::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for r in all(custom).filter(|r| r.group == group && r.version == version) {
         let verbs = r.verbs;
         let mut entry = json!({
             "name": r.plural, "singularName": r.kind.to_ascii_lowercase(), "namespaced": r.namespaced,
@@ -569,9 +578,9 @@ fn gv_path(group: &str, version: &str) -> String {
 
 /// The OpenAPI v3 discovery document. Only operations are described, no schemas: enough
 /// for kubectl to learn that the server validates fields itself (`fieldValidation`).
-pub(crate) fn openapi_v3_root() -> Value {
+pub(crate) fn openapi_v3_root(custom: &[&'static Resource]) -> Value {
     let mut paths = serde_json::Map::new();
-    let gvs = std::iter::once(("", "v1")).chain(groups());
+    let gvs = std::iter::once(("", "v1")).chain(groups(custom));
     for (group, version) in gvs {
         let p = gv_path(group, version);
         paths.insert(
@@ -582,12 +591,13 @@ pub(crate) fn openapi_v3_root() -> Value {
     json!({"paths": paths})
 }
 
-pub(crate) fn openapi_v3_group_version(group: &str, version: &str) -> Option<Value> {
+pub(crate) fn openapi_v3_group_version(
+    custom: &[&'static Resource],
+    group: &str,
+    version: &str,
+) -> Option<Value> {
     let mut paths = serde_json::Map::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for r in all(custom).filter(|r| r.group == group && r.version == version) {
         let prefix = if group.is_empty() {
             format!("/api/{version}")
         } else {

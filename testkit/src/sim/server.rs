@@ -105,6 +105,7 @@ pub(crate) async fn handle(
     let path = req.path().to_owned();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let query = Query::parse(req.query_string());
+    let custom = shared.lock_world().custom.clone();
     match segs.as_slice() {
         [] => json_response(
             200,
@@ -115,16 +116,18 @@ pub(crate) async fn handle(
             HttpResponse::Ok().content_type("text/plain").body("ok")
         }
         ["api"] => json_response(200, &resources::api_versions()),
-        ["apis"] => json_response(200, &resources::api_group_list()),
-        ["api", "v1"] => discovery(resources::api_resource_list("", "v1")),
-        ["apis", group] => discovery(resources::api_group(group)),
-        ["apis", group, version] => discovery(resources::api_resource_list(group, version)),
-        ["openapi", "v3"] => json_response(200, &resources::openapi_v3_root()),
+        ["apis"] => json_response(200, &resources::api_group_list(&custom)),
+        ["api", "v1"] => discovery(resources::api_resource_list(&custom, "", "v1")),
+        ["apis", group] => discovery(resources::api_group(&custom, group)),
+        ["apis", group, version] => {
+            discovery(resources::api_resource_list(&custom, group, version))
+        }
+        ["openapi", "v3"] => json_response(200, &resources::openapi_v3_root(&custom)),
         ["openapi", "v3", "api", version] => {
-            discovery(resources::openapi_v3_group_version("", version))
+            discovery(resources::openapi_v3_group_version(&custom, "", version))
         }
         ["openapi", "v3", "apis", group, version] => {
-            discovery(resources::openapi_v3_group_version(group, version))
+            discovery(resources::openapi_v3_group_version(&custom, group, version))
         }
         ["api", "v1", rest @ ..] => {
             resource_request(&req, &body, &shared, &query, "", "v1", rest).await
@@ -158,7 +161,12 @@ struct Target<'a> {
     subresource: Option<&'a str>,
 }
 
-fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> ApiResult<Target<'a>> {
+fn parse_target<'a>(
+    custom: &[&'static Resource],
+    group: &str,
+    version: &str,
+    rest: &[&'a str],
+) -> ApiResult<Target<'a>> {
     let not_found = || {
         ApiError::new(
             404,
@@ -180,7 +188,7 @@ fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> ApiResult<T
         [plural, name, sub] => (*plural, Some(*name), Some(*sub)),
         _ => return Err(not_found()),
     };
-    let resource = resources::by_path(group, version, plural).ok_or_else(not_found)?;
+    let resource = resources::by_path(custom, group, version, plural).ok_or_else(not_found)?;
     if !resource.namespaced && namespace.is_some() {
         return Err(not_found());
     }
@@ -247,7 +255,8 @@ async fn resource_request(
     version: &str,
     rest: &[&str],
 ) -> HttpResponse {
-    let target = match parse_target(group, version, rest) {
+    let custom = shared.lock_world().custom.clone();
+    let target = match parse_target(&custom, group, version, rest) {
         Ok(t) => t,
         Err(e) => return error_response(&e),
     };
@@ -275,6 +284,9 @@ async fn resource_request(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("as=Table"));
     let result = dispatch(req, body, shared, query, &target, &method);
+    if target.resource.kind == "CustomResourceDefinition" && method != "GET" {
+        super::crd::sync(&mut shared.lock_world());
+    }
     match result {
         Ok((code, value)) => {
             if wants_table && method == "GET" {
