@@ -194,3 +194,27 @@ async fn the_current_context_names_the_default_cluster() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_custom_resource_is_applied_after_its_definition_in_the_same_manifest() {
+    let (sim, cluster) = start().await;
+    let crd = labelled(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }));
+    let widget = labelled(json!({
+        "apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w", "namespace": NAMESPACE}, "spec": {"size": 3}
+    }));
+    let applied = apply(&cluster, &[crd, widget]).await;
+    assert_eq!(applied[0].resource.namespace, None);
+    assert_eq!(applied[1].resource.to_string(), "Widget/w");
+    let stored = sim
+        .get_object("Widget", NAMESPACE, "w")
+        .expect("the widget is stored");
+    assert_eq!(stored["spec"]["size"], json!(3));
+}
