@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::sim::Behaviour;
+use crate::sim::kubelet::{backoff, qualified_image};
 
 /// The name of the cluster's only node.
 pub const NODE_NAME: &str = "kubernaut-node";
@@ -38,8 +39,6 @@ const PULL_DURATION: f64 = 1.0;
 const CREATE_DURATION: f64 = 1.0;
 const RUN_BEFORE_EXIT: f64 = 3.0;
 const ERR_IMAGE_PULL_SHOWN: f64 = 5.0;
-const BACKOFF_BASE: f64 = 10.0;
-const BACKOFF_CAP: f64 = 300.0;
 const PROBE_PERIOD: f64 = 10.0;
 
 fn real(seconds: f64) -> Duration {
@@ -301,38 +300,8 @@ struct Kubelet {
     next_ip: u32,
 }
 
-/// The fully qualified reference a container runtime resolves an image name to.
-fn qualified_image(image: &str) -> String {
-    let (name, tag) = match image.rsplit_once(':') {
-        Some((n, t)) if !t.contains('/') => (n.to_owned(), format!(":{t}")),
-        _ => (image.to_owned(), ":latest".to_owned()),
-    };
-    let first = name.split('/').next().unwrap_or_default();
-    let full = if !name.contains('/') {
-        format!("docker.io/library/{name}")
-    } else if first.contains('.') || first.contains(':') || first == "localhost" {
-        name
-    } else {
-        format!("docker.io/{name}")
-    };
-    format!("{full}{tag}")
-}
-
 fn pull_error(c: &Container) -> String {
-    let q = qualified_image(&c.image);
-    if c.behaviour == Behaviour::PullAccessDenied {
-        format!(
-            "failed to pull and unpack image \"{q}\": failed to resolve reference \"{q}\": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed"
-        )
-    } else {
-        format!(
-            "failed to pull and unpack image \"{q}\": failed to resolve reference \"{q}\": {q}: not found"
-        )
-    }
-}
-
-fn backoff(attempt: u32) -> f64 {
-    (BACKOFF_BASE * 2_f64.powi(i32::try_from(attempt.min(10)).unwrap_or(10))).min(BACKOFF_CAP)
+    crate::sim::kubelet::pull_failure(&c.image, c.behaviour == Behaviour::PullAccessDenied)
 }
 
 fn hex_id(seed: &str) -> String {

@@ -190,7 +190,7 @@ impl KubeletState {
 }
 
 /// The fully qualified reference a container runtime resolves an image name to.
-fn qualified_image(image: &str) -> String {
+pub(crate) fn qualified_image(image: &str) -> String {
     let (name, tag) = match image.rsplit_once(':') {
         Some((n, t)) if !t.contains('/') => (n.to_owned(), format!(":{t}")),
         _ => (image.to_owned(), ":latest".to_owned()),
@@ -211,25 +211,42 @@ fn qualified_image(image: &str) -> String {
     format!("{full}{tag}")
 }
 
-fn not_found_message(image: &str) -> String {
+/// What containerd says when it cannot pull `image`: the registry refused it
+/// (`denied`), or does not have it. Shared with the real control plane's fake kubelet.
+pub(crate) fn pull_failure(image: &str, denied: bool) -> String {
     let q = qualified_image(image);
+    if denied {
+        format!(
+            "failed to pull and unpack image \"{q}\": failed to resolve reference \"{q}\": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed"
+        )
+    } else {
+        format!(
+            "failed to pull and unpack image \"{q}\": failed to resolve reference \"{q}\": {q}: not found"
+        )
+    }
+}
+
+fn not_found_message(image: &str) -> String {
     format!(
-        "rpc error: code = NotFound desc = failed to pull and unpack image \"{q}\": failed to resolve reference \"{q}\": {q}: not found"
+        "rpc error: code = NotFound desc = {}",
+        pull_failure(image, false)
     )
 }
 
 fn pull_error_message(c: &ContainerSim) -> String {
     if c.behaviour == Behaviour::PullAccessDenied {
-        let q = qualified_image(&c.image);
         format!(
-            "rpc error: code = Unknown desc = failed to pull and unpack image \"{q}\": failed to resolve reference \"{q}\": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed"
+            "rpc error: code = Unknown desc = {}",
+            pull_failure(&c.image, true)
         )
     } else {
         not_found_message(&c.image)
     }
 }
 
-fn backoff(cfg_attempt: u32) -> f64 {
+/// Seconds of the crash-loop back-off before restart `cfg_attempt` (10 s doubling to
+/// 300 s, as the kubelet's). Shared with the real control plane's fake kubelet.
+pub(crate) fn backoff(cfg_attempt: u32) -> f64 {
     (BACKOFF_BASE * 2_f64.powi(i32::try_from(cfg_attempt.min(10)).unwrap_or(10))).min(BACKOFF_CAP)
 }
 

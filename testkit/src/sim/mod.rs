@@ -8,7 +8,7 @@ mod api;
 mod controllers;
 mod crd;
 mod error;
-mod kubelet;
+pub(crate) mod kubelet;
 mod merge;
 mod resources;
 mod selector;
