@@ -5,22 +5,20 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
-use kubernaut_domain::access::Caller;
 use kubernaut_domain::actor::Actor;
-use kubernaut_domain::audit::{AuditAction, AuditEntry};
+use kubernaut_domain::audit::AuditAction;
 use kubernaut_domain::changes::{Change, ChangeFeed as _};
 use kubernaut_domain::deployment::{
-    ClusterName, ContainerLogs, Deployment, DeploymentId, DeploymentOptions, DeploymentQuery,
-    DeploymentStatus, Diagnostics, EventRecord, FailureReason, Namespace, ResourceDiagnosis,
-    ResourceRef, Target, TimelineEntry, Transition,
+    Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, TimelineEntry, Transition,
 };
 use kubernaut_domain::ports::{DeploymentRepository as _, ReleaseRepository as _};
-use kubernaut_domain::release::{NewRelease, Release, ServiceName, UnvalidatedRelease};
+use kubernaut_domain::release::{NewRelease, Release, UnvalidatedRelease};
 use kubernaut_postgres::{Database, PoolOptions, PostgresChanges, PostgresDeploymentRepository};
+use kubernaut_testkit::contract::deployment::{
+    at, audit_for, deployment, diagnostics, ids, requested, service, target, transition,
+};
 use kubernaut_testkit::database::TestDatabase;
-use serde_json::json;
 
 const TEMPLATE: &str = "\
 apiVersion: apps/v1
@@ -109,103 +107,7 @@ impl Harness {
     }
 }
 
-fn epoch() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_800_000_000, 0).expect("a valid instant")
-}
-
-fn at(seconds: i64) -> DateTime<Utc> {
-    epoch() + TimeDelta::seconds(seconds)
-}
-
-fn target(cluster: &str, namespace: &str) -> Target {
-    Target {
-        cluster: ClusterName::parse(cluster).expect("a valid cluster name"),
-        namespace: Namespace::parse(namespace).expect("a valid namespace"),
-    }
-}
-
-fn service(name: &str) -> ServiceName {
-    ServiceName::parse(name).expect("a valid service name")
-}
-
-/// A queued deployment of `release` to `target`, created `seconds` after a fixed
-/// instant, with the timeline entry the service writes at creation.
-fn deployment(release: &Release, target: Target, seconds: i64) -> Deployment {
-    Deployment {
-        id: DeploymentId::generate(),
-        release_id: release.id,
-        service: release.service.clone(),
-        version: release.version.clone(),
-        target,
-        requested_by: Actor::named("alice"),
-        attributes: BTreeMap::new(),
-        options: DeploymentOptions::default(),
-        manifest: "kind: Deployment\n".to_owned(),
-        objects: vec![json!({"kind": "Deployment", "metadata": {"name": "x"}})],
-        status: DeploymentStatus::Queued,
-        created_at: at(seconds),
-        started_at: None,
-        finished_at: None,
-        timeline: vec![TimelineEntry {
-            at: at(seconds),
-            phase: DeploymentStatus::Queued,
-            message: "queued".to_owned(),
-            resource: None,
-        }],
-        diagnostics: None,
-        rollback_of: None,
-    }
-}
-
-fn diagnostics() -> Diagnostics {
-    Diagnostics {
-        resources: vec![ResourceDiagnosis {
-            resource: ResourceRef {
-                api_version: "apps/v1".to_owned(),
-                kind: "Deployment".to_owned(),
-                name: "payments".to_owned(),
-                namespace: Some("shop".to_owned()),
-            },
-            reason: FailureReason::CrashLoop,
-            message: "container app keeps exiting with code 1".to_owned(),
-            events: vec![EventRecord {
-                at: Some(at(30)),
-                event_type: "Warning".to_owned(),
-                reason: "BackOff".to_owned(),
-                message: "Back-off restarting failed container".to_owned(),
-                object: "Pod/payments-7d4b9-x2x".to_owned(),
-                count: 4,
-            }],
-            logs: vec![ContainerLogs {
-                pod: "payments-7d4b9-x2x".to_owned(),
-                container: "app".to_owned(),
-                lines: vec!["starting".to_owned(), "panic: no \"DB_URL\"".to_owned()],
-            }],
-        }],
-    }
-}
-
-fn transition(from: &[DeploymentStatus], to: DeploymentStatus, seconds: i64) -> Transition {
-    Transition::new(from, to, at(seconds))
-}
-
-/// An audit record by `jenkins` of `action` on `kind/<id>`.
-fn audit_for(kind: &str, id: impl std::fmt::Display, action: AuditAction) -> AuditEntry {
-    Caller::system("jenkins").audit(action, format!("{kind}/{id}"), serde_json::Value::Null)
-}
-
-/// The audit record the deployment service writes with a new deployment.
-fn requested(deployment: &Deployment) -> AuditEntry {
-    audit_for(
-        "deployment",
-        deployment.id,
-        AuditAction::DeploymentRequested,
-    )
-}
-
-fn ids(deployments: &[Deployment]) -> Vec<DeploymentId> {
-    deployments.iter().map(|deployment| deployment.id).collect()
-}
+// The fixtures are the repository contract's (kubernaut_testkit::contract::deployment).
 
 /// Follows cursors from the first page to the last, returning every id seen in order.
 async fn walk_pages(

@@ -108,28 +108,28 @@ impl<B: Backend> Harness<B> {
     }
 }
 
-fn epoch() -> DateTime<Utc> {
+pub fn epoch() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).expect("a valid instant")
 }
 
-fn at(seconds: i64) -> DateTime<Utc> {
+pub fn at(seconds: i64) -> DateTime<Utc> {
     epoch() + TimeDelta::seconds(seconds)
 }
 
-fn target(cluster: &str, namespace: &str) -> Target {
+pub fn target(cluster: &str, namespace: &str) -> Target {
     Target {
         cluster: ClusterName::parse(cluster).expect("a valid cluster name"),
         namespace: Namespace::parse(namespace).expect("a valid namespace"),
     }
 }
 
-fn service(name: &str) -> ServiceName {
+pub fn service(name: &str) -> ServiceName {
     ServiceName::parse(name).expect("a valid service name")
 }
 
 /// A queued deployment of `release` to `target`, created `seconds` after a fixed
 /// instant, with the timeline entry the service writes at creation.
-fn deployment(release: &Release, target: Target, seconds: i64) -> Deployment {
+pub fn deployment(release: &Release, target: Target, seconds: i64) -> Deployment {
     Deployment {
         id: DeploymentId::generate(),
         release_id: release.id,
@@ -157,14 +157,14 @@ fn deployment(release: &Release, target: Target, seconds: i64) -> Deployment {
 }
 
 /// The same deployment, already at a verdict (so many can share a target).
-fn finished(mut deployment: Deployment, status: DeploymentStatus) -> Deployment {
+pub fn finished(mut deployment: Deployment, status: DeploymentStatus) -> Deployment {
     deployment.status = status;
     deployment.started_at = Some(deployment.created_at + TimeDelta::seconds(1));
     deployment.finished_at = Some(deployment.created_at + TimeDelta::seconds(2));
     deployment
 }
 
-fn diagnostics() -> Diagnostics {
+pub fn diagnostics() -> Diagnostics {
     Diagnostics {
         resources: vec![ResourceDiagnosis {
             resource: ResourceRef {
@@ -192,17 +192,17 @@ fn diagnostics() -> Diagnostics {
     }
 }
 
-fn transition(from: &[DeploymentStatus], to: DeploymentStatus, seconds: i64) -> Transition {
+pub fn transition(from: &[DeploymentStatus], to: DeploymentStatus, seconds: i64) -> Transition {
     Transition::new(from, to, at(seconds))
 }
 
 /// An audit record by `jenkins` of `action` on `kind/<id>`.
-fn audit_for(kind: &str, id: impl std::fmt::Display, action: AuditAction) -> AuditEntry {
+pub fn audit_for(kind: &str, id: impl std::fmt::Display, action: AuditAction) -> AuditEntry {
     Caller::system("jenkins").audit(action, format!("{kind}/{id}"), serde_json::Value::Null)
 }
 
 /// The audit record the deployment service writes with a new deployment.
-fn requested(deployment: &Deployment) -> AuditEntry {
+pub fn requested(deployment: &Deployment) -> AuditEntry {
     audit_for(
         "deployment",
         deployment.id,
@@ -210,7 +210,7 @@ fn requested(deployment: &Deployment) -> AuditEntry {
     )
 }
 
-fn ids(deployments: &[Deployment]) -> Vec<DeploymentId> {
+pub fn ids(deployments: &[Deployment]) -> Vec<DeploymentId> {
     deployments.iter().map(|deployment| deployment.id).collect()
 }
 
