@@ -73,3 +73,12 @@ pub fn deployment(name: &str, image: &str, replicas: i32) -> Deployment {
     }))
     .expect("a valid Deployment")
 }
+
+/// A kube-rs client from a kubeconfig file (the real control plane's).
+pub async fn client_for_kubeconfig(path: &std::path::Path) -> kube::Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig reads");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kube config from the kubeconfig");
+    kube::Client::try_from(config).expect("kube client")
+}
