@@ -12,6 +12,7 @@ mod support;
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
 use kubernaut_domain::cluster::RolloutOutcome;
@@ -19,7 +20,8 @@ use kubernaut_domain::deployment::{Diagnostics, FailureReason, Namespace, Resour
 use kubernaut_domain::ports::Cluster;
 use kubernaut_domain::release::ServiceName;
 use kubernaut_kubernetes::KubernetesCluster;
-use kubernaut_testkit::control_plane::{ControlPlane, SharedControlPlane};
+use kubernaut_testkit::control_plane::proxy::TcpProxy;
+use kubernaut_testkit::control_plane::{ControlPlane, Options, SharedControlPlane};
 use kubernaut_testkit::sim::{Behaviour, Simulator};
 use serde_json::{Value, json};
 use support::{GENEROUS, SERVICE, Watched};
@@ -557,4 +559,164 @@ async fn a_rollout_survives_a_restart_of_the_api_server() {
     );
     restarted.expect("the API server comes back");
     watched.assert_succeeded();
+}
+
+static TICKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What drops every watch of a rollout in the middle and makes the resourceVersions
+/// its watches had reached expire, so they must list again.
+enum WatchFault<'a> {
+    /// kube-sim's own fault switch.
+    Sim(kubernaut_testkit::sim::Faults),
+    /// The real API server (its watch cache off, so etcd serves watches) behind a
+    /// proxy that cuts every connection and refuses new ones for a moment, while etcd
+    /// moves on and is compacted.
+    Real {
+        plane: &'a ControlPlane,
+        proxy: &'a TcpProxy,
+    },
+}
+
+impl WatchFault<'_> {
+    async fn strike(&self) {
+        match self {
+            Self::Sim(faults) => faults.force_gone(),
+            Self::Real { plane, proxy } => {
+                proxy.hold();
+                proxy.cut();
+                // Something changes while the watches are down, then history goes.
+                let config_maps: Api<DynamicObject> = Api::namespaced_with(
+                    plane.client(),
+                    support::NAMESPACE,
+                    &core("ConfigMap", "configmaps"),
+                );
+                let name = format!(
+                    "tick-{}",
+                    TICKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                );
+                let tick: DynamicObject = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+                }))
+                .expect("a config map");
+                config_maps
+                    .create(&PostParams::default(), &tick)
+                    .await
+                    .expect("the API server takes a write while clients are cut off");
+                plane.compact_etcd().await.expect("etcd compacts");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                proxy.release();
+            }
+        }
+    }
+}
+
+/// Strikes `fault` three times, a second and a half apart, while a slow rollout and a
+/// crash-looping one are watched: the first still succeeds and the second still fails
+/// as a crash loop, each exactly once.
+async fn verdicts_survive(
+    cluster: &KubernetesCluster,
+    namespace: &str,
+    set_behaviour: impl Fn(&str, Behaviour),
+    fault: WatchFault<'_>,
+) {
+    set_behaviour("shop/web:steady", Behaviour::SlowStart { seconds: 100 });
+    let mut good = support::deployment("web", "shop/web:steady", 2);
+    let mut bad = support::deployment("worker", "shop/worker:crashloop", 1);
+    bad["metadata"]["labels"]["app"] = json!("worker");
+    for object in [&mut good, &mut bad] {
+        object["metadata"]["namespace"] = json!(namespace);
+    }
+    let good = support::apply(cluster, &[good]).await;
+    let bad = support::apply(cluster, &[bad]).await;
+    let (good, bad, ()) = tokio::join!(
+        support::watch_in(cluster, namespace, good, GENEROUS),
+        support::watch_in(cluster, namespace, bad, GENEROUS),
+        async {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                fault.strike().await;
+            }
+        }
+    );
+    good.assert_succeeded();
+    bad.assert_failed_with(FailureReason::CrashLoop);
+}
+
+/// Dropped watches and expired resourceVersions in the middle of rollouts, on both
+/// clusters: no false verdict, no lost one.
+mod dropped_watches_and_expired_resource_versions {
+    use super::*;
+
+    #[tokio::test]
+    async fn kube_sim() {
+        let (sim, cluster) = support::start().await;
+        verdicts_survive(
+            &cluster,
+            support::NAMESPACE,
+            |image, behaviour| sim.set_image_behaviour(image, behaviour),
+            WatchFault::Sim(sim.faults()),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn control_plane() {
+        let plane = ControlPlane::start_with(Options { watch_cache: false })
+            .await
+            .expect("a control plane of this test's own starts");
+        let target = plane
+            .server()
+            .trim_start_matches("https://")
+            .parse()
+            .expect("the API server's address");
+        let proxy = TcpProxy::start(target).await.expect("the proxy starts");
+        let kubeconfig = plane
+            .kubeconfig_through(&proxy)
+            .expect("a kubeconfig through the proxy");
+        let cluster = KubernetesCluster::from_kubeconfig(Some(&kubeconfig), None)
+            .await
+            .expect("a cluster through the proxy")
+            .with_retries(12, Duration::from_millis(200));
+        // A resourceVersion from before the faults: after them it must be gone, so the
+        // watches that had reached it (or any later one before the last compaction)
+        // were answered 410 and had to list again.
+        let config_maps: Api<DynamicObject> = Api::namespaced_with(
+            plane.client(),
+            support::NAMESPACE,
+            &core("ConfigMap", "configmaps"),
+        );
+        let before = config_maps
+            .list(&Default::default())
+            .await
+            .expect("config maps list")
+            .metadata
+            .resource_version
+            .expect("a list has a resourceVersion");
+        let connections = proxy.connections();
+        verdicts_survive(
+            &cluster,
+            support::NAMESPACE,
+            |image, behaviour| plane.kubelet().set_image_behaviour(image, behaviour),
+            WatchFault::Real {
+                plane: &plane,
+                proxy: &proxy,
+            },
+        )
+        .await;
+        let expired = config_maps
+            .watch(&Default::default(), &before)
+            .await
+            .expect("a watch request is answered");
+        let first = std::pin::pin!(expired).next().await;
+        assert!(
+            matches!(&first, Some(Err(kube::Error::Api(status))) if status.code == 410)
+                || matches!(&first, Some(Ok(kube::api::WatchEvent::Error(status))) if status.code == 410),
+            "a resourceVersion from before the faults is expired: {first:?}"
+        );
+        assert!(
+            proxy.connections() > connections + 3,
+            "the rollouts' clients reconnected after the cuts ({} connections)",
+            proxy.connections() - connections
+        );
+    }
 }

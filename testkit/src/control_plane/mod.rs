@@ -16,6 +16,7 @@
 //! `scripts/install-test-deps` runs).
 
 pub mod kubelet;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::fs;
@@ -191,9 +192,26 @@ impl Pki {
     }
 }
 
+/// How a control plane of a test's own is set up: [`ControlPlane::start_with`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The API server's watch cache (on in every real cluster). Without it, watches
+    /// are served by etcd, so [`ControlPlane::compact_etcd`] makes every older
+    /// resourceVersion expire at once, which a test can then count on.
+    pub watch_cache: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { watch_cache: true }
+    }
+}
+
 /// A running control plane; dropping it stops every program and removes its files.
 pub struct ControlPlane {
     dir: tempfile::TempDir,
+    /// etcd's client URL (plain HTTP on loopback).
+    etcd_url: String,
     bin: PathBuf,
     /// Each program's arguments, to start it again.
     args: HashMap<&'static str, Vec<String>>,
@@ -215,19 +233,27 @@ impl ControlPlane {
     /// or the cluster is not ready within two minutes; the error carries the end of the
     /// programs' logs.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// [`ControlPlane::start`] with other [`Options`].
+    ///
+    /// # Errors
+    /// As [`ControlPlane::start`].
+    pub async fn start_with(options: Options) -> anyhow::Result<Self> {
         // The free ports are free when asked, not when bound: another process may take
         // one in between, so a failed start is tried once more on new ports.
-        match Self::start_once().await {
+        match Self::start_once(&options).await {
             Ok(plane) => Ok(plane),
             Err(first) if !first.to_string().contains("scripts/build-control-plane") => {
                 tracing::warn!(error = %format!("{first:#}"), "the control plane did not start; trying again");
-                Self::start_once().await
+                Self::start_once(&options).await
             }
             Err(first) => Err(first),
         }
     }
 
-    async fn start_once() -> anyhow::Result<Self> {
+    async fn start_once(options: &Options) -> anyhow::Result<Self> {
         let bin = bin_dir();
         let missing: Vec<&str> = PROGRAMS
             .into_iter()
@@ -283,7 +309,9 @@ impl ControlPlane {
             }))?,
         )?;
 
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let mut plane = Self {
+            etcd_url: etcd_url.clone(),
             bin: bin.clone(),
             args: HashMap::new(),
             children: Vec::new(),
@@ -294,7 +322,6 @@ impl ControlPlane {
             dir,
         };
         let p = |file: &Path| file.display().to_string();
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
         plane.spawn(
             &bin,
@@ -337,6 +364,7 @@ impl ControlPlane {
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--authorization-mode=Node,RBAC".into(),
                 "--allow-privileged=true".into(),
+                format!("--watch-cache={}", options.watch_cache),
                 "--v=1".into(),
             ],
         )?;
@@ -430,6 +458,53 @@ impl ControlPlane {
     /// `default`).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// Writes a kubeconfig like [`ControlPlane::kubeconfig_path`]'s that reaches the
+    /// API server through `proxy` (the serving certificate names 127.0.0.1, so TLS
+    /// passes through it unchanged), and returns its path.
+    ///
+    /// # Errors
+    /// The file cannot be read or written.
+    pub fn kubeconfig_through(&self, proxy: &proxy::TcpProxy) -> anyhow::Result<PathBuf> {
+        let text = fs::read_to_string(&self.kubeconfig)?;
+        let through = text.replace(&self.server, &format!("https://{}", proxy.address()));
+        let path = self
+            .dir
+            .path()
+            .join(format!("kubeconfig-{}", proxy.address().port()));
+        fs::write(&path, through)?;
+        Ok(path)
+    }
+
+    /// Compacts etcd's history up to its current revision, so that every
+    /// resourceVersion older than now is gone: a watch from one (served by etcd when
+    /// the watch cache is off, see [`Options::watch_cache`]) is answered 410 Expired.
+    /// Returns the revision compacted at.
+    ///
+    /// # Errors
+    /// etcd does not answer.
+    pub async fn compact_etcd(&self) -> anyhow::Result<i64> {
+        let http = reqwest::Client::new();
+        // Any range read carries the store's current revision in its header.
+        let range: serde_json::Value = http
+            .post(format!("{}/v3/kv/range", self.etcd_url))
+            .json(&json!({"key": "AA==", "limit": 1}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let revision: i64 = range["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| anyhow!("etcd's range answer has no revision: {range}"))?;
+        http.post(format!("{}/v3/kv/compaction", self.etcd_url))
+            .json(&json!({"revision": revision.to_string(), "physical": true}))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(revision)
     }
 
     /// The API server's URL.
