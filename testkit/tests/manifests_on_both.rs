@@ -3,7 +3,8 @@
 //! it refuses must be refused by kube-sim for the same reason (the same HTTP code and
 //! Status reason, or the kind not being served at all).
 //!
-//! The corpus is `../shared/manifests` (when it is beside the repository; otherwise
+//! The corpus is `tests/manifests` (ours: the kinds services carry and mistakes a real
+//! server refuses), `../shared/manifests` (when it is beside the repository; otherwise
 //! the test says it skipped) and, when `KUBERNAUT_PUBLIC_EXAMPLES` names a directory,
 //! every YAML file below it (e.g. a checkout of the public `kubernetes/examples`
 //! repository). Each file is applied with server-side apply, strict field validation
@@ -126,6 +127,31 @@ impl Server {
         resolved
     }
 
+    /// Waits (up to ten seconds) until the kinds `definition` defines are served, as
+    /// `kubectl wait --for condition=Established` lets a pipeline do: a real server
+    /// serves them a moment after it accepts the definition.
+    async fn wait_until_served(&mut self, definition: &Value) {
+        let group = definition["spec"]["group"].as_str().unwrap_or_default();
+        let kind = definition["spec"]["names"]["kind"]
+            .as_str()
+            .unwrap_or_default();
+        let versions = definition["spec"]["versions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for version in versions.iter().filter_map(|v| v["name"].as_str()) {
+            let gvk = GroupVersionKind::gvk(group, version, kind);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                self.kinds.remove(&gvk);
+                if self.resolve(&gvk).await.is_some() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+
     /// Applies one document of the file whose namespace is `namespace`: namespaced
     /// objects go into it, cluster-scoped ones get its name as a suffix (two files'
     /// StorageClasses called `slow` must not meet as an update of one by the other).
@@ -168,6 +194,9 @@ impl Server {
                     // It may serve kinds the cache says are not served.
                     self.kinds.retain(|_, known| known.is_some());
                 }
+                if gvk.kind == "CustomResourceDefinition" {
+                    self.wait_until_served(document).await;
+                }
                 Outcome::Accepted
             }
             Err(kube::Error::Api(status)) => Outcome::Refused {
@@ -183,6 +212,8 @@ impl Server {
 /// The YAML files of the corpus, each with a label for the report.
 fn corpus() -> Vec<(String, PathBuf)> {
     let mut files = Vec::new();
+    let ours = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests"));
+    collect(&ours, &ours, "ours", &mut files);
     let shared = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/manifests"

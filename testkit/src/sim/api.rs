@@ -139,6 +139,9 @@ fn validate(r: &Resource, obj: &Value) -> ApiResult<()> {
     {
         return Err(ApiError::invalid(r.kind, r.group, name, field, &message));
     }
+    if let Some((field, message)) = super::validation::invalid(r.kind, obj) {
+        return Err(ApiError::invalid(r.kind, r.group, name, &field, &message));
+    }
     let template_kinds = ["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"];
     if template_kinds.contains(&r.kind) {
         let Some(selector) = obj.pointer("/spec/selector") else {

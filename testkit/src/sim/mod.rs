@@ -15,6 +15,7 @@ mod selector;
 mod server;
 mod store;
 mod table;
+mod validation;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
