@@ -13,3 +13,4 @@ mod openapi;
 mod real_cluster;
 mod releases;
 mod releases_bad_input;
+mod self_deploy;
