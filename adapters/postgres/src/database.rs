@@ -19,6 +19,8 @@ use crate::release_repository::PostgresReleaseRepository;
 /// The migrations of the repository's `migrations/` folder, compiled into the binary so
 /// that `kubernaut migrate` needs no files next to it.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+/// The advisory lock key migrations run under (`kubernaut` in ASCII, 8 bytes).
+const MIGRATION_LOCK: i64 = 0x6b75_6265_726e_6175;
 
 /// An r2d2 pool of diesel PostgreSQL connections, with one thread per connection that
 /// runs the repositories' queries (see `blocking.rs`). Cheap to clone (shared).
@@ -206,12 +208,28 @@ impl Database {
     /// # Errors
     /// [`DatabaseError::Checkout`] without a connection; [`DatabaseError::Migration`]
     /// when a migration fails.
+    ///
+    /// Replicas starting together take turns: the migrations run under a session
+    /// advisory lock, so the second finds them applied instead of failing on a table
+    /// the first just created.
     pub fn run_migrations(&self) -> Result<Vec<String>, DatabaseError> {
+        use diesel::RunQueryDsl as _;
+        use diesel::sql_types::BigInt;
+
         let mut connection = self.connection()?;
+        diesel::sql_query("SELECT pg_advisory_lock($1)")
+            .bind::<BigInt, _>(MIGRATION_LOCK)
+            .execute(&mut connection)
+            .map_err(|e| DatabaseError::Migration(Box::new(e)))?;
         let applied = connection
             .run_pending_migrations(MIGRATIONS)
-            .map_err(DatabaseError::Migration)?;
-        Ok(applied.iter().map(ToString::to_string).collect())
+            .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>());
+        // Released whatever happened; a connection that cannot even do that is
+        // closed by the pool's next check, which releases it too.
+        let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+            .bind::<BigInt, _>(MIGRATION_LOCK)
+            .execute(&mut connection);
+        applied.map_err(DatabaseError::Migration)
     }
 
     /// Reverts every applied migration, newest first, and returns the versions it

@@ -359,3 +359,48 @@ async fn the_hot_queries_are_prepared_once_per_connection_and_reused() {
         "the second round reuses the statements of the first"
     );
 }
+
+/// Replicas that start together on a fresh database all migrate it: they take turns,
+/// the first applies every migration and the others find nothing left to do.
+#[test]
+fn replicas_starting_together_migrate_a_fresh_database_once() {
+    let test_database = TestDatabase::create().expect("a fresh test database");
+    let replicas: Vec<Database> = (0..4)
+        .map(|_| {
+            Database::connect(
+                test_database.url(),
+                PoolOptions {
+                    max_size: 2,
+                    connection_timeout: Duration::from_secs(30),
+                },
+            )
+            .expect("a pool on the test database")
+        })
+        .collect();
+    let barrier = std::sync::Barrier::new(replicas.len());
+    let applied: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = replicas
+            .iter()
+            .map(|replica| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    replica
+                        .run_migrations()
+                        .expect("every replica's start migrates")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("the replica's thread"))
+            .collect()
+    });
+    let non_empty: Vec<&Vec<String>> = applied.iter().filter(|a| !a.is_empty()).collect();
+    assert_eq!(non_empty.len(), 1, "one replica applied them: {applied:?}");
+    assert!(
+        !replicas[0]
+            .has_pending_migrations()
+            .expect("the migrations can be read")
+    );
+}
