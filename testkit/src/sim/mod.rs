@@ -10,6 +10,7 @@ mod crd;
 mod error;
 pub(crate) mod kubelet;
 mod merge;
+mod protobuf;
 mod resources;
 mod selector;
 mod server;

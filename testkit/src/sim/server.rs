@@ -227,6 +227,13 @@ fn parse_body(req: &HttpRequest, body: &Bytes) -> ApiResult<Value> {
     if body.is_empty() {
         return Ok(json!({}));
     }
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
+    if super::protobuf::is_protobuf(content_type, body) {
+        return super::protobuf::decode(body);
+    }
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
     if let Ok(v) = serde_json::from_str::<Value>(text) {
@@ -484,16 +491,18 @@ fn scale(
             ));
         }
     };
+    // Scale's `spec.replicas` is a plain int32 with `omitempty`: absent means 0.
     let replicas = wanted
         .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
+        .filter(|v| !v.is_null())
+        .map_or(Some(0), Value::as_i64)
         .ok_or_else(|| {
             ApiError::invalid(
                 "Scale",
                 "autoscaling",
                 name,
                 "spec.replicas",
-                "Required value",
+                "Invalid value: must be an integer",
             )
         })?;
     api::set_scale(world, r, ns, name, replicas, &manager_of(req, query)).map(|v| (200, v))
