@@ -63,10 +63,10 @@ async fn kubectl_create_makes_each_kind_from_protobuf_bodies() {
         "shop"
     );
 
-    let ns = ["-n", "shop"];
+    // The namespace first: what follows `--` is the job's command.
     let run = |args: &'static [&'static str]| {
-        let mut all = args.to_vec();
-        all.extend(ns);
+        let mut all = vec!["-n", "shop"];
+        all.extend(args);
         all
     };
     kubectl(
