@@ -7,6 +7,7 @@ mod sim_support;
 use std::path::Path;
 use std::process::Output;
 
+use base64::Engine as _;
 use kubernaut_testkit::sim::Simulator;
 use serde_json::Value;
 use sim_support::{start, wait_for};
@@ -143,6 +144,45 @@ async fn kubectl_create_makes_each_kind_from_protobuf_bodies() {
     kubectl(&sim, &run(&["create", "serviceaccount", "robot"])).await;
     object(&sim, "ServiceAccount", "shop", "robot");
 
+    let out = kubectl(
+        &sim,
+        &run(&[
+            "create",
+            "token",
+            "robot",
+            "--duration=20m",
+            "--audience=api",
+        ]),
+    )
+    .await;
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let payload = token.split('.').nth(1).expect("a JWT's three parts");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims");
+    assert_eq!(claims["sub"], "system:serviceaccount:shop:robot");
+    assert_eq!(claims["aud"], serde_json::json!(["api"]));
+    assert_eq!(
+        claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"),
+        1200
+    );
+    let out = tokio::process::Command::new(KUBECTL)
+        .args(["create", "token", "robot", "-n", "shop", "--duration=1m"])
+        .env("KUBECONFIG", sim.kubeconfig_path())
+        .output()
+        .await
+        .expect("kubectl runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("may not specify a duration less than 10 minutes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     kubectl(
         &sim,
         &run(&[
@@ -195,6 +235,138 @@ async fn kubectl_create_makes_each_kind_from_protobuf_bodies() {
         job["spec"]["template"]["spec"]["containers"][0]["command"],
         serde_json::json!(["echo", "hi"])
     );
+    kubectl(
+        &sim,
+        &run(&[
+            "create",
+            "cronjob",
+            "nightly",
+            "--image=busybox:1.36",
+            "--schedule=0 3 * * *",
+        ]),
+    )
+    .await;
+    assert_eq!(
+        object(&sim, "CronJob", "shop", "nightly")["spec"]["schedule"],
+        "0 3 * * *"
+    );
+
+    kubectl(
+        &sim,
+        &run(&[
+            "create",
+            "quota",
+            "small",
+            "--hard=pods=3,requests.cpu=500m",
+        ]),
+    )
+    .await;
+    let quota = object(&sim, "ResourceQuota", "shop", "small");
+    assert_eq!(
+        quota["spec"]["hard"],
+        serde_json::json!({"pods": "3", "requests.cpu": "500m"})
+    );
+
+    kubectl(
+        &sim,
+        &run(&[
+            "create",
+            "poddisruptionbudget",
+            "web",
+            "--selector=app=web",
+            "--min-available=50%",
+        ]),
+    )
+    .await;
+    let pdb = object(&sim, "PodDisruptionBudget", "shop", "web");
+    assert_eq!(pdb["spec"]["minAvailable"], "50%", "an IntOrString string");
+
+    kubectl(
+        &sim,
+        &run(&["create", "ingress", "web", "--rule=web.example/*=web:80"]),
+    )
+    .await;
+    let ingress = object(&sim, "Ingress", "shop", "web");
+    let path = &ingress["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(
+        path["backend"]["service"]["port"]["number"], 80,
+        "{ingress}"
+    );
+    assert_eq!(path["pathType"], "Prefix");
+
+    kubectl(
+        &sim,
+        &run(&["create", "service", "nodeport", "edge", "--tcp=443:8443"]),
+    )
+    .await;
+    assert_eq!(
+        object(&sim, "Service", "shop", "edge")["spec"]["type"],
+        "NodePort"
+    );
+
+    kubectl(
+        &sim,
+        &run(&[
+            "autoscale",
+            "deployment",
+            "web",
+            "--min=2",
+            "--max=5",
+            "--cpu-percent=80",
+        ]),
+    )
+    .await;
+    let hpa = object(&sim, "HorizontalPodAutoscaler", "shop", "web");
+    assert_eq!(hpa["spec"]["maxReplicas"], 5);
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        80
+    );
+
+    kubectl(
+        &sim,
+        &[
+            "create",
+            "priorityclass",
+            "high",
+            "--value=1000",
+            "--description=urgent",
+        ],
+    )
+    .await;
+    let class = object(&sim, "PriorityClass", "", "high");
+    assert_eq!(
+        (&class["value"], &class["description"]),
+        (&1000.into(), &"urgent".into())
+    );
+
+    kubectl(
+        &sim,
+        &[
+            "create",
+            "clusterrole",
+            "viewer",
+            "--verb=get",
+            "--resource=deployments.apps",
+        ],
+    )
+    .await;
+    let role = object(&sim, "ClusterRole", "", "viewer");
+    assert_eq!(role["rules"][0]["apiGroups"], serde_json::json!(["apps"]));
+    kubectl(
+        &sim,
+        &[
+            "create",
+            "clusterrolebinding",
+            "viewer",
+            "--clusterrole=viewer",
+            "--user=ann",
+        ],
+    )
+    .await;
+    let binding = object(&sim, "ClusterRoleBinding", "", "viewer");
+    assert_eq!(binding["subjects"][0]["kind"], "User");
+
     wait_for("the job to complete", || async {
         let job = sim.get_object("Job", "shop", "once")?;
         (job["status"]["succeeded"] == 1).then_some(())

@@ -31,11 +31,13 @@ const MODULES: &[&str] = &[
 ];
 
 /// The proto files compiled (with everything they import): the group versions kube-sim
-/// serves, and `autoscaling/v1` for the `scale` subresource.
+/// serves, `autoscaling/v1` for the `scale` subresource and `authentication/v1` for
+/// `serviceaccounts/token`.
 const FILES: &[&str] = &[
     "k8s.io/api/core/v1/generated.proto",
     "k8s.io/api/admissionregistration/v1/generated.proto",
     "k8s.io/api/apps/v1/generated.proto",
+    "k8s.io/api/authentication/v1/generated.proto",
     "k8s.io/api/autoscaling/v1/generated.proto",
     "k8s.io/api/autoscaling/v2/generated.proto",
     "k8s.io/api/batch/v1/generated.proto",

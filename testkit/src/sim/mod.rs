@@ -16,6 +16,7 @@ mod selector;
 mod server;
 mod store;
 mod table;
+mod token;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

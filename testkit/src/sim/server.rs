@@ -200,6 +200,7 @@ fn parse_target<'a>(
         Some("status") if resource.has_status => {}
         Some("log") if resource.kind == "Pod" => {}
         Some("scale") if resources::has_scale(resource) => {}
+        Some("token") if resource.kind == "ServiceAccount" => {}
         Some(_) => return Err(not_found()),
     }
     Ok(Target {
@@ -324,6 +325,12 @@ fn dispatch(
         && let Some(name) = target.name
     {
         return scale(&mut world, req, body, query, r, ns, name, method);
+    }
+    if target.subresource == Some("token")
+        && let Some(name) = target.name
+    {
+        let body = parse_body(req, body)?;
+        return super::token::request(&world.store, r, ns, name, method, &body);
     }
     match (method, target.name) {
         ("GET", None) => list(&world.store, target, query).map(|v| (200, v)),
