@@ -309,12 +309,29 @@ fn number(n: f64, path: &str) -> Result<Value, String> {
         .ok_or_else(|| format!("{path}: {n} is not a JSON number"))
 }
 
+/// How deep protobuf objects may nest in raw bytes.
+const MAX_NESTING: usize = 8;
+
+thread_local! {
+    static NESTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Raw bytes that hold JSON (or, nested, another protobuf object), embedded as is.
 fn raw_json(raw: &[u8], path: &str) -> Result<Value, String> {
     if raw.is_empty() {
         Ok(Value::Null)
     } else if raw.starts_with(MAGIC) {
-        decode_object(raw).map_err(|e| format!("{path}: {e}"))
+        // A nested protobuf object; the depth is bounded so no body can exhaust the stack.
+        let depth = NESTING.with(|n| n.get());
+        if depth >= MAX_NESTING {
+            return Err(format!(
+                "{path}: objects nested more than {MAX_NESTING} deep"
+            ));
+        }
+        NESTING.with(|n| n.set(depth + 1));
+        let nested = decode_object(raw);
+        NESTING.with(|n| n.set(depth));
+        nested.map_err(|e| format!("{path}: {e}"))
     } else {
         serde_json::from_slice(raw).map_err(|e| format!("{path}: the raw bytes are not JSON: {e}"))
     }

@@ -478,6 +478,25 @@ fn bad_protobuf_is_a_bad_request() {
         error.contains("data: the raw bytes are not JSON"),
         "{error}"
     );
+
+    // ControllerRevisions whose data nest each other as protobuf, too deep.
+    let mut body =
+        encode(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}}));
+    let revision = message_for(pool_ok(), "apps/v1", "ControllerRevision").expect("a message");
+    for _ in 0..12 {
+        let mut data = DynamicMessage::new(descriptor(RAW_EXTENSION));
+        data.set_field_by_name("raw", Field::Bytes(body.into()));
+        let mut outer = DynamicMessage::new(revision.clone());
+        outer.set_field_by_name("data", Field::Message(data));
+        body = envelope("apps/v1", "ControllerRevision", &outer.encode_to_vec());
+    }
+    let error = decode(&body).expect_err("too deep");
+    assert_eq!(error.code, 400);
+    assert!(
+        error.message.contains("nested more than 8 deep"),
+        "{}",
+        error.message
+    );
 }
 
 /// One HTTP/1.1 request to kube-sim: status, content type and body (the head alone for
@@ -876,5 +895,59 @@ async fn the_scale_subresource_takes_a_protobuf_scale() {
             .get_object("Deployment", "default", "web")
             .expect("stored");
         assert_eq!(stored["spec"]["replicas"], replicas);
+    }
+}
+
+#[test]
+fn fields_whose_proto_name_is_not_their_json_name_carry_the_json_one() {
+    let field = |message: &str, name: &str| {
+        let descriptor = descriptor(message);
+        let field = descriptor
+            .get_field_by_name(name)
+            .unwrap_or_else(|| panic!("{message}.{name}"));
+        json_name(&field).0.map(str::to_owned)
+    };
+    let schema = format!("{CRD}.JSONSchemaProps");
+    for (message, proto, json) in [
+        (schema.as_str(), "ref", Some("$ref")),
+        (schema.as_str(), "schema", Some("$schema")),
+        (
+            schema.as_str(),
+            "xKubernetesPreserveUnknownFields",
+            Some("x-kubernetes-preserve-unknown-fields"),
+        ),
+        (
+            schema.as_str(),
+            "xKubernetesValidations",
+            Some("x-kubernetes-validations"),
+        ),
+        (
+            "k8s.io.api.networking.v1.IngressClassParametersReference",
+            "aPIGroup",
+            Some("apiGroup"),
+        ),
+        (
+            "k8s.io.api.admissionregistration.v1.Validation",
+            "Expression",
+            Some("expression"),
+        ),
+        (
+            "k8s.io.api.admissionregistration.v1.Variable",
+            "Name",
+            Some("name"),
+        ),
+        ("k8s.io.api.core.v1.Volume", "volumeSource", None),
+        (
+            "k8s.io.api.core.v1.EphemeralContainer",
+            "ephemeralContainerCommon",
+            None,
+        ),
+        (
+            "k8s.io.api.apps.v1.DeploymentSpec",
+            "replicas",
+            Some("replicas"),
+        ),
+    ] {
+        assert_eq!(field(message, proto).as_deref(), json, "{message}.{proto}");
     }
 }
