@@ -861,6 +861,26 @@ async fn answers_are_json_when_protobuf_is_accepted_first_including_watches() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(content_type, "application/json");
+    let (status, content_type, body) = request(
+        &url,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("Content-Type", MEDIA_TYPE), ("Accept", PROTOBUF_FIRST)],
+        b"k8s\0\x0a\xff",
+    )
+    .await;
+    let answer: Value = serde_json::from_slice(&body).expect("a Status");
+    assert_eq!((status, content_type.as_str()), (400, "application/json"));
+    assert_eq!(
+        (&answer["kind"], &answer["reason"], &answer["code"]),
+        (&json!("Status"), &json!("BadRequest"), &json!(400))
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not be decoded as protobuf")),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -950,4 +970,52 @@ fn fields_whose_proto_name_is_not_their_json_name_carry_the_json_one() {
     ] {
         assert_eq!(field(message, proto).as_deref(), json, "{message}.{proto}");
     }
+}
+
+#[tokio::test]
+async fn a_protobuf_delete_options_body_is_honoured() {
+    let sim = super::super::Simulator::builder()
+        .time_scale(50.0)
+        .start()
+        .await
+        .expect("kube-sim starts");
+    let url = sim.url().to_owned();
+    let deployment = round_trip_objects().remove(0).1;
+    let mut deployment = deployment;
+    deployment["spec"]["replicas"] = json!(1);
+    create(
+        &url,
+        "/apis/apps/v1/namespaces/default/deployments",
+        &deployment,
+        true,
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sim.list_objects("ReplicaSet", Some("default")).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no ReplicaSet");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // As a typed client sends it: DeleteOptions under the client's group version.
+    let options = encode(&json!({
+        "apiVersion": "apps/v1", "kind": "DeleteOptions", "propagationPolicy": "Orphan"
+    }));
+    let (status, _, body) = request(
+        &url,
+        "DELETE",
+        "/apis/apps/v1/namespaces/default/deployments/web",
+        &[("Content-Type", MEDIA_TYPE), ("Accept", PROTOBUF_FIRST)],
+        &options,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(sim.get_object("Deployment", "default", "web").is_none());
+    let replica_sets = sim.list_objects("ReplicaSet", Some("default"));
+    assert_eq!(replica_sets.len(), 1, "orphaned, not collected");
+    assert!(
+        replica_sets[0]["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{}",
+        replica_sets[0]
+    );
 }
