@@ -167,7 +167,7 @@ fn present(message: &DynamicMessage, name: &str) -> Option<Field> {
 
 /// A field's JSON name and whether a zero value is left out (see the module
 /// documentation); `None` for an inline field.
-pub(crate) fn json_name(field: &FieldDescriptor) -> (Option<&str>, bool) {
+fn json_name(field: &FieldDescriptor) -> (Option<&str>, bool) {
     let name = field.json_name();
     match name.split_once(',') {
         Some(("", "inline")) => (None, false),
@@ -360,7 +360,7 @@ fn time_json(message: &DynamicMessage, micro: bool) -> Value {
 
 /// A duration in nanoseconds as Go's `time.Duration.String` writes it (`1h2m3.5s`,
 /// `500ms`, `0s`).
-pub(crate) fn go_duration(nanos: i64) -> String {
+fn go_duration(nanos: i64) -> String {
     fn fraction(value: u64, unit: u64, digits: usize) -> String {
         let whole = value / unit;
         let rest = value % unit;
