@@ -1019,3 +1019,37 @@ async fn a_protobuf_delete_options_body_is_honoured() {
         replica_sets[0]
     );
 }
+
+#[test]
+fn damaged_bodies_are_refused_or_read_never_a_panic() {
+    let body = encode(&round_trip_objects().remove(0).1);
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut refused = 0;
+    for round in 0..2000 {
+        let mut damaged = body.clone();
+        if round % 3 == 0 {
+            damaged.truncate(5 + (next() as usize) % (body.len() - 5));
+        }
+        for _ in 0..1 + next() % 4 {
+            let at = 4 + (next() as usize) % (damaged.len() - 4);
+            damaged[at] = next() as u8;
+        }
+        match decode(&damaged) {
+            Ok(object) => assert!(object["kind"].is_string()),
+            Err(error) => {
+                assert_eq!((error.code, error.reason), (400, "BadRequest"));
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused > 100,
+        "only {refused} of 2000 damaged bodies refused"
+    );
+}
