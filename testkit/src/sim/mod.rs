@@ -2,7 +2,10 @@
 //!
 //! [`Simulator`] serves a faithful subset of the Kubernetes API over plain HTTP on
 //! 127.0.0.1 and runs simulated controllers (Deployment, ReplicaSet, StatefulSet,
-//! DaemonSet, Job, a scheduler and a kubelet) on an accelerated clock.
+//! DaemonSet, Job, a scheduler and a kubelet) on an accelerated clock. It reads request
+//! bodies in JSON, YAML and protobuf (`application/vnd.kubernetes.protobuf`, as
+//! client-go's typed clients and so `kubectl create` send them; decoded into the JSON
+//! object the client would have sent) and answers in JSON.
 
 mod api;
 mod controllers;
@@ -10,11 +13,13 @@ mod crd;
 mod error;
 pub(crate) mod kubelet;
 mod merge;
+mod protobuf;
 mod resources;
 mod selector;
 mod server;
 mod store;
 mod table;
+mod token;
 mod validation;
 
 use std::collections::HashMap;

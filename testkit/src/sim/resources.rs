@@ -536,6 +536,13 @@ pub(crate) fn api_resource_list(
                 "name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]
             }));
         }
+        if r.kind == "ServiceAccount" {
+            resources.push(json!({
+                "name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+                "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                "verbs": ["create"]
+            }));
+        }
         if has_scale(r) {
             resources.push(json!({
                 "name": format!("{}/scale", r.plural), "singularName": "", "namespaced": true,

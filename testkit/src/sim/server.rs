@@ -200,6 +200,7 @@ fn parse_target<'a>(
         Some("status") if resource.has_status => {}
         Some("log") if resource.kind == "Pod" => {}
         Some("scale") if resources::has_scale(resource) => {}
+        Some("token") if resource.kind == "ServiceAccount" => {}
         Some(_) => return Err(not_found()),
     }
     Ok(Target {
@@ -226,6 +227,13 @@ fn manager_of(req: &HttpRequest, query: &Query) -> String {
 fn parse_body(req: &HttpRequest, body: &Bytes) -> ApiResult<Value> {
     if body.is_empty() {
         return Ok(json!({}));
+    }
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
+    if super::protobuf::is_protobuf(content_type, body) {
+        return super::protobuf::decode(body);
     }
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
@@ -317,6 +325,12 @@ fn dispatch(
         && let Some(name) = target.name
     {
         return scale(&mut world, req, body, query, r, ns, name, method);
+    }
+    if target.subresource == Some("token")
+        && let Some(name) = target.name
+    {
+        let body = parse_body(req, body)?;
+        return super::token::request(&world.store, r, ns, name, method, &body);
     }
     match (method, target.name) {
         ("GET", None) => list(&world.store, target, query).map(|v| (200, v)),
@@ -484,16 +498,18 @@ fn scale(
             ));
         }
     };
+    // Scale's `spec.replicas` is a plain int32 with `omitempty`: absent means 0.
     let replicas = wanted
         .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
+        .filter(|v| !v.is_null())
+        .map_or(Some(0), Value::as_i64)
         .ok_or_else(|| {
             ApiError::invalid(
                 "Scale",
                 "autoscaling",
                 name,
                 "spec.replicas",
-                "Required value",
+                "Invalid value: must be an integer",
             )
         })?;
     api::set_scale(world, r, ns, name, replicas, &manager_of(req, query)).map(|v| (200, v))
