@@ -80,9 +80,19 @@ fn check_body(r: &Resource, ns: &str, name: Option<&str>, body: &mut Value) -> A
     if let Some(kind) = body.get("kind").and_then(Value::as_str)
         && kind != r.kind
     {
+        // The real server decodes the body as its own kind and fails to convert it.
+        let version = body
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(r.version);
+        let version = version.rsplit('/').next().unwrap_or(version);
+        let internal = match r.group {
+            "" => "core",
+            group => group.split('.').next().unwrap_or(group),
+        };
         return Err(ApiError::bad_request(format!(
-            "the kind \"{kind}\" in the body does not match the resource \"{}\"",
-            r.plural
+            "{kind} in version \"{version}\" cannot be handled as a {}: converting ({version}.{kind}) to ({internal}.{}): unknown conversion",
+            r.kind, r.kind
         )));
     }
     if let Some(av) = body.get("apiVersion").and_then(Value::as_str)
@@ -111,9 +121,9 @@ fn check_body(r: &Resource, ns: &str, name: Option<&str>, body: &mut Value) -> A
     if let Some(name) = name {
         match body.pointer("/metadata/name").and_then(Value::as_str) {
             Some(n) if !n.is_empty() && n != name => {
-                return Err(ApiError::bad_request(
-                    "the name of the object does not match the name on the URL",
-                ));
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
             }
             _ => body["metadata"]["name"] = json!(name),
         }
@@ -130,7 +140,7 @@ fn validate(r: &Resource, obj: &Value) -> ApiResult<()> {
             name,
             "metadata.name",
             &format!(
-                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
             ),
         ));
     }
@@ -160,13 +170,23 @@ fn validate(r: &Resource, obj: &Value) -> ApiResult<()> {
                 "Invalid value: \"null\": empty selector is invalid for deployment",
             ));
         }
-        if !sel.matches_labels(obj.pointer("/spec/template/metadata/labels")) {
+        let labels = obj.pointer("/spec/template/metadata/labels");
+        if !sel.matches_labels(labels) {
+            // The real message shows the labels as Go prints a map: sorted JSON.
+            let sorted: std::collections::BTreeMap<&String, &Value> = labels
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .collect();
             return Err(ApiError::invalid(
                 r.kind,
                 r.group,
                 name,
                 "spec.template.metadata.labels",
-                "Invalid value: `selector` does not match template `labels`",
+                &format!(
+                    "Invalid value: {}: `selector` does not match template `labels`",
+                    json!(sorted)
+                ),
             ));
         }
     }
@@ -579,7 +599,7 @@ pub(crate) fn patch(
             force,
             subresource,
         )
-        .map_err(|conflicts| ApiError::apply_conflict(r.group, r.plural, name, &conflicts))?;
+        .map_err(|conflicts| ApiError::apply_conflict(&conflicts))?;
         return match old {
             None => {
                 if subresource.is_some() {
