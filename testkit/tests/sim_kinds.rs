@@ -179,6 +179,7 @@ const NEEDS_A_SPEC: &[&str] = &[
     "Pod",
     "Deployment",
     "ReplicaSet",
+    "ReplicationController",
     "StatefulSet",
     "DaemonSet",
     "Job",
@@ -250,7 +251,6 @@ async fn every_kind_without_a_controller_is_created_read_listed_and_deleted_at_i
         exercised.insert(resource.kind.clone());
     }
     for kind in [
-        "ReplicationController",
         "StorageClass",
         "PersistentVolume",
         "Role",

@@ -10,6 +10,8 @@ pub(crate) struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// The Status's list metadata (a `continue` token), when it carries any.
+    pub metadata: Option<Value>,
 }
 
 impl ApiError {
@@ -19,6 +21,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            metadata: None,
         }
     }
 
@@ -151,6 +154,19 @@ impl ApiError {
         .with_details(details)
     }
 
+    /// An expired continue token; as the real server, it offers one that goes on from
+    /// the same place in the current state, for a client that accepts an inconsistent
+    /// list.
+    pub fn continue_expired(inconsistent_continue: String) -> Self {
+        let mut error = Self::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+        );
+        error.metadata = Some(json!({"continue": inconsistent_continue}));
+        error
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }
@@ -161,7 +177,8 @@ impl ApiError {
 
     pub fn status(&self) -> Value {
         let mut status = json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "kind": "Status", "apiVersion": "v1",
+            "metadata": self.metadata.clone().unwrap_or_else(|| json!({})),
             "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code
         });
         if let Some(details) = &self.details {

@@ -382,7 +382,12 @@ fn dispatch(
                 .get("gracePeriodSeconds")
                 .and_then(|g| g.parse::<i64>().ok())
                 .or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
-            api::delete_with_grace(&mut world, r, ns, name, propagation, grace).map(|v| (200, v))
+            let deleted = api::delete_with_grace(&mut world, r, ns, name, propagation, grace)?;
+            // Removed at once: most kinds answer with a Status, as the real server.
+            if world.store.get(r, ns, name).is_none() && !api::returns_deleted_object(r) {
+                return Ok((200, api::deleted_status(r, &deleted)));
+            }
+            Ok((200, deleted))
         }
         ("DELETE", None) => {
             let listed = list(&world.store, target, query)?;
@@ -553,11 +558,10 @@ fn list(store: &super::store::Store, target: &Target<'_>, query: &Query) -> ApiR
                 .parse()
                 .map_err(|_| ApiError::bad_request("continue key is not valid"))?;
             if rv < store.compacted() {
-                return Err(ApiError::new(
-                    410,
-                    "Expired",
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                ));
+                return Err(ApiError::continue_expired(hex(&format!(
+                    "{}|{key}",
+                    store.resource_version()
+                ))));
             }
             (rv, Some(key.to_owned()))
         }
