@@ -41,7 +41,7 @@ struct Server {
     seen: BTreeMap<String, Value>,
 }
 
-/// An HTTP answer: the code and the JSON body (`Null` when there is none).
+/// An HTTP answer: the code and the JSON body (a string when it is not JSON).
 struct Reply {
     code: u16,
     body: Value,
@@ -129,7 +129,9 @@ impl Server {
             .collect_bytes()
             .await
             .expect("the body reads");
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        // A body that is not JSON is kept as text, to be compared as such.
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Reply { code, body }
     }
 
@@ -199,11 +201,16 @@ impl Server {
     }
 }
 
-/// What a client reads of an error: the code and the whole `Status` (uids left out).
+/// What a client reads of an error: the code and the whole `Status` (uids and
+/// continue tokens left out).
 fn status_view(reply: &Reply) -> Value {
     let mut body = reply.body.clone();
     if let Some(details) = body.get_mut("details").and_then(Value::as_object_mut) {
         details.remove("uid");
+    }
+    // Continue tokens are opaque: whether there is one is what a client can tell.
+    if let Some(token) = body.pointer_mut("/metadata/continue") {
+        *token = json!("<token>");
     }
     json!({"code": reply.code, "status": body})
 }
@@ -703,10 +710,31 @@ async fn watches(server: &mut Server) {
         json!({"code": code, "events": seen}),
     );
 
-    if let Some(sim) = &server.sim {
-        // A real server keeps a few minutes of history; kube-sim is told to forget it.
-        sim.faults().force_gone();
+    // A page's continue token, then both forget their history: the real server's etcd
+    // is compacted (as the API server itself does every five minutes), kube-sim is
+    // told to.
+    let first_page = server.get(&format!("{}?limit=1", core("configmaps"))).await;
+    let token = text(&first_page.body, "/metadata/continue").to_owned();
+    // A write after the page, so that compacting up to now reaches the page's version.
+    server
+        .call(
+            "POST",
+            &core("configmaps"),
+            Some(&config_map("after-the-page", json!({}), json!({}))),
+        )
+        .await;
+    match &server.sim {
+        Some(sim) => sim.faults().force_gone(),
+        None => SharedControlPlane::get()
+            .expect("the real control plane runs")
+            .compact_etcd()
+            .await
+            .expect("etcd compacts"),
     }
+    let reply = server
+        .get(&format!("{}?limit=1&continue={token}", core("configmaps")))
+        .await;
+    server.see("list.continue_too_old", status_view(&reply));
     let (code, events) = server
         .watch(
             &format!(
@@ -723,6 +751,9 @@ async fn watches(server: &mut Server) {
             if let Some(message) = object.get("message").and_then(Value::as_str) {
                 object["message"] = json!(without_numbers(message));
             }
+            if object["kind"] != "Status" {
+                object = json!({"kind": object["kind"], "name": object.pointer("/metadata/name")});
+            }
             json!({"type": e["type"], "object": object})
         })
         .collect();
@@ -733,10 +764,7 @@ async fn watches(server: &mut Server) {
             core("configmaps")
         ))
         .await;
-    server.see(
-        "watch.bad_resource_version",
-        json!({"code": reply.code, "reason": reply.body["reason"]}),
-    );
+    server.see("watch.bad_resource_version", status_view(&reply));
 }
 
 /// A Deployment's status as it changes, until the rollout is complete: per condition

@@ -200,6 +200,8 @@ pub struct ControlPlane {
     children: Vec<(&'static str, Child)>,
     kubeconfig: PathBuf,
     server: String,
+    /// etcd's client address (`http://127.0.0.1:PORT`).
+    etcd: String,
     client: kube::Client,
     kubelet: Option<FakeKubelet>,
 }
@@ -259,6 +261,7 @@ impl ControlPlane {
         let sa_public_key = write("service-account.pub", &pki.service_account_public_key)?;
 
         let etcd_port = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let etcd_peer_port = free_port()?;
         let api_port = free_port()?;
         let server = format!("https://127.0.0.1:{api_port}");
@@ -289,12 +292,12 @@ impl ControlPlane {
             children: Vec::new(),
             kubeconfig: kubeconfig.clone(),
             server: server.clone(),
+            etcd: etcd_url.clone(),
             client: client_for(&kubeconfig).await?,
             kubelet: None,
             dir,
         };
         let p = |file: &Path| file.display().to_string();
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
         plane.spawn(
             &bin,
@@ -336,6 +339,11 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", p(&sa_key)),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--authorization-mode=Node,RBAC".into(),
+                // ConfigMaps are read from etcd rather than the watch cache, so that
+                // `compact_etcd` expires their old resourceVersions and continue tokens
+                // at once, as a long-running server expires them (the conformance test
+                // compares what a client sees then).
+                "--watch-cache-sizes=configmaps#0".into(),
                 "--allow-privileged=true".into(),
                 "--v=1".into(),
             ],
@@ -594,6 +602,7 @@ impl Drop for ControlPlane {
 pub struct SharedControlPlane {
     kubeconfig: PathBuf,
     server: String,
+    etcd: String,
     behaviours: Arc<Mutex<HashMap<String, Behaviour>>>,
 }
 
@@ -636,6 +645,7 @@ impl SharedControlPlane {
                             let shared = SharedControlPlane {
                                 kubeconfig: plane.kubeconfig.clone(),
                                 server: plane.server.clone(),
+                                etcd: plane.etcd.clone(),
                                 behaviours: plane.kubelet().behaviours(),
                             };
                             let _ = tx.send(Ok(shared));
@@ -662,6 +672,15 @@ impl SharedControlPlane {
         &self.server
     }
 
+    /// Compacts etcd's history up to now, as the API server does every five minutes:
+    /// every resourceVersion handed out so far becomes too old to watch from.
+    ///
+    /// # Errors
+    /// etcd does not answer, or answers something else than its JSON gateway's replies.
+    pub async fn compact_etcd(&self) -> anyhow::Result<()> {
+        compact_etcd(&self.etcd).await
+    }
+
     /// Makes the containers of `image` behave as `behaviour` from their next pod on.
     pub fn set_image_behaviour(&self, image: &str, behaviour: Behaviour) {
         self.behaviours
@@ -669,6 +688,61 @@ impl SharedControlPlane {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(image.to_owned(), behaviour);
     }
+}
+
+/// One POST to etcd's JSON gateway (`/v3/...`), answered as JSON.
+async fn etcd_post(
+    etcd: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = etcd.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, rest) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("etcd answered {path} without a body"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!(
+            "etcd answered {path} with {}",
+            head.lines().next().unwrap_or_default()
+        );
+    }
+    // One JSON object, whether or not it came in chunks.
+    let json = rest
+        .find('{')
+        .zip(rest.rfind('}'))
+        .and_then(|(start, end)| rest.get(start..=end))
+        .ok_or_else(|| anyhow!("etcd answered {path} without JSON: {rest}"))?;
+    Ok(serde_json::from_str(json)?)
+}
+
+async fn compact_etcd(etcd: &str) -> anyhow::Result<()> {
+    // Any read tells the current revision.
+    let range = etcd_post(etcd, "/v3/kv/range", &json!({"key": "AA=="})).await?;
+    let revision = range
+        .pointer("/header/revision")
+        .and_then(|r| {
+            r.as_str()
+                .map(str::to_owned)
+                .or_else(|| r.as_i64().map(|r| r.to_string()))
+        })
+        .ok_or_else(|| anyhow!("etcd's range answer has no revision: {range}"))?;
+    etcd_post(
+        etcd,
+        "/v3/kv/compaction",
+        &json!({"revision": revision, "physical": true}),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Removes the directories of shared control planes whose process has ended.
