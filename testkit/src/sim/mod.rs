@@ -1,8 +1,9 @@
 //! The simulated Kubernetes API server.
 //!
 //! [`Simulator`] serves a faithful subset of the Kubernetes API over plain HTTP on
-//! 127.0.0.1 and runs simulated controllers (Deployment, ReplicaSet, StatefulSet,
-//! DaemonSet, Job, a scheduler and a kubelet) on an accelerated clock.
+//! 127.0.0.1 and runs simulated controllers (Deployment, ReplicaSet and
+//! ReplicationController, StatefulSet, DaemonSet, Job, a scheduler and a kubelet) on
+//! an accelerated clock.
 
 mod api;
 mod controllers;
