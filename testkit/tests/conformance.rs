@@ -185,7 +185,7 @@ impl Server {
                 return reply.body;
             }
             if tokio::time::Instant::now() >= deadline {
-                println!("{}: timed out waiting for {what}", self.name());
+                eprintln!("{}: timed out waiting for {what}", self.name());
                 return reply.body;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -799,7 +799,7 @@ async fn observe_rollout(server: &mut Server, key: &str, from: &str) {
         .map(|e| e["object"].clone())
         .unwrap_or_default();
     if !rolled_out(&last) {
-        println!("{}: {key} did not complete", server.name());
+        eprintln!("{}: {key} did not complete", server.name());
     }
     server.see(&format!("{key}.conditions"), json!(reasons));
     server.see(&format!("{key}.status"), status_fields(&last));
@@ -1118,7 +1118,7 @@ async fn kube_sim_answers_as_a_real_control_plane_does() {
             real_value.map_or("-".to_owned(), Value::to_string),
         ));
     }
-    println!(
+    eprintln!(
         "{} observations, {} differences:\n{report}",
         sim.seen.len(),
         differing.len()
