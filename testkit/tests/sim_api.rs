@@ -3,7 +3,7 @@
 mod sim_support;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ReplicationController, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -554,6 +554,102 @@ async fn the_scale_subresource_reads_and_sets_replicas() {
 }
 
 #[tokio::test]
+async fn a_replication_controller_keeps_its_pods_and_scales() {
+    let (sim, client) = start().await;
+    let controllers: Api<ReplicationController> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let rc: ReplicationController = serde_json::from_value(json!({
+        "metadata": {"name": "legacy"},
+        "spec": {"replicas": 2, "template": {
+            "metadata": {"labels": {"app": "legacy"}},
+            "spec": {"containers": [{"name": "app", "image": "nginx:1"}]}
+        }}
+    }))
+    .expect("a ReplicationController");
+    let created = controllers
+        .create(&PostParams::default(), &rc)
+        .await
+        .expect("create");
+    // The selector and the labels default to the template's labels.
+    let selector = created.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert_eq!(selector.get("app").map(String::as_str), Some("legacy"));
+    assert_eq!(
+        created
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("app")
+            .map(String::as_str),
+        Some("legacy")
+    );
+    let settled = |want: i32| {
+        let controllers = controllers.clone();
+        move || {
+            let controllers = controllers.clone();
+            async move {
+                let status = controllers.get("legacy").await.ok()?.status?;
+                (status.replicas == want
+                    && status.ready_replicas == Some(want)
+                    && status.available_replicas == Some(want)
+                    && status.fully_labeled_replicas == Some(want)
+                    && status.observed_generation.is_some())
+                .then_some(())
+            }
+        }
+    };
+    wait_for("two pods available", settled(2)).await;
+    let owned = pods
+        .list(&ListParams::default().labels("app=legacy"))
+        .await
+        .expect("list");
+    assert_eq!(owned.items.len(), 2);
+    for pod in &owned.items {
+        let owner = &pod.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("ReplicationController", Some(true))
+        );
+        assert_eq!(pod.metadata.generate_name.as_deref(), Some("legacy-"));
+    }
+    let scale = controllers.get_scale("legacy").await.expect("get scale");
+    assert_eq!(
+        scale.status.and_then(|s| s.selector).as_deref(),
+        Some("app=legacy")
+    );
+    controllers
+        .patch_scale(
+            "legacy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scale up");
+    wait_for("three pods available", settled(3)).await;
+    controllers
+        .patch(
+            "legacy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .expect("scale down");
+    wait_for("one pod left", settled(1)).await;
+    let events: Vec<String> = sim
+        .events_for("default", "legacy")
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        events.contains(&"SuccessfulCreate".to_owned()),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"SuccessfulDelete".to_owned()),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
 async fn deleting_a_namespace_deletes_what_it_contains() {
     let (sim, client) = start().await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -567,10 +663,28 @@ async fn deleting_a_namespace_deletes_what_it_contains() {
     cms.create(&PostParams::default(), &config_map("inside", json!({})))
         .await
         .expect("create");
-    namespaces
+    let terminating = namespaces
         .delete("doomed", &DeleteParams::default())
         .await
-        .expect("delete namespace");
+        .expect("delete namespace")
+        .left()
+        .expect("the namespace, terminating");
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    wait_for("the namespace to go", || {
+        let namespaces = namespaces.clone();
+        async move {
+            namespaces
+                .get_opt("doomed")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
     assert!(sim.get_object("ConfigMap", "doomed", "inside").is_none());
     let err = cms
         .get("inside")

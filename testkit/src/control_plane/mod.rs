@@ -285,6 +285,7 @@ impl ControlPlane {
         let sa_public_key = write("service-account.pub", &pki.service_account_public_key)?;
 
         let etcd_port = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let etcd_peer_port = free_port()?;
         let api_port = free_port()?;
         let server = format!("https://127.0.0.1:{api_port}");
@@ -309,7 +310,6 @@ impl ControlPlane {
             }))?,
         )?;
 
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let mut plane = Self {
             etcd_url: etcd_url.clone(),
             bin: bin.clone(),
@@ -363,6 +363,11 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", p(&sa_key)),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--authorization-mode=Node,RBAC".into(),
+                // ConfigMaps are read from etcd rather than the watch cache, so that
+                // `compact_etcd` expires their old resourceVersions and continue tokens
+                // at once, as a long-running server expires them (the conformance test
+                // compares what a client sees then).
+                "--watch-cache-sizes=configmaps#0".into(),
                 "--allow-privileged=true".into(),
                 format!("--watch-cache={}", options.watch_cache),
                 "--v=1".into(),
@@ -485,26 +490,7 @@ impl ControlPlane {
     /// # Errors
     /// etcd does not answer.
     pub async fn compact_etcd(&self) -> anyhow::Result<i64> {
-        let http = reqwest::Client::new();
-        // Any range read carries the store's current revision in its header.
-        let range: serde_json::Value = http
-            .post(format!("{}/v3/kv/range", self.etcd_url))
-            .json(&json!({"key": "AA==", "limit": 1}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let revision: i64 = range["header"]["revision"]
-            .as_str()
-            .and_then(|r| r.parse().ok())
-            .ok_or_else(|| anyhow!("etcd's range answer has no revision: {range}"))?;
-        http.post(format!("{}/v3/kv/compaction", self.etcd_url))
-            .json(&json!({"revision": revision.to_string(), "physical": true}))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(revision)
+        compact_etcd(&self.etcd_url).await
     }
 
     /// The API server's URL.
@@ -669,6 +655,7 @@ impl Drop for ControlPlane {
 pub struct SharedControlPlane {
     kubeconfig: PathBuf,
     server: String,
+    etcd_url: String,
     behaviours: Arc<Mutex<HashMap<String, Behaviour>>>,
 }
 
@@ -711,6 +698,7 @@ impl SharedControlPlane {
                             let shared = SharedControlPlane {
                                 kubeconfig: plane.kubeconfig.clone(),
                                 server: plane.server.clone(),
+                                etcd_url: plane.etcd_url.clone(),
                                 behaviours: plane.kubelet().behaviours(),
                             };
                             let _ = tx.send(Ok(shared));
@@ -737,6 +725,15 @@ impl SharedControlPlane {
         &self.server
     }
 
+    /// Compacts etcd's history up to now, as the API server does every five minutes:
+    /// every resourceVersion handed out so far becomes too old to watch from.
+    ///
+    /// # Errors
+    /// etcd does not answer, or answers something else than its JSON gateway's replies.
+    pub async fn compact_etcd(&self) -> anyhow::Result<i64> {
+        compact_etcd(&self.etcd_url).await
+    }
+
     /// Makes the containers of `image` behave as `behaviour` from their next pod on.
     pub fn set_image_behaviour(&self, image: &str, behaviour: Behaviour) {
         self.behaviours
@@ -744,6 +741,31 @@ impl SharedControlPlane {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(image.to_owned(), behaviour);
     }
+}
+
+/// Compacts the history of the etcd at `etcd_url` (its JSON gateway) up to its current
+/// revision, returning that revision.
+async fn compact_etcd(etcd_url: &str) -> anyhow::Result<i64> {
+    let http = reqwest::Client::new();
+    // Any range read carries the store's current revision in its header.
+    let range: serde_json::Value = http
+        .post(format!("{etcd_url}/v3/kv/range"))
+        .json(&json!({"key": "AA==", "limit": 1}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let revision: i64 = range["header"]["revision"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| anyhow!("etcd's range answer has no revision: {range}"))?;
+    http.post(format!("{etcd_url}/v3/kv/compaction"))
+        .json(&json!({"revision": revision.to_string(), "physical": true}))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(revision)
 }
 
 /// Removes the directories of shared control planes whose process has ended.

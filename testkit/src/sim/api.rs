@@ -80,9 +80,19 @@ fn check_body(r: &Resource, ns: &str, name: Option<&str>, body: &mut Value) -> A
     if let Some(kind) = body.get("kind").and_then(Value::as_str)
         && kind != r.kind
     {
+        // The real server decodes the body as its own kind and fails to convert it.
+        let version = body
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(r.version);
+        let version = version.rsplit('/').next().unwrap_or(version);
+        let internal = match r.group {
+            "" => "core",
+            group => group.split('.').next().unwrap_or(group),
+        };
         return Err(ApiError::bad_request(format!(
-            "the kind \"{kind}\" in the body does not match the resource \"{}\"",
-            r.plural
+            "{kind} in version \"{version}\" cannot be handled as a {}: converting ({version}.{kind}) to ({internal}.{}): unknown conversion",
+            r.kind, r.kind
         )));
     }
     if let Some(av) = body.get("apiVersion").and_then(Value::as_str)
@@ -111,9 +121,9 @@ fn check_body(r: &Resource, ns: &str, name: Option<&str>, body: &mut Value) -> A
     if let Some(name) = name {
         match body.pointer("/metadata/name").and_then(Value::as_str) {
             Some(n) if !n.is_empty() && n != name => {
-                return Err(ApiError::bad_request(
-                    "the name of the object does not match the name on the URL",
-                ));
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
             }
             _ => body["metadata"]["name"] = json!(name),
         }
@@ -130,7 +140,7 @@ fn validate(r: &Resource, obj: &Value) -> ApiResult<()> {
             name,
             "metadata.name",
             &format!(
-                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
             ),
         ));
     }
@@ -163,21 +173,34 @@ fn validate(r: &Resource, obj: &Value) -> ApiResult<()> {
                 "Invalid value: \"null\": empty selector is invalid for deployment",
             ));
         }
-        if !sel.matches_labels(obj.pointer("/spec/template/metadata/labels")) {
+        let labels = obj.pointer("/spec/template/metadata/labels");
+        if !sel.matches_labels(labels) {
+            // The real message shows the labels as Go prints a map: sorted JSON.
+            let sorted: std::collections::BTreeMap<&String, &Value> = labels
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .collect();
             return Err(ApiError::invalid(
                 r.kind,
                 r.group,
                 name,
                 "spec.template.metadata.labels",
-                "Invalid value: `selector` does not match template `labels`",
+                &format!(
+                    "Invalid value: {}: `selector` does not match template `labels`",
+                    json!(sorted)
+                ),
             ));
         }
     }
     let containers = match r.kind {
         "Pod" => obj.pointer("/spec/containers"),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
-            obj.pointer("/spec/template/spec/containers")
-        }
+        "Deployment"
+        | "ReplicaSet"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "Job"
+        | "ReplicationController" => obj.pointer("/spec/template/spec/containers"),
         "CronJob" => obj.pointer("/spec/jobTemplate/spec/template/spec/containers"),
         _ => return Ok(()),
     };
@@ -292,6 +315,33 @@ fn apply_defaults(world: &mut World, r: &Resource, obj: &mut Value) {
         }
         "ReplicaSet" => {
             set_default(&mut obj["spec"], "replicas", json!(1));
+            default_template(obj, "/spec/template/spec", "Always");
+        }
+        "ReplicationController" => {
+            // As the real server defaults it: the selector, and the object's labels
+            // when it has none, are the template's labels.
+            let template_labels = obj
+                .pointer("/spec/template/metadata/labels")
+                .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+                .cloned();
+            let spec = &mut obj["spec"];
+            set_default(spec, "replicas", json!(1));
+            if let Some(labels) = template_labels {
+                if spec
+                    .get("selector")
+                    .and_then(Value::as_object)
+                    .is_none_or(serde_json::Map::is_empty)
+                {
+                    spec["selector"] = labels.clone();
+                }
+                if obj
+                    .pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .is_none_or(serde_json::Map::is_empty)
+                {
+                    obj["metadata"]["labels"] = labels;
+                }
+            }
             default_template(obj, "/spec/template/spec", "Always");
         }
         "StatefulSet" => {
@@ -582,7 +632,7 @@ pub(crate) fn patch(
             force,
             subresource,
         )
-        .map_err(|conflicts| ApiError::apply_conflict(r.group, r.plural, name, &conflicts))?;
+        .map_err(|conflicts| ApiError::apply_conflict(&conflicts))?;
         return match old {
             None => {
                 if subresource.is_some() {
@@ -661,10 +711,40 @@ pub(crate) fn delete_with_grace(
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
-    if has_finalizers {
-        if obj.pointer("/metadata/deletionTimestamp").is_some() {
-            return Ok(obj);
+    if obj.pointer("/metadata/deletionTimestamp").is_some() && r.kind != "Pod" {
+        return Ok(obj);
+    }
+    // As the real server does: a namespace passes through `Terminating` while the
+    // namespace controller empties it, and an owner deleted in the foreground or
+    // orphaning its dependents waits, marked, under the garbage collector's finalizer
+    // (`controllers::garbage_collect` finishes both).
+    let finalizer = match propagation {
+        _ if r.kind == "Namespace" => None,
+        Some(Propagation::Foreground) => Some("foregroundDeletion"),
+        Some(Propagation::Orphan) => Some("orphan"),
+        _ => None,
+    };
+    if r.kind == "Namespace" || finalizer.is_some() {
+        let mut marked = obj.clone();
+        marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if let Some(finalizer) = finalizer {
+            match marked
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
+                Some(finalizers) => finalizers.push(json!(finalizer)),
+                None => marked["metadata"]["finalizers"] = json!([finalizer]),
+            }
+        } else {
+            marked["status"]["phase"] = json!("Terminating");
         }
+        return world
+            .store
+            .replace(r, marked)
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name));
+    }
+    if has_finalizers {
         let mut marked = obj.clone();
         marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
         marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
@@ -696,25 +776,56 @@ pub(crate) fn delete_with_grace(
                 .ok_or_else(|| ApiError::not_found(r.group, r.plural, name));
         }
     }
-    let uid = obj
-        .pointer("/metadata/uid")
+    remove(world, r, ns, name)
+}
+
+/// Removes an object for good, forgetting what the controllers kept about it.
+pub(crate) fn remove(
+    world: &mut World,
+    r: &'static Resource,
+    ns: &str,
+    name: &str,
+) -> ApiResult<Value> {
+    if let Some(uid) = world
+        .store
+        .get(r, ns, name)
+        .and_then(|o| o.pointer("/metadata/uid"))
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let propagation = propagation.unwrap_or(Propagation::Background);
-    match propagation {
-        Propagation::Orphan => orphan_dependents(world, &uid),
-        Propagation::Foreground => delete_dependents(world, &uid),
-        Propagation::Background => {}
+    {
+        let uid = uid.to_owned();
+        world.forget(&uid);
     }
-    if r.kind == "Namespace" {
-        delete_namespace_contents(world, name);
-    }
-    world.forget(&uid);
     world
         .store
         .remove(r, ns, name)
         .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
+}
+
+/// Whether a DELETE that removed an object at once answers with the object rather
+/// than a `Status` (`ReturnDeletedObject` in the real server's registries).
+pub(crate) fn returns_deleted_object(r: &Resource) -> bool {
+    matches!(
+        r.kind,
+        "Pod"
+            | "Service"
+            | "ServiceAccount"
+            | "StorageClass"
+            | "Namespace"
+            | "CustomResourceDefinition"
+    ) || resources::by_kind(r.kind).is_none()
+}
+
+/// The `Status` a DELETE answers when it removed the object at once.
+pub(crate) fn deleted_status(r: &Resource, deleted: &Value) -> Value {
+    let mut details = json!({
+        "name": deleted.pointer("/metadata/name"),
+        "kind": r.plural,
+        "uid": deleted.pointer("/metadata/uid"),
+    });
+    if !r.group.is_empty() {
+        details["group"] = json!(r.group);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
 fn dependents(world: &World, owner_uid: &str) -> Vec<(&'static Resource, String, String)> {
@@ -737,7 +848,9 @@ fn dependents(world: &World, owner_uid: &str) -> Vec<(&'static Resource, String,
         .collect()
 }
 
-fn orphan_dependents(world: &mut World, owner_uid: &str) {
+/// Takes the owner's references out of its dependents (no `ownerReferences` left
+/// when it was the only owner, as the real garbage collector leaves them).
+pub(crate) fn orphan_dependents(world: &mut World, owner_uid: &str) {
     for (r, ns, name) in dependents(world, owner_uid) {
         if let Some(mut obj) = world.store.get(r, &ns, &name).cloned() {
             if let Some(refs) = obj
@@ -745,20 +858,39 @@ fn orphan_dependents(world: &mut World, owner_uid: &str) {
                 .and_then(Value::as_array_mut)
             {
                 refs.retain(|o| o["uid"] != owner_uid);
+                if refs.is_empty()
+                    && let Some(meta) = obj["metadata"].as_object_mut()
+                {
+                    meta.remove("ownerReferences");
+                }
             }
             world.store.replace(r, obj);
         }
     }
 }
 
-fn delete_dependents(world: &mut World, owner_uid: &str) {
-    for (r, ns, name) in dependents(world, owner_uid) {
+/// Deletes the owner's dependents in the foreground; returns whether any is left.
+pub(crate) fn delete_dependents(world: &mut World, owner_uid: &str) -> bool {
+    let dependents = dependents(world, owner_uid);
+    for (r, ns, name) in &dependents {
+        // As the real collector: in the foreground what has dependents of its own, in
+        // the background the rest.
+        let own_uid = world
+            .store
+            .get(r, ns, name)
+            .and_then(|o| o.pointer("/metadata/uid"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let policy =
+            (!self::dependents(world, &own_uid).is_empty()).then_some(Propagation::Foreground);
         // A dependent that is already gone needs nothing more.
-        let _ = delete(world, r, &ns, &name, Some(Propagation::Foreground));
+        let _ = delete(world, r, ns, name, policy);
     }
+    !dependents.is_empty()
 }
 
-fn delete_namespace_contents(world: &mut World, ns: &str) {
+pub(crate) fn delete_namespace_contents(world: &mut World, ns: &str) {
     let inside: Vec<(&'static Resource, String)> = world
         .store
         .all()
@@ -771,26 +903,26 @@ fn delete_namespace_contents(world: &mut World, ns: &str) {
         })
         .collect();
     for (r, name) in inside {
-        if let Some(obj) = world.store.get(r, ns, &name) {
-            let uid = obj
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            world.forget(&uid);
-        }
-        world.store.remove(r, ns, &name);
+        // Whatever went meanwhile needs nothing more.
+        let _ = remove(world, r, ns, &name);
     }
 }
 
-/// The `autoscaling/v1` Scale of a Deployment, ReplicaSet or StatefulSet.
+/// The `autoscaling/v1` Scale of a Deployment, ReplicaSet, StatefulSet or
+/// ReplicationController.
 pub(crate) fn get_scale(world: &World, r: &Resource, ns: &str, name: &str) -> ApiResult<Value> {
     let obj = world
         .store
         .get(r, ns, name)
         .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))?;
+    // A ReplicationController's selector is the label map itself.
     let selector = obj
         .pointer("/spec/selector/matchLabels")
+        .or_else(|| {
+            (r.kind == "ReplicationController")
+                .then(|| obj.pointer("/spec/selector"))
+                .flatten()
+        })
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()

@@ -1,4 +1,5 @@
-//! Simulated controllers: Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, the
+//! Simulated controllers: Deployment, ReplicaSet and ReplicationController,
+//! StatefulSet, DaemonSet, Job, the
 //! garbage collector, and the small housekeeping the control plane does (default
 //! ServiceAccounts, LoadBalancer addresses). They run on a fixed tick over the store.
 
@@ -236,25 +237,93 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// The objects of a kind the controllers manage: those not being deleted, which the
+/// real controllers leave alone.
+fn managed(world: &World, kind: &str) -> Vec<Value> {
+    world
+        .store
+        .list(res(kind), None)
+        .into_iter()
+        .filter(|o| o.pointer("/metadata/deletionTimestamp").is_none())
+        .cloned()
+        .collect()
+}
+
 fn tick(world: &mut World, cfg: &SimConfig, behaviours: &HashMap<String, Behaviour>, now: Instant) {
+    finish_deletions(world);
     garbage_collect(world);
     housekeeping(world);
-    for d in world.store.list_owned(res("Deployment"), None) {
+    for d in managed(world, "Deployment") {
         reconcile_deployment(world, cfg, &d, now);
     }
-    for rs in world.store.list_owned(res("ReplicaSet"), None) {
-        reconcile_replicaset(world, cfg, &rs, now);
+    for kind in ["ReplicaSet", "ReplicationController"] {
+        for owner in managed(world, kind) {
+            reconcile_replicas(world, cfg, &owner, now);
+        }
     }
-    for sts in world.store.list_owned(res("StatefulSet"), None) {
+    for sts in managed(world, "StatefulSet") {
         reconcile_statefulset(world, &sts);
     }
-    for ds in world.store.list_owned(res("DaemonSet"), None) {
+    for ds in managed(world, "DaemonSet") {
         reconcile_daemonset(world, cfg, &ds);
     }
-    for job in world.store.list_owned(res("Job"), None) {
+    for job in managed(world, "Job") {
         reconcile_job(world, &job);
     }
     kubelet::tick(world, cfg, behaviours, now);
+}
+
+/// Finishes the deletions the API left marked, as the namespace controller and the
+/// garbage collector do: a terminating namespace is emptied and removed; an owner under
+/// the `orphan` finalizer frees its dependents, one under `foregroundDeletion` deletes
+/// them and waits until they are gone; each goes once no finalizer is left.
+fn finish_deletions(world: &mut World) {
+    let marked: Vec<(&'static str, Value)> = world
+        .store
+        .all()
+        .filter(|(kind, o)| *kind != "Event" && o.pointer("/metadata/deletionTimestamp").is_some())
+        .map(|(kind, o)| (kind, o.clone()))
+        .collect();
+    for (kind, object) in marked {
+        let Some(r) = resources::by_key(&world.custom, kind) else {
+            continue;
+        };
+        let (ns, name) = (
+            s(&object, "/metadata/namespace"),
+            s(&object, "/metadata/name"),
+        );
+        if kind == "Namespace" {
+            api::delete_namespace_contents(world, name);
+            let _ = api::remove(world, r, ns, name);
+            continue;
+        }
+        let finalizers: Vec<&str> = object
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let owner_uid = uid(&object);
+        let mut left = finalizers.clone();
+        if finalizers.contains(&"orphan") {
+            api::orphan_dependents(world, &owner_uid);
+            left.retain(|f| *f != "orphan");
+        }
+        if finalizers.contains(&"foregroundDeletion") && !api::delete_dependents(world, &owner_uid)
+        {
+            left.retain(|f| *f != "foregroundDeletion");
+        }
+        if left.len() == finalizers.len() {
+            continue;
+        }
+        if left.is_empty() {
+            let _ = api::remove(world, r, ns, name);
+        } else if let Some(mut fresh) = world.store.get(r, ns, name).cloned() {
+            fresh["metadata"]["finalizers"] = json!(left);
+            world.store.replace(r, fresh);
+        }
+    }
 }
 
 fn garbage_collect(world: &mut World) {
@@ -373,12 +442,21 @@ fn pod_available(
     true
 }
 
-/// Creates a pod from a template for an owner.
+/// The component name a workload's controller reports events as.
+fn controller_of(owner: &Value) -> EventSource {
+    EventSource::controller(&match s(owner, "/kind") {
+        "ReplicationController" => "replication-controller".to_owned(),
+        kind => format!("{}-controller", kind.to_ascii_lowercase()),
+    })
+}
+
+/// Creates a pod from a template for an owner, named `name` or, without one, as the
+/// real controllers name them: `generateName` `<owner>-` and a random suffix.
 fn create_pod(
     world: &mut World,
     owner: &Value,
     template: &Value,
-    name: &str,
+    name: Option<&str>,
     extra_labels: &[(&str, String)],
     node: Option<&str>,
 ) -> Option<Value> {
@@ -387,6 +465,15 @@ fn create_pod(
         "metadata": template.get("metadata").cloned().unwrap_or_else(|| json!({})),
         "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
     });
+    let name = match name {
+        Some(name) => name.to_owned(),
+        None => {
+            let prefix = format!("{}-", s(owner, "/metadata/name"));
+            pod["metadata"]["generateName"] = json!(prefix);
+            format!("{prefix}{}", random_name_suffix())
+        }
+    };
+    let name = name.as_str();
     pod["metadata"]["name"] = json!(name);
     pod["metadata"]["namespace"] = json!(ns);
     pod["metadata"]["ownerReferences"] = json!([owner_ref(owner)]);
@@ -404,10 +491,7 @@ fn create_pod(
         "Normal",
         "SuccessfulCreate",
         &format!("Created pod: {name}"),
-        &EventSource::controller(&format!(
-            "{}-controller",
-            s(owner, "/kind").to_ascii_lowercase()
-        )),
+        &controller_of(owner),
     );
     Some(created)
 }
@@ -423,10 +507,7 @@ fn delete_pod(world: &mut World, owner: &Value, pod: &Value) {
             "Normal",
             "SuccessfulDelete",
             &format!("Deleted pod: {name}"),
-            &EventSource::controller(&format!(
-                "{}-controller",
-                s(owner, "/kind").to_ascii_lowercase()
-            )),
+            &controller_of(owner),
         );
     }
 }
@@ -604,6 +685,28 @@ fn reconcile_deployment(world: &mut World, cfg: &SimConfig, d: &Value, now: Inst
                 true,
                 0,
             );
+            // Like the real controller, the new ReplicaSet is created at the size the
+            // rollout allows at once: all of it on a first rollout, the surge room on
+            // an update, nothing while old pods of a Recreate still run or when paused.
+            let old_total: i64 = owned.iter().map(|rs| i(rs, "/spec/replicas")).sum();
+            let old_active = owned
+                .iter()
+                .any(|rs| i(rs, "/spec/replicas") > 0 || i(rs, "/status/replicas") > 0);
+            let initial = if d.pointer("/spec/paused") == Some(&json!(true))
+                || (s(d, "/spec/strategy/type") == "Recreate" && old_active)
+            {
+                0
+            } else if s(d, "/spec/strategy/type") == "Recreate" {
+                desired
+            } else {
+                let surge = resolve_int_or_percent(
+                    d.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+                    desired,
+                    true,
+                    1,
+                );
+                (desired + surge - old_total).clamp(0, desired)
+            };
             let rs = json!({
                 "metadata": {
                     "name": rs_name, "namespace": ns, "labels": labels,
@@ -615,13 +718,24 @@ fn reconcile_deployment(world: &mut World, cfg: &SimConfig, d: &Value, now: Inst
                     "ownerReferences": [owner_ref(d)],
                 },
                 "spec": {
-                    "replicas": 0, "minReadySeconds": i(d, "/spec/minReadySeconds"),
+                    "replicas": initial, "minReadySeconds": i(d, "/spec/minReadySeconds"),
                     "selector": selector, "template": rs_template,
                 },
             });
             match api::create(world, rs_res, &ns, rs, MANAGER, false) {
                 Ok(created) => {
                     created_new = true;
+                    if initial > 0 {
+                        record_event(
+                            world,
+                            d,
+                            None,
+                            "Normal",
+                            "ScalingReplicaSet",
+                            &format!("Scaled up replica set {rs_name} from 0 to {initial}"),
+                            &EventSource::controller("deployment-controller"),
+                        );
+                    }
                     created
                 }
                 Err(_) => return,
@@ -631,15 +745,14 @@ fn reconcile_deployment(world: &mut World, cfg: &SimConfig, d: &Value, now: Inst
     let new_name = s(&new_rs, "/metadata/name").to_owned();
     let new_revision = revision(&new_rs).to_string();
     let mut d_now = d.clone();
-    if s(
+    // The new revision is written with the status, in one update, as the real
+    // controller writes it.
+    let revised = s(
         d,
         "/metadata/annotations/deployment.kubernetes.io~1revision",
-    ) != new_revision
-    {
+    ) != new_revision;
+    if revised {
         d_now["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!(new_revision);
-        if let Some(stored) = world.store.replace(res("Deployment"), d_now.clone()) {
-            d_now = stored;
-        }
     }
     let mut olds: Vec<Value> = owned
         .iter()
@@ -892,27 +1005,30 @@ fn reconcile_deployment(world: &mut World, cfg: &SimConfig, d: &Value, now: Inst
             o.insert("observedGeneration".to_owned(), json!(0));
         }
     }
-    if d_now.get("status") != Some(&status) {
+    if revised || d_now.get("status") != Some(&status) {
         let mut out = d_now.clone();
         out["status"] = status;
         world.store.replace(res("Deployment"), out);
     }
 }
 
-fn reconcile_replicaset(world: &mut World, cfg: &SimConfig, rs: &Value, now: Instant) {
-    let ns = s(rs, "/metadata/namespace").to_owned();
-    let rs_uid = uid(rs);
-    let desired = i(rs, "/spec/replicas");
-    let mut pods = pods_of(world, &ns, &rs_uid);
-    let template = rs
+/// The ReplicaSet controller, which ReplicationControllers share (a real cluster runs
+/// the same code for both): as many pods from the template as `spec.replicas` asks,
+/// and the status counts.
+fn reconcile_replicas(world: &mut World, cfg: &SimConfig, owner: &Value, now: Instant) {
+    let r = res(s(owner, "/kind"));
+    let ns = s(owner, "/metadata/namespace").to_owned();
+    let owner_uid = uid(owner);
+    let desired = i(owner, "/spec/replicas");
+    let mut pods = pods_of(world, &ns, &owner_uid);
+    let template = owner
         .pointer("/spec/template")
         .cloned()
         .unwrap_or_else(|| json!({}));
     let current = i64::try_from(pods.len()).unwrap_or(0);
     if current < desired {
         for _ in current..desired {
-            let name = format!("{}-{}", s(rs, "/metadata/name"), random_name_suffix());
-            if let Some(p) = create_pod(world, rs, &template, &name, &[], None) {
+            if let Some(p) = create_pod(world, owner, &template, None, &[], None) {
                 pods.push(p);
             }
         }
@@ -928,31 +1044,35 @@ fn reconcile_replicaset(world: &mut World, cfg: &SimConfig, rs: &Value, now: Ins
         let excess = usize::try_from(current - desired).unwrap_or(0);
         let victims: Vec<Value> = pods.drain(..excess).collect();
         for p in victims {
-            delete_pod(world, rs, &p);
+            delete_pod(world, owner, &p);
         }
     }
-    let min_ready = i(rs, "/spec/minReadySeconds");
+    let min_ready = i(owner, "/spec/minReadySeconds");
+    let template_labels = super::selector::LabelSelector::from_object(
+        &json!({"matchLabels": template.pointer("/metadata/labels")}),
+    );
+    let fully_labeled = pods
+        .iter()
+        .filter(|p| template_labels.matches_labels(p.pointer("/metadata/labels")))
+        .count();
     let ready = pods.iter().filter(|p| pod_ready(p)).count();
     let available = pods
         .iter()
         .filter(|p| pod_available(world, cfg, p, min_ready, now))
         .count();
     let mut status = json!({
-        "replicas": pods.len(), "fullyLabeledReplicas": pods.len(), "readyReplicas": ready,
-        "availableReplicas": available, "observedGeneration": i(rs, "/metadata/generation"),
+        "replicas": pods.len(), "fullyLabeledReplicas": fully_labeled, "readyReplicas": ready,
+        "availableReplicas": available, "observedGeneration": i(owner, "/metadata/generation"),
     });
     if let Some(o) = status.as_object_mut() {
         o.retain(|k, v| k == "replicas" || k == "observedGeneration" || v != &json!(0));
     }
-    if let Some(fresh) = world
-        .store
-        .get(res("ReplicaSet"), &ns, s(rs, "/metadata/name"))
-        .cloned()
+    if let Some(fresh) = world.store.get(r, &ns, s(owner, "/metadata/name")).cloned()
         && fresh.get("status") != Some(&status)
     {
         let mut out = fresh;
         out["status"] = status;
-        world.store.replace(res("ReplicaSet"), out);
+        world.store.replace(r, out);
     }
 }
 
@@ -1010,7 +1130,7 @@ fn reconcile_statefulset(world: &mut World, sts: &Value) {
             world,
             sts,
             &tpl,
-            &pod_name,
+            Some(&pod_name),
             &[
                 ("controller-revision-hash", rev),
                 ("statefulset.kubernetes.io/pod-name", pod_name.clone()),
@@ -1084,12 +1204,11 @@ fn reconcile_daemonset(world: &mut World, cfg: &SimConfig, ds: &Value) {
     let node_of = |p: &Value| s(p, "/spec/nodeName").to_owned();
     for node in &cfg.nodes {
         if !pods.iter().any(|p| node_of(p) == *node) {
-            let pod_name = format!("{name}-{}", random_name_suffix());
             create_pod(
                 world,
                 ds,
                 &template,
-                &pod_name,
+                None,
                 &[
                     ("controller-revision-hash", hash.clone()),
                     (
@@ -1223,8 +1342,7 @@ fn reconcile_job(world: &mut World, job: &Value) {
             .cloned()
             .unwrap_or_else(|| json!({}));
         for _ in have..want {
-            let pod_name = format!("{name}-{}", random_name_suffix());
-            create_pod(world, job, &template, &pod_name, &[], None);
+            create_pod(world, job, &template, None, &[], None);
         }
         let pods = pods_of(world, &ns, &uid(job));
         let active_now = pods

@@ -10,6 +10,8 @@ pub(crate) struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// The Status's list metadata (a `continue` token), when it carries any.
+    pub metadata: Option<Value>,
 }
 
 impl ApiError {
@@ -19,6 +21,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            metadata: None,
         }
     }
 
@@ -27,13 +30,47 @@ impl ApiError {
         self
     }
 
+    /// The `details` of an error about one object: the real server leaves an empty
+    /// group out.
+    fn object_details(group: &str, plural: &str, name: &str) -> Value {
+        let mut details = json!({"name": name, "kind": plural});
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
+        details
+    }
+
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
         Self::new(
             404,
             "NotFound",
             format!("{} \"{name}\" not found", qualified(group, plural)),
         )
-        .with_details(json!({"name": name, "group": group, "kind": plural}))
+        .with_details(Self::object_details(group, plural, name))
+    }
+
+    /// A path that names no served resource (empty details, as the real server sends).
+    pub fn not_served() -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
+        .with_details(json!({}))
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(415, "UnsupportedMediaType", "415: Unsupported Media Type")
+            .with_details(json!({}))
     }
 
     pub fn namespace_not_found(name: &str) -> Self {
@@ -46,7 +83,7 @@ impl ApiError {
             "AlreadyExists",
             format!("{} \"{name}\" already exists", qualified(group, plural)),
         )
-        .with_details(json!({"name": name, "group": group, "kind": plural}))
+        .with_details(Self::object_details(group, plural, name))
     }
 
     pub fn conflict(group: &str, plural: &str, name: &str, why: &str) -> Self {
@@ -58,30 +95,25 @@ impl ApiError {
                 qualified(group, plural)
             ),
         )
-        .with_details(json!({"name": name, "group": group, "kind": plural}))
+        .with_details(Self::object_details(group, plural, name))
     }
 
-    pub fn apply_conflict(
-        group: &str,
-        plural: &str,
-        name: &str,
-        conflicts: &[(String, String, String)],
-    ) -> Self {
+    /// A server-side apply conflict; as from the real server, the details carry only
+    /// the causes.
+    pub fn apply_conflict(conflicts: &[super::merge::Conflict]) -> Self {
         let causes: Vec<Value> = conflicts
             .iter()
-            .map(|(manager, api_version, field)| {
+            .map(|(who, _, field)| {
                 json!({
                     "reason": "FieldManagerConflict",
-                    "message": format!("conflict with \"{manager}\" using {api_version}"),
+                    "message": format!("conflict with {who}"),
                     "field": field
                 })
             })
             .collect();
         let lines: Vec<String> = conflicts
             .iter()
-            .map(|(manager, api_version, field)| {
-                format!("conflict with \"{manager}\" using {api_version}: {field}")
-            })
+            .map(|(who, _, field)| format!("conflict with {who}: {field}"))
             .collect();
         let message = if conflicts.len() == 1 {
             format!("Apply failed with 1 conflict: {}", lines.join("\n"))
@@ -92,11 +124,24 @@ impl ApiError {
                 lines.join("\n")
             )
         };
-        Self::new(409, "Conflict", message)
-            .with_details(json!({"name": name, "group": group, "kind": plural, "causes": causes}))
+        Self::new(409, "Conflict", message).with_details(json!({"causes": causes}))
     }
 
+    /// A 422 about one field; `why` starting with `Required value` is a missing field
+    /// (`FieldValueRequired`), anything else an invalid one.
     pub fn invalid(kind: &str, group: &str, name: &str, field: &str, why: &str) -> Self {
+        let reason = if why.starts_with("Required value") {
+            "FieldValueRequired"
+        } else {
+            "FieldValueInvalid"
+        };
+        let mut details = json!({
+            "name": name, "kind": kind,
+            "causes": [{"reason": reason, "message": why, "field": field}]
+        });
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
         Self::new(
             422,
             "Invalid",
@@ -106,10 +151,20 @@ impl ApiError {
             )
             .replace(". \"", " \""),
         )
-        .with_details(json!({
-            "name": name, "group": group, "kind": kind,
-            "causes": [{"reason": "FieldValueInvalid", "message": why, "field": field}]
-        }))
+        .with_details(details)
+    }
+
+    /// An expired continue token; as the real server, it offers one that goes on from
+    /// the same place in the current state, for a client that accepts an inconsistent
+    /// list.
+    pub fn continue_expired(inconsistent_continue: String) -> Self {
+        let mut error = Self::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+        );
+        error.metadata = Some(json!({"continue": inconsistent_continue}));
+        error
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -122,7 +177,8 @@ impl ApiError {
 
     pub fn status(&self) -> Value {
         let mut status = json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "kind": "Status", "apiVersion": "v1",
+            "metadata": self.metadata.clone().unwrap_or_else(|| json!({})),
             "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code
         });
         if let Some(details) = &self.details {

@@ -342,7 +342,23 @@ pub(crate) fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
 }
 
 /// A field owned by another manager with a different value.
+/// A conflict: the manager as the real server names it in messages (`"alice"` for an
+/// applier, `"kubectl" using apps/v1` for an updater, `with subresource "status"` when
+/// it wrote a subresource), its name, and the field.
 pub(crate) type Conflict = (String, String, String);
+
+/// How the real server names a manager in a conflict: appliers by name, updaters with
+/// the version they wrote.
+fn conflicting_manager(entry: &ManagedEntry) -> String {
+    let mut who = format!("{:?}", entry.manager);
+    if let Some(subresource) = &entry.subresource {
+        who.push_str(&format!(" with subresource {subresource:?}"));
+    }
+    if entry.operation == "Update" {
+        who.push_str(&format!(" using {}", entry.api_version));
+    }
+    who
+}
 
 fn dotted(path: &[String]) -> String {
     let mut s = String::new();
@@ -389,8 +405,8 @@ pub(crate) fn server_side_apply(
                 && !path.last().is_some_and(|l| l.starts_with("k:"));
             if is_leaf && wanted != current {
                 conflicts.push((
+                    conflicting_manager(entry),
                     entry.manager.clone(),
-                    entry.api_version.clone(),
                     dotted(path),
                 ));
                 lost.push(path.clone());

@@ -1,11 +1,12 @@
 //! The simulated Kubernetes API server.
 //!
 //! [`Simulator`] serves a faithful subset of the Kubernetes API over plain HTTP on
-//! 127.0.0.1 and runs simulated controllers (Deployment, ReplicaSet, StatefulSet,
-//! DaemonSet, Job, a scheduler and a kubelet) on an accelerated clock. It reads request
-//! bodies in JSON, YAML and protobuf (`application/vnd.kubernetes.protobuf`, as
-//! client-go's typed clients and so `kubectl create` send them; decoded into the JSON
-//! object the client would have sent) and answers in JSON.
+//! 127.0.0.1 and runs simulated controllers (Deployment, ReplicaSet and
+//! ReplicationController, StatefulSet, DaemonSet, Job, a scheduler and a kubelet) on
+//! an accelerated clock. It reads request bodies in JSON, YAML and protobuf
+//! (`application/vnd.kubernetes.protobuf`, as client-go's typed clients and so
+//! `kubectl create` send them; decoded into the JSON object the client would have
+//! sent) and answers in JSON.
 
 mod api;
 mod controllers;

@@ -651,5 +651,8 @@ pub(crate) fn openapi_v3_group_version(
 
 /// Whether the type has a `scale` subresource.
 pub(crate) fn has_scale(r: &Resource) -> bool {
-    matches!(r.kind, "Deployment" | "ReplicaSet" | "StatefulSet")
+    matches!(
+        r.kind,
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController"
+    )
 }

@@ -58,6 +58,35 @@ fn parse_set(rest: &str) -> ApiResult<Vec<String>> {
         .collect())
 }
 
+/// Whether `value` is a valid label value: empty, or at most 63 alphanumerics, `-`,
+/// `_` and `.`, starting and ending with an alphanumeric.
+fn valid_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// Refuses a requirement whose values no label can have, as the real parser does.
+fn check_values(req: &LabelRequirement) -> ApiResult<()> {
+    let (key, values) = match req {
+        LabelRequirement::Equals(k, v) | LabelRequirement::NotEquals(k, v) => {
+            (k, std::slice::from_ref(v))
+        }
+        LabelRequirement::In(k, vs) | LabelRequirement::NotIn(k, vs) => (k, vs.as_slice()),
+        LabelRequirement::Exists(_) | LabelRequirement::NotExists(_) => return Ok(()),
+    };
+    match values.iter().find(|v| !valid_label_value(v)) {
+        Some(v) => Err(ApiError::bad_request(format!(
+            "unable to parse requirement: values[0][{key}]: Invalid value: {v:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl LabelSelector {
     pub fn parse(s: &str) -> ApiResult<Self> {
         let mut reqs = Vec::new();
@@ -81,6 +110,7 @@ impl LabelSelector {
             } else {
                 LabelRequirement::Exists(part)
             };
+            check_values(&req)?;
             reqs.push(req);
         }
         Ok(Self(reqs))

@@ -135,22 +135,14 @@ pub(crate) async fn handle(
         ["apis", group, version, rest @ ..] => {
             resource_request(&req, &body, &shared, &query, group, version, rest).await
         }
-        _ => error_response(&ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )),
+        _ => error_response(&ApiError::not_served()),
     }
 }
 
 fn discovery(doc: Option<Value>) -> HttpResponse {
     match doc {
         Some(d) => json_response(200, &d),
-        None => error_response(&ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )),
+        None => error_response(&ApiError::not_served()),
     }
 }
 
@@ -167,13 +159,7 @@ fn parse_target<'a>(
     version: &str,
     rest: &[&'a str],
 ) -> ApiResult<Target<'a>> {
-    let not_found = || {
-        ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    };
+    let not_found = || ApiError::not_served();
     let (namespace, tail): (Option<&str>, &[&str]) = match rest {
         ["namespaces", ns, tail @ ..]
             if !tail.is_empty() && !matches!(tail, ["status" | "finalize"]) =>
@@ -271,14 +257,7 @@ async fn resource_request(
     let method = req.method().as_str().to_owned();
     if target.subresource.is_none() && !target.resource.verbs.contains(&"create") && method != "GET"
     {
-        return error_response(&ApiError::new(
-            405,
-            "MethodNotAllowed",
-            format!(
-                "the server does not allow this method on the requested resource ({})",
-                target.resource.plural
-            ),
-        ));
+        return error_response(&ApiError::method_not_allowed());
     }
     if method == "GET" && target.name.is_none() && query.flag("watch") {
         return watch(shared, &target, query);
@@ -342,11 +321,10 @@ fn dispatch(
             .ok_or_else(|| ApiError::not_found(r.group, r.plural, name)),
         ("POST", None) => {
             if r.namespaced && target.namespace.is_none() {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ));
+                return Err(ApiError::not_served());
+            }
+            if body.is_empty() {
+                return Err(ApiError::bad_request("Object 'Kind' is missing in ''"));
             }
             let body = parse_body(req, body)?;
             let dry_run = query.get("dryRun").is_some();
@@ -380,13 +358,7 @@ fn dispatch(
             } else if content_type.starts_with("application/json-patch+json") {
                 PatchType::Json
             } else {
-                return Err(ApiError::new(
-                    415,
-                    "UnsupportedMediaType",
-                    format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type:?}"
-                    ),
-                ));
+                return Err(ApiError::unsupported_media_type());
             };
             let body = parse_body(req, body)?;
             let manager = query
@@ -424,7 +396,12 @@ fn dispatch(
                 .get("gracePeriodSeconds")
                 .and_then(|g| g.parse::<i64>().ok())
                 .or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
-            api::delete_with_grace(&mut world, r, ns, name, propagation, grace).map(|v| (200, v))
+            let deleted = api::delete_with_grace(&mut world, r, ns, name, propagation, grace)?;
+            // Removed at once: most kinds answer with a Status, as the real server.
+            if world.store.get(r, ns, name).is_none() && !api::returns_deleted_object(r) {
+                return Ok((200, api::deleted_status(r, &deleted)));
+            }
+            Ok((200, deleted))
         }
         ("DELETE", None) => {
             let listed = list(&world.store, target, query)?;
@@ -456,11 +433,7 @@ fn dispatch(
                 list_document(r, world.store.resource_version(), deleted, None, None),
             ))
         }
-        _ => Err(ApiError::new(
-            405,
-            "MethodNotAllowed",
-            format!("the server does not allow this method on the requested resource: {method}"),
-        )),
+        _ => Err(ApiError::method_not_allowed()),
     }
 }
 
@@ -489,13 +462,7 @@ fn scale(
             patched
         }
         _ => {
-            return Err(ApiError::new(
-                405,
-                "MethodNotAllowed",
-                format!(
-                    "the server does not allow this method on the requested resource: {method}"
-                ),
-            ));
+            return Err(ApiError::method_not_allowed());
         }
     };
     // Scale's `spec.replicas` is a plain int32 with `omitempty`: absent means 0.
@@ -607,11 +574,10 @@ fn list(store: &super::store::Store, target: &Target<'_>, query: &Query) -> ApiR
                 .parse()
                 .map_err(|_| ApiError::bad_request("continue key is not valid"))?;
             if rv < store.compacted() {
-                return Err(ApiError::new(
-                    410,
-                    "Expired",
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                ));
+                return Err(ApiError::continue_expired(hex(&format!(
+                    "{}|{key}",
+                    store.resource_version()
+                ))));
             }
             (rv, Some(key.to_owned()))
         }
@@ -641,11 +607,14 @@ fn list(store: &super::store::Store, target: &Target<'_>, query: &Query) -> ApiR
         .unwrap_or(usize::MAX);
     let total = matching.len();
     let page: Vec<Value> = matching.into_iter().take(limit).cloned().collect();
+    // The real server counts what remains only when it need not filter.
+    let filtered = query.get("labelSelector").is_some_and(|l| !l.is_empty())
+        || query.get("fieldSelector").is_some_and(|f| !f.is_empty());
     let (cont, remaining) = if total > page.len() {
         let last = page.last().map(key_of).unwrap_or_default();
         (
             Some(hex(&format!("{list_rv}|{last}"))),
-            Some(total - page.len()),
+            (!filtered).then(|| total - page.len()),
         )
     } else {
         (None, None)
