@@ -15,6 +15,7 @@ pub(crate) mod kubelet;
 mod merge;
 mod protobuf;
 mod resources;
+mod schema;
 mod selector;
 mod server;
 mod store;
