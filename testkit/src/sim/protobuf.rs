@@ -446,4 +446,4 @@ fn schema_json(message: &DynamicMessage, name: &str, path: &str) -> Result<Optio
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

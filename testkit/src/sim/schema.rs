@@ -98,7 +98,7 @@ impl Schema {
             mode,
             problems: Vec::new(),
         };
-        walk.value_of_message(&self.message, "", object, &mut Vec::new(), true);
+        walk.value_of_message(&self.message, "", object, &Vec::new(), true);
         walk.problems
     }
 
@@ -303,8 +303,10 @@ struct Expected {
 /// Why a value of the right JSON type is still refused.
 #[derive(Debug, Clone)]
 enum Unfit {
-    /// A fraction for an integer.
-    Fraction(String),
+    /// A number the Go integer type cannot hold: a fraction (`1.5`, even `1.0` when
+    /// decoding; a conversion only refuses a real fraction), or out of range when
+    /// decoding (a conversion wraps it).
+    Number(String),
     /// Not a quantity.
     Quantity(&'static str),
     /// Not base64 (`bytes`), with the position Go names.
@@ -355,7 +357,7 @@ impl Problem {
                 go,
                 unfit,
             } => Some(match unfit {
-                Unfit::Fraction(n) => format!(
+                Unfit::Number(n) => format!(
                     "json: cannot unmarshal number {n} into Go struct field {parent}.{} of type {go}",
                     go_path(path)
                 ),
@@ -403,7 +405,7 @@ impl Problem {
                 expected.go
             )),
             Self::Unfit { go, unfit, .. } => Some(match unfit {
-                Unfit::Fraction(_) => format!("cannot convert float64 to {go}"),
+                Unfit::Number(_) => format!("cannot convert float64 to {go}"),
                 Unfit::Quantity(why) => (*why).to_owned(),
                 Unfit::Base64(at) => {
                     format!("error decoding from json: illegal base64 data at input byte {at}")
@@ -558,6 +560,20 @@ fn field_named(message: &MessageDescriptor, name: &str) -> Option<(FieldDescript
 
 fn integral(n: &serde_json::Number) -> bool {
     n.is_i64() || n.is_u64()
+}
+
+/// Whether Go's decoder puts a JSON number into an integer of this kind.
+fn fits(kind: &Kind, n: &serde_json::Number) -> bool {
+    let signed = |bits: u32| {
+        n.as_i64()
+            .is_some_and(|v| v >= -(1_i64 << (bits - 1)) && v < (1_i64 << (bits - 1)))
+    };
+    match kind {
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => signed(32),
+        Kind::Uint32 | Kind::Fixed32 => n.as_u64().is_some_and(|v| v <= u64::from(u32::MAX)),
+        Kind::Uint64 | Kind::Fixed64 => n.is_u64(),
+        _ => n.is_i64(),
+    }
 }
 
 /// The first problem of a quantity's text, as Go's `ParseQuantity` reports it.
@@ -744,12 +760,12 @@ impl Walk {
             (Kind::Bytes, _) => self.wrong_type(path, parent, Some("string"), go, value),
             (Kind::Double | Kind::Float | Kind::Enum(_), Value::Number(_)) => {}
             (_, Value::Number(n)) => {
-                let fraction = match self.mode {
+                let unfit = match self.mode {
                     Mode::Apply => n.as_f64().is_some_and(|f| f.fract() != 0.0),
-                    _ => !integral(n),
+                    _ => !fits(kind, n),
                 };
-                if fraction {
-                    self.unfit(path, parent, go, Unfit::Fraction(n.to_string()));
+                if unfit {
+                    self.unfit(path, parent, go, Unfit::Number(n.to_string()));
                 }
             }
             _ => self.wrong_type(path, parent, Some("numeric (int or float)"), go, value),
@@ -790,7 +806,7 @@ impl Walk {
                     Value::String(_) => {}
                     Value::Number(n) if integral(n) => {}
                     Value::Number(n) => {
-                        self.unfit(path, parent, go, Unfit::Fraction(n.to_string()));
+                        self.unfit(path, parent, go, Unfit::Number(n.to_string()));
                     }
                     _ => self.wrong_type(path, parent, None, go, value),
                 }
