@@ -184,6 +184,12 @@ impl ApiError {
         if let Some(details) = &self.details {
             status["details"] = details.clone();
         }
+        if self.reason.is_empty()
+            && let Some(fields) = status.as_object_mut()
+        {
+            // An error without a reason (server-side apply's typed object) has none.
+            fields.remove("reason");
+        }
         status
     }
 }

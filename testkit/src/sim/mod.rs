@@ -16,6 +16,7 @@ pub(crate) mod kubelet;
 mod merge;
 mod protobuf;
 mod resources;
+mod schema;
 mod selector;
 mod server;
 mod store;

@@ -47,14 +47,14 @@ static POOL: LazyLock<Result<DescriptorPool, String>> =
 
 const META: &str = "k8s.io.apimachinery.pkg.apis.meta.v1";
 const UNKNOWN: &str = "k8s.io.apimachinery.pkg.runtime.Unknown";
-const RAW_EXTENSION: &str = "k8s.io.apimachinery.pkg.runtime.RawExtension";
-const TIME: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.Time";
-const MICRO_TIME: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime";
-const DURATION: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.Duration";
-const FIELDS_V1: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1";
-const QUANTITY: &str = "k8s.io.apimachinery.pkg.api.resource.Quantity";
-const INT_OR_STRING: &str = "k8s.io.apimachinery.pkg.util.intstr.IntOrString";
-const CRD: &str = "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1";
+pub(super) const RAW_EXTENSION: &str = "k8s.io.apimachinery.pkg.runtime.RawExtension";
+pub(super) const TIME: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.Time";
+pub(super) const MICRO_TIME: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime";
+pub(super) const DURATION: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.Duration";
+pub(super) const FIELDS_V1: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1";
+pub(super) const QUANTITY: &str = "k8s.io.apimachinery.pkg.api.resource.Quantity";
+pub(super) const INT_OR_STRING: &str = "k8s.io.apimachinery.pkg.util.intstr.IntOrString";
+pub(super) const CRD: &str = "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1";
 
 /// Whether a request body is protobuf: by its content type, or by its magic bytes.
 pub(crate) fn is_protobuf(content_type: Option<&str>, body: &[u8]) -> bool {
@@ -124,6 +124,15 @@ fn decode_object(body: &[u8]) -> Result<Value, String> {
 /// `k8s.io.api.apps.v1`, the core group `k8s.io.api.core.v1`, `rbac.authorization.k8s.io`
 /// `k8s.io.api.rbac.v1`), or of `meta/v1` (`DeleteOptions` is sent under any group).
 fn message_for(pool: &DescriptorPool, api_version: &str, kind: &str) -> Option<MessageDescriptor> {
+    group_message(pool, api_version, kind)
+        .or_else(|| pool.get_message_by_name(&format!("{META}.{kind}")))
+}
+
+fn group_message(
+    pool: &DescriptorPool,
+    api_version: &str,
+    kind: &str,
+) -> Option<MessageDescriptor> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let segment = if group.is_empty() {
         "core"
@@ -133,7 +142,12 @@ fn message_for(pool: &DescriptorPool, api_version: &str, kind: &str) -> Option<M
     let suffix = format!(".{segment}.{version}");
     pool.all_messages()
         .find(|m| m.name() == kind && m.package_name().ends_with(&suffix))
-        .or_else(|| pool.get_message_by_name(&format!("{META}.{kind}")))
+}
+
+/// The message of a built-in kind in the package of its group version (see
+/// `message_for`), or `None` when the descriptors do not load or do not describe it.
+pub(super) fn kind_message(api_version: &str, kind: &str) -> Option<MessageDescriptor> {
+    group_message(pool().ok()?, api_version, kind)
 }
 
 fn string_field(message: &DynamicMessage, name: &str) -> String {
@@ -167,7 +181,7 @@ fn present(message: &DynamicMessage, name: &str) -> Option<Field> {
 
 /// A field's JSON name and whether a zero value is left out (see the module
 /// documentation); `None` for an inline field.
-fn json_name(field: &FieldDescriptor) -> (Option<&str>, bool) {
+pub(super) fn json_name(field: &FieldDescriptor) -> (Option<&str>, bool) {
     let name = field.json_name();
     match name.split_once(',') {
         Some(("", "inline")) => (None, false),
@@ -255,7 +269,7 @@ fn message_json(message: &DynamicMessage, path: &str) -> Result<Value, String> {
 
 /// A message that JSON shows as a plain array (`Verbs`, `ExtraValue`): its only field
 /// is `repeated string items`.
-fn list_wrapper(descriptor: &MessageDescriptor) -> Option<FieldDescriptor> {
+pub(super) fn list_wrapper(descriptor: &MessageDescriptor) -> Option<FieldDescriptor> {
     let mut fields = descriptor.fields();
     let only = fields.next()?;
     (fields.next().is_none()
@@ -432,4 +446,4 @@ fn schema_json(message: &DynamicMessage, name: &str, path: &str) -> Result<Optio
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::api::{self, PatchType, Propagation};
 use super::error::{ApiError, ApiResult};
 use super::resources::{self, Resource};
+use super::schema::{self, FieldValidation, Schema};
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Change, EventType};
 use super::{Shared, table};
@@ -270,11 +271,12 @@ async fn resource_request(
         .get("accept")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("as=Table"));
-    let result = dispatch(req, body, shared, query, &target, &method);
+    let mut warnings = Vec::new();
+    let result = dispatch(req, body, shared, query, &target, &method, &mut warnings);
     if target.resource.kind == "CustomResourceDefinition" && method != "GET" {
         super::crd::sync(&mut shared.lock_world());
     }
-    match result {
+    let mut response = match result {
         Ok((code, value)) => {
             if wants_table && method == "GET" {
                 json_response(code, &table::to_table(target.resource, &value))
@@ -283,7 +285,17 @@ async fn resource_request(
             }
         }
         Err(e) => error_response(&e),
+    };
+    for warning in warnings {
+        if let Ok(v) =
+            actix_web::http::header::HeaderValue::from_str(&schema::warning_header(&warning))
+        {
+            response
+                .headers_mut()
+                .append(actix_web::http::header::WARNING, v);
+        }
     }
+    response
 }
 
 fn dispatch(
@@ -293,6 +305,7 @@ fn dispatch(
     query: &Query,
     target: &Target<'_>,
     method: &str,
+    warnings: &mut Vec<String>,
 ) -> ApiResult<(u16, Value)> {
     let r = target.resource;
     let ns = target.namespace.unwrap_or_default();
@@ -326,12 +339,20 @@ fn dispatch(
             if body.is_empty() {
                 return Err(ApiError::bad_request("Object 'Kind' is missing in ''"));
             }
-            let body = parse_body(req, body)?;
+            let mut body = parse_body(req, body)?;
+            let validation = FieldValidation::parse(query.get("fieldValidation"), "CreateOptions")?;
+            if let Some(schema) = Schema::of(r) {
+                warnings.extend(schema.check_write(&mut body, validation)?);
+            }
             let dry_run = query.get("dryRun").is_some();
             api::create(&mut world, r, ns, body, &manager_of(req, query), dry_run).map(|v| (201, v))
         }
         ("PUT", Some(name)) => {
-            let body = parse_body(req, body)?;
+            let mut body = parse_body(req, body)?;
+            let validation = FieldValidation::parse(query.get("fieldValidation"), "UpdateOptions")?;
+            if let Some(schema) = Schema::of(r) {
+                warnings.extend(schema.check_write(&mut body, validation)?);
+            }
             api::replace(
                 &mut world,
                 r,
@@ -360,7 +381,17 @@ fn dispatch(
             } else {
                 return Err(ApiError::unsupported_media_type());
             };
-            let body = parse_body(req, body)?;
+            let mut body = parse_body(req, body)?;
+            let validation = FieldValidation::parse(query.get("fieldValidation"), "PatchOptions")?;
+            if let Some(schema) = Schema::of(r) {
+                match patch_type {
+                    PatchType::Apply => schema.check_apply(&body, name)?,
+                    PatchType::Merge | PatchType::Strategic => {
+                        warnings.extend(schema.check_patch(&mut body, validation)?);
+                    }
+                    PatchType::Json => {}
+                }
+            }
             let manager = query
                 .get("fieldManager")
                 .map(str::to_owned)

@@ -664,7 +664,7 @@ async fn kube_sim_stores_the_same_objects_from_protobuf_as_from_json() {
 }
 
 /// Real objects of many kinds, each with the special types it carries.
-fn round_trip_objects() -> Vec<(&'static str, Value)> {
+pub(in crate::sim) fn round_trip_objects() -> Vec<(&'static str, Value)> {
     vec![
         (
             "/apis/apps/v1/namespaces/NS/deployments",
