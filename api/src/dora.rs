@@ -159,15 +159,16 @@ pub async fn figures(
         .into_query()
         .map_err(ApiError::malformed)?;
     let to = Utc::now();
-    let figures = service
-        .dora()
-        .figures(&query, &caller, to)
-        .await
-        .map_err(|error| match error {
-            DeploymentLookupError::Forbidden(denied) => ApiError::forbidden(&denied),
-            DeploymentLookupError::Repository(error) => ApiError::repository(error),
-            other => ApiError::internal(other.to_string()),
-        })?;
+    let figures =
+        service
+            .dora()
+            .figures(&query, &caller, to)
+            .await
+            .map_err(|error| match error {
+                DeploymentLookupError::Forbidden(denied) => ApiError::forbidden(&denied),
+                DeploymentLookupError::Repository(error) => ApiError::repository(error),
+                other => ApiError::internal(other.to_string()),
+            })?;
     Ok(HttpResponse::Ok().json(DoraReportBody {
         days: query.days,
         from: to - chrono::Duration::days(i64::from(query.days)),

@@ -26,8 +26,8 @@ use kubernaut_domain::{ReleaseService, ValidationErrors};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::AuthState;
-pub use crate::metrics::Metrics;
 pub use crate::auth::{Authenticated, SecuritySettings, security_headers, security_headers_for};
+pub use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::rate_limit::{FailedAuthLimiter, MutationLimiter, StreamLimiter};
 

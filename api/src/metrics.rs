@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use actix_web::HttpResponse;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
 use actix_web::http::header;
+use actix_web::middleware::Next;
 use actix_web::web::Data;
 use kubernaut_domain::Permission;
 use kubernaut_domain::deployment::Target;
@@ -257,7 +257,10 @@ impl Metrics {
             .pool_idle
             .get_or_create(&labels)
             .set(i64::from(idle));
-        self.inner.pool_max.get_or_create(&labels).set(i64::from(max));
+        self.inner
+            .pool_max
+            .get_or_create(&labels)
+            .set(i64::from(max));
     }
 
     /// `open` watch connections to the API server of `cluster`.
@@ -325,7 +328,10 @@ fn target_labels(target: &Target) -> TargetLabels {
 
 impl DeploymentObserver for Metrics {
     fn started(&self, target: &Target) {
-        self.inner.started.get_or_create(&target_labels(target)).inc();
+        self.inner
+            .started
+            .get_or_create(&target_labels(target))
+            .inc();
     }
 
     fn finished(&self, observed: &VerdictObserved<'_>) {
@@ -444,7 +450,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"kubernaut_deployments_started_total{cluster="prod",namespace="shop"} 1"#),
+            text.contains(
+                r#"kubernaut_deployments_started_total{cluster="prod",namespace="shop"} 1"#
+            ),
             "{text}"
         );
         assert!(
@@ -469,7 +477,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"kubernaut_http_requests_total{method="other",route="unmatched",status="404"} 1"#),
+            text.contains(
+                r#"kubernaut_http_requests_total{method="other",route="unmatched",status="404"} 1"#
+            ),
             "{text}"
         );
     }
@@ -484,10 +494,19 @@ mod tests {
             m.set_pool("postgres", 4, 1, 10);
         });
         let text = metrics.render().expect("the metrics render");
-        assert!(text.contains(r#"kubernaut_kubernetes_watches{cluster="prod"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"kubernaut_kubernetes_watches{cluster="prod"} 2"#),
+            "{text}"
+        );
         open.store(5, std::sync::atomic::Ordering::Relaxed);
         let text = metrics.render().expect("the metrics render");
-        assert!(text.contains(r#"kubernaut_kubernetes_watches{cluster="prod"} 5"#), "{text}");
-        assert!(text.contains(r#"kubernaut_database_pool_idle_connections{pool="postgres"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"kubernaut_kubernetes_watches{cluster="prod"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kubernaut_database_pool_idle_connections{pool="postgres"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -14,12 +14,12 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::dev::Server;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
 use anyhow::Context as _;
-use actix_web::middleware::from_fn;
-use kubernaut_api::{ApiServices, Metrics};
 use kubernaut_api::auth::SecuritySettings;
+use kubernaut_api::{ApiServices, Metrics};
 use kubernaut_domain::ReleaseService;
 use kubernaut_domain::access::{AccountKind, AccountName};
 use kubernaut_domain::access_service::{AccessService, AuthenticationCache, NewAccount};
@@ -139,12 +139,10 @@ fn serve_metrics(bind: &str, metrics: Metrics) -> anyhow::Result<(u16, Server)> 
         .with_context(|| format!("could not listen on {bind} (metrics.bind)"))?;
     let port = listener.local_addr()?.port();
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(Data::new(metrics.clone()))
-            .route(
-                "/metrics",
-                web::get().to(kubernaut_api::metrics::scrape_open),
-            )
+        App::new().app_data(Data::new(metrics.clone())).route(
+            "/metrics",
+            web::get().to(kubernaut_api::metrics::scrape_open),
+        )
     })
     .disable_signals()
     .workers(1)

@@ -111,7 +111,10 @@ fn is_judged(status: DeploymentStatus) -> bool {
 }
 
 fn is_failure(status: DeploymentStatus) -> bool {
-    matches!(status, DeploymentStatus::Failed | DeploymentStatus::TimedOut)
+    matches!(
+        status,
+        DeploymentStatus::Failed | DeploymentStatus::TimedOut
+    )
 }
 
 /// `group`: one service's judged deployments to one target, by verdict time.

@@ -66,7 +66,11 @@ const MINUTE: Duration = Duration::from_secs(60);
 #[test]
 fn frequency_failure_rate_lead_time_and_restore_come_from_the_verdicts() {
     use DeploymentStatus::{Cancelled, Failed, RollingOut, Succeeded, TimedOut};
-    let (r1, r2, r3) = (ReleaseId::generate(), ReleaseId::generate(), ReleaseId::generate());
+    let (r1, r2, r3) = (
+        ReleaseId::generate(),
+        ReleaseId::generate(),
+        ReleaseId::generate(),
+    );
     // Releases registered at minutes 0, 100 and 200.
     let registered = HashMap::from([(r1, at(0)), (r2, at(100)), (r3, at(200))]);
     let first = judged("web", "shop", r1, Succeeded, 10, 20); // lead 20
@@ -89,7 +93,11 @@ fn frequency_failure_rate_lead_time_and_restore_come_from_the_verdicts() {
     assert_eq!(web.service.as_str(), "web");
     assert_eq!(web.target, target("shop"));
     assert_eq!((web.deployments, web.successes, web.failures), (7, 4, 3));
-    assert!((web.deployment_frequency - 0.4).abs() < 1e-9, "{}", web.deployment_frequency);
+    assert!(
+        (web.deployment_frequency - 0.4).abs() < 1e-9,
+        "{}",
+        web.deployment_frequency
+    );
     // Changes (not rollbacks): first, broken, fixed, slow, again, restored: 3 of 6 failed.
     assert_eq!(web.change_failure_rate, Some(0.5));
     // Lead times of the successful changes: 20, 60, 210 minutes.
@@ -139,7 +147,10 @@ fn each_service_and_target_gets_figures_of_its_own_in_order() {
         .iter()
         .map(|f| format!("{} {} {}", f.service, f.target, f.deployments))
         .collect();
-    assert_eq!(keys, ["api prod/shop 1", "web prod/shop 1", "web prod/staging 1"]);
+    assert_eq!(
+        keys,
+        ["api prod/shop 1", "web prod/shop 1", "web prod/staging 1"]
+    );
     assert_eq!(figures[1].change_failure_rate, Some(1.0));
     assert_eq!(figures[1].failing_since, Some(at(2)));
     assert_eq!(figures[2].lead_time, Some(MINUTE));
@@ -170,7 +181,14 @@ async fn the_service_reads_every_page_of_the_window_and_the_releases_of_its_succ
     let full: Vec<Deployment> = (0..page_size)
         .map(|i| {
             let minute = i64::try_from(i).expect("small");
-            judged("web", "shop", release, DeploymentStatus::Succeeded, 1000 + minute, 1000 + minute)
+            judged(
+                "web",
+                "shop",
+                release,
+                DeploymentStatus::Succeeded,
+                1000 + minute,
+                1000 + minute,
+            )
         })
         .collect();
     let last = judged("web", "shop", release, DeploymentStatus::Failed, 2000, 2001);

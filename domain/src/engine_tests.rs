@@ -2,8 +2,8 @@
 //! the in-memory store of the deployment service's tests and a cluster whose rollouts
 //! end when the test says.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -472,7 +472,10 @@ async fn the_observer_hears_of_each_start_and_verdict_once_even_across_a_takeove
     assert_eq!(done.status, DeploymentStatus::Succeeded);
 
     let target = done.target.to_string();
-    assert_eq!(*leaving_heard.started.lock().expect("lock"), [target.clone()]);
+    assert_eq!(
+        *leaving_heard.started.lock().expect("lock"),
+        [target.clone()]
+    );
     assert!(leaving_heard.finished.lock().expect("lock").is_empty());
     assert!(
         staying_heard.started.lock().expect("lock").is_empty(),

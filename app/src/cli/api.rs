@@ -329,7 +329,11 @@ fn retry_after(headers: &http::HeaderMap, now: chrono::DateTime<chrono::Utc>) ->
         return Some(Duration::from_secs(seconds));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some((at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or_default())
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or_default(),
+    )
 }
 
 /// Decodes typed data out of a JSON answer.
@@ -444,9 +448,15 @@ mod tests {
     fn the_retry_budget_is_spent_across_requests_and_never_overdrawn() {
         let api = Api::new(&server("http://127.0.0.1:9", "t")).expect("a client");
         let other = api.clone();
-        assert_eq!(api.take_from_budget(Duration::from_secs(6)), Some(Duration::from_secs(4)));
+        assert_eq!(
+            api.take_from_budget(Duration::from_secs(6)),
+            Some(Duration::from_secs(4))
+        );
         assert_eq!(other.take_from_budget(Duration::from_secs(5)), None);
-        assert_eq!(other.take_from_budget(Duration::from_secs(4)), Some(Duration::ZERO));
+        assert_eq!(
+            other.take_from_budget(Duration::from_secs(4)),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]

@@ -15,10 +15,20 @@ fn figures_of<'a>(report: &'a Value, service: &str) -> &'a Value {
 #[tokio::test]
 async fn the_figures_follow_the_verdicts_of_each_service_on_its_target() {
     let env = spawn_deploying_app().await;
-    env.release("web", "1.0.0", "registry.local/web:1.0.0", &web_template(false))
-        .await;
-    env.release("web", "2.0.0", "registry.local/crashloop-web:2", &web_template(false))
-        .await;
+    env.release(
+        "web",
+        "1.0.0",
+        "registry.local/web:1.0.0",
+        &web_template(false),
+    )
+    .await;
+    env.release(
+        "web",
+        "2.0.0",
+        "registry.local/crashloop-web:2",
+        &web_template(false),
+    )
+    .await;
     let good = env.deploy_and_wait("web", "1.0.0", json!({})).await;
     assert_eq!(good["status"], "succeeded", "{good}");
     let bad = env
@@ -33,7 +43,10 @@ async fn the_figures_follow_the_verdicts_of_each_service_on_its_target() {
         .json()
         .await
         .expect("a page");
-    let rollback_id = list["items"][0]["id"].as_str().expect("the rollback").to_owned();
+    let rollback_id = list["items"][0]["id"]
+        .as_str()
+        .expect("the rollback")
+        .to_owned();
     let rollback = env.wait(&rollback_id).await;
     assert_eq!(rollback["status"], "succeeded", "{rollback}");
     assert_eq!(rollback["rollback_of"], bad["id"]);
@@ -43,7 +56,10 @@ async fn the_figures_follow_the_verdicts_of_each_service_on_its_target() {
     let report: Value = response.json().await.expect("the report");
     assert_eq!(report["days"], 7);
     let web = figures_of(&report, "web");
-    assert_eq!((web["cluster"].as_str(), web["namespace"].as_str()), (Some("sim"), Some("shop")));
+    assert_eq!(
+        (web["cluster"].as_str(), web["namespace"].as_str()),
+        (Some("sim"), Some("shop"))
+    );
     assert_eq!(web["deployments"], 3, "{web}");
     assert_eq!(web["successes"], 2);
     assert_eq!(web["failures"], 1);
@@ -55,14 +71,21 @@ async fn the_figures_follow_the_verdicts_of_each_service_on_its_target() {
     let parse = |field: &Value| {
         chrono::DateTime::parse_from_rfc3339(field.as_str().expect("a time")).expect("RFC 3339")
     };
-    let restore = web["time_to_restore_seconds"].as_f64().expect("a restore time");
-    let expected = (parse(&rollback["finished_at"]) - parse(&bad["finished_at"]))
-        .as_seconds_f64();
-    assert!((restore - expected).abs() < 1e-3, "{restore} against {expected}");
+    let restore = web["time_to_restore_seconds"]
+        .as_f64()
+        .expect("a restore time");
+    let expected = (parse(&rollback["finished_at"]) - parse(&bad["finished_at"])).as_seconds_f64();
+    assert!(
+        (restore - expected).abs() < 1e-3,
+        "{restore} against {expected}"
+    );
     // The one successful change: from release 1.0.0's registration to its verdict.
     let release: Value = env
         .app
-        .get(&format!("/api/releases/{}", good["release_id"].as_str().expect("id")))
+        .get(&format!(
+            "/api/releases/{}",
+            good["release_id"].as_str().expect("id")
+        ))
         .await
         .json()
         .await

@@ -82,10 +82,20 @@ async fn deploys_move_the_counters_and_prometheus_client_parses_every_family() {
         settings.metrics.bind = Some("127.0.0.1:0".to_owned());
     })
     .await;
-    env.release("web", "1.0.0", "registry.local/web:1.0.0", &web_template(false))
-        .await;
-    env.release("crashy", "1", "registry.local/crashloop:1", &web_template(false))
-        .await;
+    env.release(
+        "web",
+        "1.0.0",
+        "registry.local/web:1.0.0",
+        &web_template(false),
+    )
+    .await;
+    env.release(
+        "crashy",
+        "1",
+        "registry.local/crashloop:1",
+        &web_template(false),
+    )
+    .await;
     let succeeded = env.deploy_and_wait("web", "1.0.0", json!({})).await;
     assert_eq!(succeeded["status"], "succeeded", "{succeeded}");
     let failed = env.deploy_and_wait("crashy", "1", json!({})).await;
@@ -148,13 +158,21 @@ async fn deploys_move_the_counters_and_prometheus_client_parses_every_family() {
     let deploys = value(
         &samples,
         "kubernaut_http_requests_total",
-        &[("method", "POST"), ("route", "/api/deployments"), ("status", "202")],
+        &[
+            ("method", "POST"),
+            ("route", "/api/deployments"),
+            ("status", "202"),
+        ],
     );
     assert_eq!(deploys, Some(2.0), "{exposition}");
     let polls = value(
         &samples,
         "kubernaut_http_requests_total",
-        &[("method", "GET"), ("route", "/api/deployments/{id}"), ("status", "200")],
+        &[
+            ("method", "GET"),
+            ("route", "/api/deployments/{id}"),
+            ("status", "200"),
+        ],
     )
     .expect("the long polls are counted by their pattern");
     assert!(polls >= 2.0, "{polls}");
@@ -182,7 +200,12 @@ async fn deploys_move_the_counters_and_prometheus_client_parses_every_family() {
     assert!(connections >= 1.0 && idle <= connections, "{exposition}");
     assert!(value(&samples, "kubernaut_database_pool_max_connections", &pool).is_some());
     assert!(
-        value(&samples, "kubernaut_kubernetes_watches", &[("cluster", "sim")]).is_some(),
+        value(
+            &samples,
+            "kubernaut_kubernetes_watches",
+            &[("cluster", "sim")]
+        )
+        .is_some(),
         "{exposition}"
     );
     // Both deployments reached their verdict: nothing is driven or leased now.
@@ -196,7 +219,10 @@ async fn deploys_move_the_counters_and_prometheus_client_parses_every_family() {
         .iter()
         .map(|s| (s.family.as_str(), s.kind.as_str()))
         .collect();
-    assert_eq!(kinds.get("kubernaut_deployments_finished"), Some(&"counter"));
+    assert_eq!(
+        kinds.get("kubernaut_deployments_finished"),
+        Some(&"counter")
+    );
     assert_eq!(
         kinds.get("kubernaut_deployment_request_to_verdict_seconds"),
         Some(&"histogram")
@@ -206,7 +232,10 @@ async fn deploys_move_the_counters_and_prometheus_client_parses_every_family() {
     // The separate metrics address answers without a token, with the same figures.
     let open = reqwest::get(format!(
         "{}/metrics",
-        env.app.metrics_address.as_deref().expect("metrics.bind was set")
+        env.app
+            .metrics_address
+            .as_deref()
+            .expect("metrics.bind was set")
     ))
     .await
     .expect("the metrics address answers");

@@ -69,8 +69,7 @@ async fn a_429_is_retried_after_its_retry_after_within_the_budget_and_said_on_st
     );
     assert!(started.elapsed() >= std::time::Duration::from_secs(1));
     // `--output yaml`: the server's answer as YAML.
-    let release: serde_json::Value =
-        serde_saphyr::from_str(&run.stdout).expect("stdout is YAML");
+    let release: serde_json::Value = serde_saphyr::from_str(&run.stdout).expect("stdout is YAML");
     assert_eq!(release["service"], "web", "{}", run.stdout);
     assert_eq!(release["version"], "1.0.0");
     assert!(release["id"].as_str().is_some_and(|id| !id.is_empty()));

@@ -236,7 +236,9 @@ impl Driver {
                     deployment.target.cluster
                 ),
             );
-            return self.finish(Failed, Some(diagnostics), Vec::new(), None).await;
+            return self
+                .finish(Failed, Some(diagnostics), Vec::new(), None)
+                .await;
         };
         let started_at = deployment.started_at.unwrap_or_else(now);
         let deadline = deployment.started_at.map_or_else(
@@ -294,7 +296,9 @@ impl Driver {
                         format!("the cluster refused {resource}: {message}"),
                         Some(resource),
                     );
-                    return self.finish(Failed, Some(diagnostics), vec![refused], None).await;
+                    return self
+                        .finish(Failed, Some(diagnostics), vec![refused], None)
+                        .await;
                 }
                 Err(ClusterError::Unavailable(message)) => {
                     if Utc::now() + chrono_duration(delay) >= deadline {
@@ -303,7 +307,9 @@ impl Driver {
                             FailureReason::TimedOut,
                             format!("the cluster stayed unreachable until the deadline: {message}"),
                         );
-                        return self.finish(TimedOut, Some(diagnostics), Vec::new(), None).await;
+                        return self
+                            .finish(TimedOut, Some(diagnostics), Vec::new(), None)
+                            .await;
                     }
                     writer
                         .retry_later(
@@ -423,8 +429,7 @@ impl Driver {
                     }
                 }
                 lines.push(entry(Succeeded, "rolled out".to_owned(), None));
-                self.finish(Succeeded, None, lines, Some(watch_ended))
-                    .await
+                self.finish(Succeeded, None, lines, Some(watch_ended)).await
             }
             RolloutOutcome::Failed(diagnostics) => {
                 let line = entry(Failed, format!("failed: {}", headline(&diagnostics)), None);

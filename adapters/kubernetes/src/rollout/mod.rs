@@ -35,8 +35,8 @@ use kubernaut_domain::deployment::{Diagnostics, FailureReason};
 use kubernaut_domain::ports::ClusterError;
 
 use crate::KubernetesCluster;
-use crate::watch_count::WatchHeld;
 use crate::diagnostics::{self, Subject};
+use crate::watch_count::WatchHeld;
 use verdict::{Judgement, Observed};
 
 /// How often the time-dependent rules are re-judged between changes.
@@ -479,8 +479,8 @@ pub(crate) async fn watch(
             if started_pod_watches.insert(key.clone()) {
                 let pods_key = key.clone();
                 spawn_watch(
-                &mut tasks,
-                cluster.watches.hold(),
+                    &mut tasks,
+                    cluster.watches.hold(),
                     Api::<Pod>::namespaced(cluster.client.clone(), &namespace),
                     config.clone(),
                     updates.clone(),
@@ -489,8 +489,8 @@ pub(crate) async fn watch(
             }
             if is_deployment && started_replica_set_watches.insert(key.clone()) {
                 spawn_watch(
-                &mut tasks,
-                cluster.watches.hold(),
+                    &mut tasks,
+                    cluster.watches.hold(),
                     Api::<ReplicaSet>::namespaced(cluster.client.clone(), &namespace),
                     config,
                     updates.clone(),
