@@ -474,7 +474,7 @@ async fn the_observer_hears_of_each_start_and_verdict_once_even_across_a_takeove
     let target = done.target.to_string();
     assert_eq!(
         *leaving_heard.started.lock().expect("lock"),
-        [target.clone()]
+        std::slice::from_ref(&target)
     );
     assert!(leaving_heard.finished.lock().expect("lock").is_empty());
     assert!(
