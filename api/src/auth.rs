@@ -549,6 +549,7 @@ mod tests {
             ),
             access,
             security: settings,
+            metrics: crate::Metrics::new(),
         };
         let expose = |i: usize| secrets[i].expose().to_owned();
         let fixture = Fixture {

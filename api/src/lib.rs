@@ -6,7 +6,9 @@ pub mod auth;
 pub mod body;
 pub mod clusters;
 pub mod deployments;
+pub mod dora;
 pub mod health;
+pub mod metrics;
 pub mod openapi;
 pub mod pages;
 mod params;
@@ -25,6 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::AuthState;
 pub use crate::auth::{Authenticated, SecuritySettings, security_headers, security_headers_for};
+pub use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::rate_limit::{FailedAuthLimiter, MutationLimiter, StreamLimiter};
 
@@ -35,6 +38,8 @@ pub struct ApiServices {
     pub deployments: DeploymentService,
     pub access: AccessService,
     pub security: SecuritySettings,
+    /// This replica's figures, served at `/metrics` (to a token that may read them).
+    pub metrics: Metrics,
 }
 
 /// Registers every route, the services and the error handlers that turn extractor
@@ -53,11 +58,13 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
             .app_data(Data::new(services.access))
             .app_data(Data::new(services.releases))
             .app_data(Data::new(services.deployments))
+            .app_data(Data::new(services.metrics))
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PathConfig::default().error_handler(path_error))
             .app_data(web::JsonConfig::default().error_handler(json_error))
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
+            .route("/metrics", web::get().to(metrics::scrape))
             .service(
                 api_resource("/api/releases", "GET, POST")
                     .route(web::get().to(releases::list))
@@ -92,6 +99,7 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
                 api_resource("/api/deployments/{id}/rollback", "POST")
                     .route(web::post().to(deployments::rollback)),
             )
+            .service(api_resource("/api/dora", "GET").route(web::get().to(dora::figures)))
             .service(api_resource("/api/clusters", "GET").route(web::get().to(clusters::list)))
             .service(
                 api_resource("/api/openapi.json", "GET")

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::auth::SESSION_COOKIE;
 use crate::problem::PROBLEM_JSON;
-use crate::{access, audit, clusters, deployments, releases};
+use crate::{access, audit, clusters, deployments, dora, releases};
 
 /// Where the document is served.
 pub const DOCUMENT_PATH: &str = "/api/openapi.json";
@@ -53,6 +53,7 @@ pub const UI_PATH: &str = "/api/docs";
         deployments::events,
         deployments::cancel,
         deployments::rollback,
+        dora::figures,
         clusters::list,
         access::whoami,
         access::list_accounts,

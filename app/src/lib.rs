@@ -14,10 +14,12 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::dev::Server;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
 use anyhow::Context as _;
-use kubernaut_api::ApiServices;
 use kubernaut_api::auth::SecuritySettings;
+use kubernaut_api::{ApiServices, Metrics};
 use kubernaut_domain::ReleaseService;
 use kubernaut_domain::access::{AccountKind, AccountName};
 use kubernaut_domain::access_service::{AccessService, AuthenticationCache, NewAccount};
@@ -130,10 +132,31 @@ impl RootSpanBuilder for RequestSpans {
     }
 }
 
+/// Serves `/metrics` (and nothing else) on `bind` without a token, for a Prometheus
+/// scrape from inside the cluster (`metrics.bind`). Returns the port and the server.
+fn serve_metrics(bind: &str, metrics: Metrics) -> anyhow::Result<(u16, Server)> {
+    let listener = TcpListener::bind(bind)
+        .with_context(|| format!("could not listen on {bind} (metrics.bind)"))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        App::new().app_data(Data::new(metrics.clone())).route(
+            "/metrics",
+            web::get().to(kubernaut_api::metrics::scrape_open),
+        )
+    })
+    .disable_signals()
+    .workers(1)
+    .listen(listener)?
+    .run();
+    Ok((port, server))
+}
+
 /// A built Kubernaut server, listening, ready to run.
 pub struct Application {
     port: u16,
     server: Server,
+    /// The port and server of `metrics.bind`, when set.
+    metrics_server: Option<(u16, Server)>,
     storage: Storage,
     deployments: DeploymentService,
     shutdown_grace: Duration,
@@ -148,11 +171,20 @@ impl std::fmt::Debug for Application {
 }
 
 /// Builds a handle for every configured cluster; without any, the current context of
-/// `KUBECONFIG` / `~/.kube/config`, named after it, when there is one.
+/// `KUBECONFIG` / `~/.kube/config`, named after it, when there is one. Each cluster's
+/// open watches are sampled into `metrics` at every scrape.
 ///
 /// # Errors
 /// When a configured cluster's credentials cannot be loaded or its name is invalid.
-pub async fn connect_clusters(settings: &Settings) -> anyhow::Result<Vec<ClusterHandle>> {
+pub async fn connect_clusters(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> anyhow::Result<Vec<ClusterHandle>> {
+    let watched = |name: &ClusterName, cluster: &KubernetesCluster| {
+        let name = name.to_string();
+        let watches = cluster.watch_connections();
+        metrics.on_scrape(move |metrics| metrics.set_watches(&name, watches.open()));
+    };
     let grace = Duration::from_secs(settings.deployments.unschedulable_grace_seconds);
     let mut handles = Vec::new();
     if settings.clusters.is_empty() {
@@ -171,6 +203,7 @@ pub async fn connect_clusters(settings: &Settings) -> anyhow::Result<Vec<Cluster
             .await
             .with_context(|| format!("could not load the kubeconfig context {context}"))?
             .with_unschedulable_grace(grace);
+        watched(&name, &cluster);
         handles.push(ClusterHandle {
             name,
             settings: ClusterSettings::default(),
@@ -192,6 +225,7 @@ pub async fn connect_clusters(settings: &Settings) -> anyhow::Result<Vec<Cluster
             .await
             .with_context(|| format!("cluster {name}: could not load its kubeconfig"))?
         };
+        watched(&name, &cluster);
         handles.push(ClusterHandle {
             name,
             settings: config.rules.clone(),
@@ -248,7 +282,8 @@ impl Application {
         if !registries.is_empty() {
             releases = releases.with_registry(Arc::new(registries));
         }
-        let clusters = connect_clusters(&settings).await?;
+        let metrics = Metrics::new();
+        let clusters = connect_clusters(&settings, &metrics).await?;
         let changes: Arc<dyn ChangeFeed> = storage.changes(&settings.database)?;
         let deployments = DeploymentService::new(
             release_repository,
@@ -258,7 +293,19 @@ impl Application {
             clusters,
         )
         .with_digest_pinning(settings.deployments.pin_image_digest)
-        .with_engine_settings(settings.engine.engine_settings());
+        .with_engine_settings(settings.engine.engine_settings())
+        .with_observer(Arc::new(metrics.clone()));
+        let engine = deployments.engine().clone();
+        let replica = engine.settings().instance.to_string();
+        metrics.on_scrape(move |metrics| {
+            let driving = engine.driving();
+            metrics.set_engine(&replica, driving, driving);
+        });
+        let pools = storage.clone();
+        metrics.on_scrape(move |metrics| {
+            let (pool, connections, idle, max) = pools.pool_use();
+            metrics.set_pool(pool, connections, idle, max);
+        });
         let (session_key, random_key) = settings.security.session_key()?;
         if random_key {
             tracing::warn!(
@@ -286,6 +333,7 @@ impl Application {
                     .security
                     .failed_authentications_per_minute,
             },
+            metrics: metrics.clone(),
         };
 
         let listener = TcpListener::bind(&settings.server.bind)
@@ -295,6 +343,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(kubernaut_api::auth::security_headers_for(&security))
+                .wrap(from_fn(kubernaut_api::metrics::record_requests))
                 .wrap(TracingLogger::<RequestSpans>::new())
                 .configure(kubernaut_api::configure(services.clone()))
         })
@@ -312,12 +361,17 @@ impl Application {
             server = server.workers(settings.server.workers);
         }
         let server = server.listen(listener)?.run();
+        let metrics_server = match &settings.metrics.bind {
+            Some(bind) => Some(serve_metrics(bind, metrics)?),
+            None => None,
+        };
         if settings.engine.enabled {
             deployments.engine().start();
         }
         Ok(Self {
             port,
             server,
+            metrics_server,
             storage,
             deployments,
             shutdown_grace: Duration::from_secs(settings.engine.shutdown_grace_seconds),
@@ -338,6 +392,11 @@ impl Application {
         self.port
     }
 
+    /// The port of the separate metrics address (`metrics.bind`), when one is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
+    }
+
     /// Serves until the process is told to stop (SIGINT, SIGTERM). Then the engine
     /// stops first and gives its leases back, so other replicas drive its deployments
     /// on at once, and the server finishes its requests in flight.
@@ -346,6 +405,11 @@ impl Application {
     /// When the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
+        let metrics_handle = self.metrics_server.map(|(_, server)| {
+            let handle = server.handle();
+            tokio::spawn(server);
+            handle
+        });
         let engine = self.deployments.engine().clone();
         let grace = self.shutdown_grace;
         tokio::spawn(async move {
@@ -353,6 +417,9 @@ impl Application {
             tracing::info!("stopping: giving deployments back to the other replicas");
             engine.shutdown(grace).await;
             handle.stop(true).await;
+            if let Some(metrics) = metrics_handle {
+                metrics.stop(true).await;
+            }
         });
         let served = self.server.await;
         // Stopped some other way (the server failed): the leases go back all the same.

@@ -32,6 +32,18 @@ pub struct Settings {
     pub security: SecuritySettings,
     #[serde(default)]
     pub engine: EngineConfig,
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+/// Where `/metrics` is served: the `[metrics]` section (docs/operations.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A second address serving `/metrics` (only) without a token, for a Prometheus
+    /// scrape inside the cluster. Unset: `/metrics` is served on the API's address
+    /// only, to a token that may read the metrics (admin).
+    pub bind: Option<String>,
 }
 
 /// The deployment engine of this replica: the `[engine]` section (docs/operations.md).
@@ -142,8 +154,10 @@ fn default_failed_authentications_per_minute() -> u32 {
     30
 }
 
+/// Enough for a CI run that registers and deploys 200 services within a minute (400
+/// changes in one burst), with room for its retries and cancels.
 fn default_mutations_per_minute() -> u32 {
-    120
+    600
 }
 
 fn default_streams_per_token() -> usize {
@@ -421,7 +435,7 @@ mod tests {
         assert_eq!(settings.database.pool_size, 16);
         assert!(settings.database.migrate_on_start);
         assert_eq!(settings.log.format, LogFormat::Text);
-        assert_eq!(settings.security.mutations_per_minute, 120);
+        assert_eq!(settings.security.mutations_per_minute, 600);
         assert_eq!(settings.security.token_cache_seconds, 5);
         assert!(!settings.security.secure_cookies);
         assert!(!settings.security.trust_forwarded_headers);

@@ -159,6 +159,21 @@ impl Storage {
         })
     }
 
+    /// Which pool (`postgres` or `sqlite`) and how it is used right now: connections
+    /// open, idle, and the most it opens.
+    pub fn pool_use(&self) -> (&'static str, u32, u32, u32) {
+        match self {
+            Self::Postgres(database) => {
+                let pool = database.pool_use();
+                ("postgres", pool.connections, pool.idle, pool.max)
+            }
+            Self::Sqlite(database) => {
+                let pool = database.pool_use();
+                ("sqlite", pool.connections, pool.idle, pool.max)
+            }
+        }
+    }
+
     /// The SQLite file, when this is one.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match self {

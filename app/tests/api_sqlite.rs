@@ -13,8 +13,12 @@ mod cheap_refusals;
 mod cluster;
 #[path = "api/deployments.rs"]
 mod deployments;
+#[path = "api/dora.rs"]
+mod dora;
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "api/metrics.rs"]
+mod metrics;
 #[path = "api/releases.rs"]
 mod releases;
 #[path = "api/releases_bad_input.rs"]

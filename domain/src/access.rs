@@ -241,6 +241,10 @@ pub enum Permission {
     DeployClusterWide(ClusterName),
     /// Accounts, grants, everyone's tokens, the audit trail.
     Administer,
+    /// The operational metrics of this replica (`/metrics`): request rates, pool use,
+    /// every target's deployment counts. Admins only: a Prometheus scrape without an
+    /// admin token goes to the separate metrics address (`metrics.bind`) instead.
+    ReadMetrics,
 }
 
 impl Permission {
@@ -256,7 +260,7 @@ impl Permission {
             Self::DeployClusterWide(cluster) => {
                 format!("the deployer role for scope {cluster}/* (every namespace), or admin")
             }
-            Self::Administer => "the admin role".to_owned(),
+            Self::Administer | Self::ReadMetrics => "the admin role".to_owned(),
         }
     }
 }
@@ -272,6 +276,7 @@ impl fmt::Display for Permission {
                 write!(f, "deploy cluster-scoped objects to {cluster}")
             }
             Self::Administer => f.write_str("administer"),
+            Self::ReadMetrics => f.write_str("read the metrics"),
         }
     }
 }

@@ -21,7 +21,9 @@ use crate::deployment::{
     NewDeployment, Placement, Target, TimelineEntry, Transition,
 };
 use crate::deployment_plan::{Planner, now};
+use crate::dora::DoraService;
 use crate::engine::{Engine, EngineSettings};
+use crate::observer::{DeploymentObserver, NoObserver};
 use crate::pagination::Page;
 use crate::ports::{
     Cluster, DeploymentRepository, InsertDeploymentError, LeaseRepository, ReleaseRepository,
@@ -152,6 +154,7 @@ pub struct DeploymentService {
     deployments: Arc<dyn DeploymentRepository>,
     leases: Arc<dyn LeaseRepository>,
     changes: Arc<dyn ChangeFeed>,
+    observer: Arc<dyn DeploymentObserver>,
     engine: Engine,
 }
 
@@ -188,12 +191,14 @@ impl DeploymentService {
             Arc::clone(&changes),
             planner.clone(),
             EngineSettings::default(),
+            Arc::new(NoObserver),
         );
         Self {
             planner,
             deployments,
             leases,
             changes,
+            observer: Arc::new(NoObserver),
             engine,
         }
     }
@@ -205,6 +210,7 @@ impl DeploymentService {
             Arc::clone(&self.changes),
             self.planner.clone(),
             settings,
+            Arc::clone(&self.observer),
         );
         self
     }
@@ -223,6 +229,23 @@ impl DeploymentService {
     #[must_use]
     pub fn with_engine_settings(self, settings: EngineSettings) -> Self {
         self.rebuild_engine(settings)
+    }
+
+    /// Tells `observer` of every rollout this replica's engine starts and every verdict
+    /// it stores (call before starting the engine).
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn DeploymentObserver>) -> Self {
+        self.observer = observer;
+        let settings = self.engine.settings().clone();
+        self.rebuild_engine(settings)
+    }
+
+    /// The DORA figures over the same repositories.
+    pub fn dora(&self) -> DoraService {
+        DoraService::new(
+            Arc::clone(&self.planner.releases),
+            Arc::clone(&self.deployments),
+        )
     }
 
     /// The engine that drives this replica's share of the deployments.

@@ -2,8 +2,8 @@
 //! the in-memory store of the deployment service's tests and a cluster whose rollouts
 //! end when the test says.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -337,7 +337,7 @@ async fn database_errors_never_end_a_rollout_the_driver_retries_and_keeps_its_wa
 #[derive(Default)]
 struct CompletedCluster {
     inner: GatedCluster,
-    deadlines: std::sync::Mutex<Vec<chrono::DateTime<chrono::Utc>>>,
+    deadlines: Mutex<Vec<chrono::DateTime<chrono::Utc>>>,
 }
 
 #[async_trait]
@@ -417,5 +417,81 @@ async fn a_deployment_resumed_past_its_deadline_is_judged_by_what_the_cluster_sh
             .iter()
             .all(|deadline| *deadline > chrono::Utc::now() - chrono::Duration::seconds(5)),
         "{deadlines:?}"
+    );
+}
+
+/// What the engine told its observer.
+#[derive(Debug, Default)]
+struct RecordingObserver {
+    started: Mutex<Vec<String>>,
+    finished: Mutex<Vec<(String, DeploymentStatus, bool, Duration)>>,
+}
+
+impl DeploymentObserver for RecordingObserver {
+    fn started(&self, target: &Target) {
+        self.started.lock().expect("lock").push(target.to_string());
+    }
+
+    fn finished(&self, verdict: &crate::observer::VerdictObserved<'_>) {
+        self.finished.lock().expect("lock").push((
+            verdict.target.to_string(),
+            verdict.verdict,
+            verdict.since_rollout_end.is_some(),
+            verdict.since_request,
+        ));
+    }
+}
+
+#[tokio::test]
+async fn the_observer_hears_of_each_start_and_verdict_once_even_across_a_takeover() {
+    let fleet = Fleet::new("7");
+    let first = Arc::new(GatedCluster::default());
+    let second = Arc::new(GatedCluster::default());
+    let leaving_heard = Arc::new(RecordingObserver::default());
+    let leaving = fleet
+        .replica(first.clone(), "leaving", false)
+        .with_observer(leaving_heard.clone());
+    leaving.engine().start();
+    let id = fleet.deploy(&leaving, Some(&first)).await;
+    leaving.engine().shutdown(Duration::from_secs(5)).await;
+
+    let staying_heard = Arc::new(RecordingObserver::default());
+    let staying = fleet
+        .replica(second.clone(), "staying", false)
+        .with_observer(staying_heard.clone());
+    staying.engine().start();
+    eventually("another replica drives it", || {
+        second.watches.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    second.finish.notify_waiters();
+    let done = staying
+        .wait(id, Duration::from_secs(10), &deployer("ci"))
+        .await
+        .expect("read");
+    assert_eq!(done.status, DeploymentStatus::Succeeded);
+
+    let target = done.target.to_string();
+    assert_eq!(
+        *leaving_heard.started.lock().expect("lock"),
+        std::slice::from_ref(&target)
+    );
+    assert!(leaving_heard.finished.lock().expect("lock").is_empty());
+    assert!(
+        staying_heard.started.lock().expect("lock").is_empty(),
+        "a resumed rollout is not started again"
+    );
+    let finished = staying_heard.finished.lock().expect("lock");
+    assert_eq!(finished.len(), 1);
+    let (heard_target, verdict, watched, since_request) = &finished[0];
+    assert_eq!(heard_target, &target);
+    assert_eq!(*verdict, DeploymentStatus::Succeeded);
+    assert!(*watched, "the verdict came from a watch");
+    let requested_to_finished = (done.finished_at.expect("finished") - done.created_at)
+        .to_std()
+        .expect("positive");
+    assert!(
+        since_request.abs_diff(requested_to_finished) < Duration::from_secs(1),
+        "{since_request:?} against {requested_to_finished:?}"
     );
 }

@@ -5,6 +5,7 @@ mod diagnostics;
 mod failures;
 mod prune;
 mod rollout;
+mod watch_count;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,6 +28,7 @@ use kubernaut_domain::cluster::{
 use kubernaut_domain::deployment::{Namespace, ResourceRef};
 use kubernaut_domain::ports::{Cluster, ClusterError};
 use kubernaut_domain::release::ServiceName;
+pub use watch_count::WatchConnections;
 
 /// Why a [`KubernetesCluster`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,8 @@ pub struct KubernetesCluster {
     settings: Settings,
     /// Kinds resolved through discovery so far; a miss asks the API server again.
     discovery: Arc<RwLock<DiscoveryCache>>,
+    /// The watches open on the API server, for the binary's metrics.
+    watches: WatchConnections,
 }
 
 impl std::fmt::Debug for KubernetesCluster {
@@ -143,8 +147,22 @@ impl KubernetesCluster {
         Self {
             client,
             settings: Settings::default(),
+            watches: WatchConnections::new(),
             discovery: Arc::default(),
         }
+    }
+
+    /// Counts this cluster's open watches in `watches` (shared with whoever samples
+    /// it) instead of a count of its own.
+    #[must_use]
+    pub fn with_watch_connections(mut self, watches: WatchConnections) -> Self {
+        self.watches = watches;
+        self
+    }
+
+    /// The count of watches open on this cluster's API server (shared with clones).
+    pub fn watch_connections(&self) -> WatchConnections {
+        self.watches.clone()
     }
 
     /// How long a pod of the new revision may stay unschedulable before the rollout

@@ -142,6 +142,17 @@ impl Default for PoolOptions {
     }
 }
 
+/// How the connection pool is used right now (for `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open, busy or idle.
+    pub connections: u32,
+    /// Open connections no query uses.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
 /// Kubernaut's PostgreSQL database: a connection pool, the migrations and the
 /// repositories built on them. Cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
@@ -170,6 +181,16 @@ impl Database {
         Ok(Self {
             pool: PgPool { connections, queue },
         })
+    }
+
+    /// How the pool is used right now.
+    pub fn pool_use(&self) -> PoolUse {
+        let state = self.pool.connections.state();
+        PoolUse {
+            connections: state.connections,
+            idle: state.idle_connections,
+            max: self.pool.connections.max_size(),
+        }
     }
 
     /// The pool, for repositories that live in other modules.

@@ -21,7 +21,7 @@ mod snapshot;
 pub use access_repository::PostgresAccessRepository;
 pub use audit_repository::PostgresAuditRepository;
 pub use changes::PostgresChanges;
-pub use database::{Database, PgConnectionManager, PgPool, PoolOptions};
+pub use database::{Database, PgConnectionManager, PgPool, PoolOptions, PoolUse};
 pub use deployment_repository::PostgresDeploymentRepository;
 pub use error::DatabaseError;
 pub use lease_repository::PostgresLeaseRepository;

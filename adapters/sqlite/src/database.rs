@@ -42,6 +42,17 @@ struct Shared {
     _lock: File,
 }
 
+/// How the connection pool is used right now (for `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Connections open, busy or idle.
+    pub connections: u32,
+    /// Open connections no query uses.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
 /// Kubernaut's SQLite database: one file, used by one process, and the repositories
 /// on it. Cheap to clone (shared).
 #[derive(Clone)]
@@ -165,6 +176,16 @@ impl SqliteDatabase {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// How the pool is used right now.
+    pub fn pool_use(&self) -> PoolUse {
+        let state = self.shared.connections.state();
+        PoolUse {
+            connections: state.connections,
+            idle: state.idle_connections,
+            max: self.shared.connections.max_size(),
+        }
     }
 
     pub(crate) fn connections(&self) -> &Connections {

@@ -14,7 +14,7 @@ mod sql;
 
 pub use access_repository::SqliteAccessRepository;
 pub use audit_repository::SqliteAuditRepository;
-pub use database::SqliteDatabase;
+pub use database::{PoolUse, SqliteDatabase};
 pub use deployment_repository::SqliteDeploymentRepository;
 pub use error::SqliteError;
 pub use lease_repository::SqliteLeaseRepository;

@@ -117,6 +117,7 @@ fn services(settings: SecuritySettings) -> (ApiServices, Secrets) {
         ),
         access: AccessService::new(Arc::new(repository), Arc::new(audit)),
         security: settings,
+        metrics: crate::Metrics::new(),
     };
     let secrets = Secrets {
         viewer: viewer_secret.expose().to_owned(),

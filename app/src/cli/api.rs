@@ -6,10 +6,10 @@
 
 use std::error::Error as _;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
@@ -28,6 +28,11 @@ use crate::cli::wire::Problem;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Without `Retry-After`, the first wait before asking again after a 429 or 503,
+/// doubled each time up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// A server's base URL with the client that talks to it.
 #[derive(Clone)]
 pub struct Api {
@@ -35,6 +40,9 @@ pub struct Api {
     /// `scheme://authority/prefix` without a trailing slash.
     base: String,
     token: Option<HeaderValue>,
+    /// What is left of the time this command may spend waiting to retry answers of
+    /// 429 and 503 (`--retry-budget`), shared by every request of the command.
+    retry_budget: Arc<Mutex<Duration>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -87,7 +95,12 @@ impl Api {
             .enable_http1()
             .wrap_connector(connector);
         let http = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Self { http, base, token })
+        Ok(Self {
+            http,
+            base,
+            token,
+            retry_budget: Arc::new(Mutex::new(server.retry_budget)),
+        })
     }
 
     /// `path` with the server's base (which may itself have a path prefix).
@@ -95,13 +108,68 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
-    /// Sends a request, mapping transport failures and problem answers to errors.
+    /// Sends a request, mapping transport failures and problem answers to errors. An
+    /// answer of 429 (too many requests) or 503 (unavailable) is retried after the
+    /// server's `Retry-After` (seconds or an HTTP date; without one, 1 s doubling up to
+    /// 30 s) while the command's retry budget lasts, saying so on standard error.
     ///
     /// # Errors
     /// [`CliError::Unreachable`] when the server cannot be reached or does not answer
     /// within `timeout`, [`CliError::Usage`] for 4xx answers, [`CliError::Server`] for
     /// anything else that is not a success.
     pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, CliError> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let response = self
+                .send_once(method.clone(), path, query, body, timeout)
+                .await?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE
+            {
+                return Err(problem_error(response).await);
+            }
+            let delay = retry_after(response.headers(), chrono::Utc::now()).unwrap_or(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            let left = self.take_from_budget(delay);
+            let Some(left) = left else {
+                let error = problem_error(response).await;
+                crate::cli::output::note(&format!(
+                    "kubernaut: the server answered {status} and asked to wait {}s, more than is left of the retry budget (--retry-budget, KUBERNAUT_RETRY_BUDGET): giving up",
+                    delay.as_secs_f64().ceil()
+                ));
+                return Err(error);
+            };
+            crate::cli::output::note(&format!(
+                "kubernaut: the server answered {status} to {method} {path}; waiting {}s before retrying ({}s of the retry budget left)",
+                delay.as_secs_f64().ceil(),
+                left.as_secs()
+            ));
+            drop(response);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Takes `delay` out of the retry budget: what is left after it, or `None` (and
+    /// nothing taken) when the budget does not cover it.
+    fn take_from_budget(&self, delay: Duration) -> Option<Duration> {
+        let mut budget = self.retry_budget.lock().ok()?;
+        let left = budget.checked_sub(delay)?;
+        *budget = left;
+        Some(left)
+    }
+
+    /// One attempt of [`Self::send`]: any answer the server gives is returned.
+    async fn send_once(
         &self,
         method: Method,
         path: &str,
@@ -148,10 +216,7 @@ impl Api {
                 ))
             })?
             .map_err(|e| self.unreachable(&e))?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        Err(problem_error(response).await)
+        Ok(response)
     }
 
     /// Sends a request and reads its JSON answer.
@@ -256,6 +321,21 @@ pub fn encode(text: &str) -> String {
     out
 }
 
+/// How long `Retry-After` asks to wait: delay-seconds, or an HTTP date (RFC 9110:
+/// `Sun, 06 Nov 1994 08:49:37 GMT`) counted from `now` (a date past is no wait).
+fn retry_after(headers: &http::HeaderMap, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
 /// Decodes typed data out of a JSON answer.
 ///
 /// # Errors
@@ -340,7 +420,43 @@ mod tests {
             url: url.to_owned(),
             token: Some(Token::from(token.to_owned())),
             output: OutputFormat::Text,
+            retry_budget: Duration::from_secs(10),
         }
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
+            .expect("a time")
+            .with_timezone(&chrono::Utc);
+        let with = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).expect("a header"));
+            retry_after(&headers, now)
+        };
+        assert_eq!(with("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            with("Fri, 04 Dec 2026 10:00:42 GMT"),
+            Some(Duration::from_secs(42))
+        );
+        assert_eq!(with("Fri, 04 Dec 2026 09:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(with("soon"), None);
+        assert_eq!(retry_after(&http::HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn the_retry_budget_is_spent_across_requests_and_never_overdrawn() {
+        let api = Api::new(&server("http://127.0.0.1:9", "t")).expect("a client");
+        let other = api.clone();
+        assert_eq!(
+            api.take_from_budget(Duration::from_secs(6)),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(other.take_from_budget(Duration::from_secs(5)), None);
+        assert_eq!(
+            other.take_from_budget(Duration::from_secs(4)),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum ClientCommand {
     Rollback(Box<RollbackArgs>),
     /// Show what version of a service runs where.
     Status(Box<StatusArgs>),
+    /// Follow a deployment to its verdict and exit with it, as `deploy --wait` does.
+    Wait(Box<WaitArgs>),
     /// Create, list and revoke API tokens.
     Token(Box<TokenArgs>),
     /// Print a shell completion script.
@@ -40,9 +42,28 @@ pub struct ServerArgs {
     /// A bearer token sent to the server (never printed).
     #[arg(long, global = true, env = "KUBERNAUT_TOKEN", hide_env_values = true)]
     pub token: Option<Token>,
-    /// Text for people, or the server's JSON for scripts.
+    /// Text for people, or the server's answer for scripts: as JSON, or as YAML.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// How long one command may wait, in all, to retry answers of 429 (too many
+    /// requests) and 503 (unavailable), as their `Retry-After` asks (90s, 5m; 0: never
+    /// retry). Each wait is told on standard error.
+    #[arg(
+        long,
+        global = true,
+        env = "KUBERNAUT_RETRY_BUDGET",
+        default_value = "2m",
+        value_parser = parse_budget
+    )]
+    pub retry_budget: Duration,
+}
+
+/// A retry budget: a duration, or 0 for none.
+fn parse_budget(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
 }
 
 /// A bearer token; its `Debug` never shows it.
@@ -71,6 +92,7 @@ impl fmt::Debug for Token {
 pub enum OutputFormat {
     Text,
     Json,
+    Yaml,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +206,14 @@ pub struct RollbackArgs {
     /// Follow the rollback to its verdict and exit with it.
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The deployment to follow (its id, as `deploy` prints it).
+    pub deployment: String,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@ use crate::cli::CliError;
 use crate::cli::api::{Api, decode, encode};
 use crate::cli::args::{
     ClientCommand, DeployArgs, OutputFormat, ReleaseArgs, ReleaseCommand, RollbackArgs, ServerArgs,
-    StatusArgs, TokenArgs, TokenCommand,
+    StatusArgs, TokenArgs, TokenCommand, WaitArgs,
 };
 use crate::cli::follow::follow;
 use crate::cli::output::{self, Progress};
@@ -40,16 +40,19 @@ pub async fn execute(
         ClientCommand::Deploy(args) => deploy(*args).await,
         ClientCommand::Rollback(args) => rollback(*args).await,
         ClientCommand::Status(args) => status(*args).await,
+        ClientCommand::Wait(args) => wait(*args).await,
         ClientCommand::Token(args) => token(*args).await,
     }
 }
 
+/// Whether the output is data for scripts (JSON or YAML) rather than text.
 fn is_json(server: &ServerArgs) -> bool {
-    server.output == OutputFormat::Json
+    server.output != OutputFormat::Text
 }
 
 async fn release(args: ReleaseArgs) -> Result<(), CliError> {
     let api = Api::new(&args.server)?;
+    let format = args.server.output;
     let json_output = is_json(&args.server);
     match args.command {
         ReleaseCommand::Create {
@@ -72,7 +75,7 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
             });
             let (status, value) = api.post("/api/releases", Some(&body)).await?;
             if json_output {
-                output::json(&value);
+                output::data(format, &value);
             } else {
                 let release: Release = decode(&value, "release")?;
                 let what = if status == StatusCode::CREATED {
@@ -96,7 +99,7 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
             }
             let value = api.get("/api/releases", &query).await?;
             if json_output {
-                output::json(&value);
+                output::data(format, &value);
             } else {
                 let page: Page<Release> = decode(&value, "page of releases")?;
                 if page.items.is_empty() {
@@ -114,7 +117,7 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
                 .get(&format!("/api/releases/{}", encode(&id)), &[])
                 .await?;
             if json_output {
-                output::json(&value);
+                output::data(format, &value);
             } else {
                 let release: Release = decode(&value, "release")?;
                 output::text(&output::release_details(&release));
@@ -124,7 +127,7 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
             api.delete(&format!("/api/releases/{}", encode(&id)))
                 .await?;
             if json_output {
-                output::json(&json!({ "id": id, "deleted": true }));
+                output::data(format, &json!({ "id": id, "deleted": true }));
             } else {
                 output::text(&format!("release {id} deleted"));
             }
@@ -135,6 +138,7 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
 
 async fn token(args: TokenArgs) -> Result<(), CliError> {
     let api = Api::new(&args.server)?;
+    let format = args.server.output;
     let json_output = is_json(&args.server);
     match args.command {
         TokenCommand::Create {
@@ -149,7 +153,7 @@ async fn token(args: TokenArgs) -> Result<(), CliError> {
             });
             let (_, value) = api.post("/api/tokens", Some(&body)).await?;
             if json_output {
-                output::json(&value);
+                output::data(format, &value);
             } else {
                 let issued: IssuedToken = decode(&value, "token")?;
                 // The secret alone on standard output, so `$(kubernaut token create ...)`
@@ -162,7 +166,7 @@ async fn token(args: TokenArgs) -> Result<(), CliError> {
             let query: Vec<(&str, String)> = account.into_iter().map(|a| ("account", a)).collect();
             let value = api.get("/api/tokens", &query).await?;
             if json_output {
-                output::json(&value);
+                output::data(format, &value);
             } else {
                 // A bare array, or a page of them.
                 let items = value.get("items").unwrap_or(&value);
@@ -177,7 +181,7 @@ async fn token(args: TokenArgs) -> Result<(), CliError> {
         TokenCommand::Revoke { id } => {
             api.delete(&format!("/api/tokens/{}", encode(&id))).await?;
             if json_output {
-                output::json(&json!({ "id": id, "revoked": true }));
+                output::data(format, &json!({ "id": id, "revoked": true }));
             } else {
                 output::text(&format!("token {id} revoked"));
             }
@@ -271,6 +275,13 @@ async fn rollback(args: RollbackArgs) -> Result<(), CliError> {
     conclude(&api, &args.server, value, args.wait).await
 }
 
+async fn wait(args: WaitArgs) -> Result<(), CliError> {
+    let api = Api::new(&args.server)?;
+    let path = format!("/api/deployments/{}", encode(&args.deployment));
+    let value = api.get(&path, &[]).await?;
+    conclude(&api, &args.server, value, true).await
+}
+
 /// Reports a requested deployment and, with `wait`, follows it to its verdict and
 /// turns the verdict into the outcome.
 async fn conclude(
@@ -279,11 +290,12 @@ async fn conclude(
     requested: Value,
     wait: bool,
 ) -> Result<(), CliError> {
+    let format = server.output;
     let json_output = is_json(server);
     let deployment: Deployment = decode(&requested, "deployment")?;
     if !wait {
         if json_output {
-            output::json(&requested);
+            output::data(format, &requested);
         } else {
             output::text(&output::deployment_line(&deployment));
         }
@@ -300,7 +312,7 @@ async fn conclude(
     let value = followed?;
     let finished: Deployment = decode(&value, "deployment")?;
     if json_output {
-        output::json(&value);
+        output::data(format, &value);
     } else {
         output::text(&output::deployment_line(&finished));
         let diagnostics = output::diagnostics(&finished);
@@ -377,7 +389,10 @@ async fn status(args: StatusArgs) -> Result<(), CliError> {
                 })
             })
             .collect();
-        output::json(&json!({ "service": args.service, "targets": targets }));
+        output::data(
+            args.server.output,
+            &json!({ "service": args.service, "targets": targets }),
+        );
         return Ok(());
     }
     if targets.is_empty() {

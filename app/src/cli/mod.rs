@@ -1,5 +1,7 @@
-//! The client half of the `kubernaut` binary: releases, deploys, rollbacks and status,
-//! spoken to a Kubernaut server over HTTP, with exit codes a CI job can act on.
+//! The client half of the `kubernaut` binary: releases, deploys, waits, rollbacks and
+//! status, spoken to a Kubernaut server over HTTP, with exit codes a CI job can act on
+//! (`wait` and `deploy --wait` exit alike). Answers of 429 and 503 are retried after
+//! their `Retry-After` within the command's `--retry-budget`.
 //!
 //! | exit code | meaning |
 //! |---|---|
@@ -21,7 +23,7 @@ use std::process::ExitCode;
 
 pub use args::{
     ClientCommand, CompletionsArgs, DeployArgs, OutputFormat, ReleaseArgs, ReleaseCommand,
-    RollbackArgs, ServerArgs, StatusArgs, Token, TokenArgs, TokenCommand,
+    RollbackArgs, ServerArgs, StatusArgs, Token, TokenArgs, TokenCommand, WaitArgs,
 };
 pub use duration::parse_duration;
 

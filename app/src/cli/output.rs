@@ -12,10 +12,19 @@ use std::time::Instant;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 
+use crate::cli::args::OutputFormat;
 use crate::cli::wire::{ApiToken, Deployment, Release, Status, TimelineEntry};
 
-/// Prints the server's JSON as it came, pretty, for scripts.
-pub fn json(value: &Value) {
+/// Prints the server's JSON as it came, for scripts: pretty JSON, or the same data as
+/// YAML with `--output yaml`.
+pub fn data(format: OutputFormat, value: &Value) {
+    if format == OutputFormat::Yaml {
+        match serde_saphyr::to_string(value) {
+            Ok(text) => print!("{text}"),
+            Err(_) => println!("{value}"),
+        }
+        return;
+    }
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
         Err(_) => println!("{value}"),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kubernaut::settings::ClusterConfig;
+use kubernaut::settings::{ClusterConfig, Settings};
 use kubernaut_testkit::sim::Simulator;
 use serde_json::{Value, json};
 
@@ -40,12 +40,18 @@ pub fn sim_cluster(sim: &Simulator) -> ClusterConfig {
 }
 
 pub async fn spawn_deploying_app() -> Deploying {
+    spawn_deploying_app_with(|_| {}).await
+}
+
+/// [`spawn_deploying_app`] with settings `adjust` changes too.
+pub async fn spawn_deploying_app_with(adjust: impl FnOnce(&mut Settings)) -> Deploying {
     let sim = start_simulator().await;
     create_namespace(&sim, "shop").await;
     let cluster = sim_cluster(&sim);
     let app = spawn_app_with(move |settings| {
         settings.clusters = vec![cluster];
         settings.deployments.unschedulable_grace_seconds = 1;
+        adjust(settings);
     })
     .await;
     Deploying { app, sim }

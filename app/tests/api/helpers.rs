@@ -13,6 +13,8 @@ enum Database {
 /// A Kubernaut server on a free port over its own fresh database, with an admin token.
 pub struct TestApp {
     pub address: String,
+    /// The separate metrics address (`metrics.bind`), when the test set one.
+    pub metrics_address: Option<String>,
     /// Sends the admin token with every request.
     pub client: reqwest::Client,
     /// The admin token's secret.
@@ -65,6 +67,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
+    let metrics_address = application
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let storage = application.storage().clone();
     tokio::spawn(application.run_until_stopped());
     let token = kubernaut::issue_token(&storage, "test-admin", Role::Admin, None, None)
@@ -74,6 +79,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .to_owned();
     TestApp {
         address,
+        metrics_address,
         client: client_with_token(&token),
         token,
         storage,

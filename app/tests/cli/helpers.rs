@@ -52,7 +52,16 @@ pub async fn spawn_server_with_cluster() -> Server {
     spawn(Some(sim)).await
 }
 
+/// A server without clusters whose settings `adjust` changes first.
+pub async fn spawn_server_with(adjust: impl FnOnce(&mut Settings)) -> Server {
+    spawn_adjusted(None, adjust).await
+}
+
 async fn spawn(sim: Option<Simulator>) -> Server {
+    spawn_adjusted(sim, |_| {}).await
+}
+
+async fn spawn_adjusted(sim: Option<Simulator>, adjust: impl FnOnce(&mut Settings)) -> Server {
     let database = TestDatabase::create().expect("a fresh test database");
     let mut settings = Settings::load(None).expect("default settings");
     settings.database.url = DatabaseUrl::new(database.url());
@@ -71,6 +80,7 @@ async fn spawn(sim: Option<Simulator>) -> Server {
             rules: Default::default(),
         }];
     }
+    adjust(&mut settings);
     let application = Application::build(settings.clone())
         .await
         .expect("the application builds");

@@ -22,7 +22,8 @@ async fn missing_flags_and_bad_values_are_bad_usage() {
         ],
         vec!["release", "create", "--service", "web", "--attr", "novalue"],
         vec!["rollback", "--service", "web"],
-        vec!["release", "list", "--output", "yaml"],
+        vec!["release", "list", "--output", "toml"],
+        vec!["release", "list", "--retry-budget", "forever"],
         vec!["status"],
     ] {
         let run = kubernaut(&url, &args).await;

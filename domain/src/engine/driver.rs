@@ -21,6 +21,7 @@ use crate::deployment::{
 use crate::deployment_plan::now;
 use crate::deployment_service::RequestDeploymentError;
 use crate::lease::{ClaimedDeployment, Fence};
+use crate::observer::VerdictObserved;
 use crate::ports::{ClusterError, RepositoryError};
 
 /// How a driver ended.
@@ -235,7 +236,9 @@ impl Driver {
                     deployment.target.cluster
                 ),
             );
-            return self.finish(Failed, Some(diagnostics), Vec::new()).await;
+            return self
+                .finish(Failed, Some(diagnostics), Vec::new(), None)
+                .await;
         };
         let started_at = deployment.started_at.unwrap_or_else(now);
         let deadline = deployment.started_at.map_or_else(
@@ -252,6 +255,7 @@ impl Driver {
             let mut start = Transition::new(&[Queued], Applying, now());
             start.entries.push(entry(Applying, applying, None));
             writer.step(start).await?;
+            inner.observer.started(&deployment.target);
         } else {
             writer
                 .note(
@@ -292,7 +296,9 @@ impl Driver {
                         format!("the cluster refused {resource}: {message}"),
                         Some(resource),
                     );
-                    return self.finish(Failed, Some(diagnostics), vec![refused]).await;
+                    return self
+                        .finish(Failed, Some(diagnostics), vec![refused], None)
+                        .await;
                 }
                 Err(ClusterError::Unavailable(message)) => {
                     if Utc::now() + chrono_duration(delay) >= deadline {
@@ -301,7 +307,9 @@ impl Driver {
                             FailureReason::TimedOut,
                             format!("the cluster stayed unreachable until the deadline: {message}"),
                         );
-                        return self.finish(TimedOut, Some(diagnostics), Vec::new()).await;
+                        return self
+                            .finish(TimedOut, Some(diagnostics), Vec::new(), None)
+                            .await;
                     }
                     writer
                         .retry_later(
@@ -384,6 +392,7 @@ impl Driver {
                 }
             }
         };
+        let watch_ended = Instant::now();
         drop(progress_tx);
         // Progress lines go before the verdict's.
         if let Ok(Err(ended)) = forwarder.await {
@@ -420,11 +429,12 @@ impl Driver {
                     }
                 }
                 lines.push(entry(Succeeded, "rolled out".to_owned(), None));
-                self.finish(Succeeded, None, lines).await
+                self.finish(Succeeded, None, lines, Some(watch_ended)).await
             }
             RolloutOutcome::Failed(diagnostics) => {
                 let line = entry(Failed, format!("failed: {}", headline(&diagnostics)), None);
-                self.finish(Failed, Some(diagnostics), vec![line]).await
+                self.finish(Failed, Some(diagnostics), vec![line], Some(watch_ended))
+                    .await
             }
             RolloutOutcome::TimedOut(diagnostics) => {
                 let line = entry(
@@ -432,7 +442,8 @@ impl Driver {
                     format!("timed out: {}", headline(&diagnostics)),
                     None,
                 );
-                self.finish(TimedOut, Some(diagnostics), vec![line]).await
+                self.finish(TimedOut, Some(diagnostics), vec![line], Some(watch_ended))
+                    .await
             }
         }
     }
@@ -440,11 +451,13 @@ impl Driver {
     /// Stores the verdict with its timeline lines, its audit record and, after a
     /// failure with `rollback_on_failure`, the rollback it starts: all in one
     /// transaction, so a verdict is never stored without its rollback or twice.
+    /// `watch_ended` is when the rollout's watch ended, if one ran (for the observer).
     async fn finish(
         &self,
         verdict: DeploymentStatus,
         diagnostics: Option<Diagnostics>,
         mut entries: Vec<TimelineEntry>,
+        watch_ended: Option<Instant>,
     ) -> Result<(), Ended> {
         let writer = &self.writer;
         let inner = &writer.inner;
@@ -496,12 +509,25 @@ impl Driver {
             }
         }
         let rollback_id = follow_up.as_ref().map(|f| f.deployment.id);
+        let reason = diagnostics
+            .as_ref()
+            .and_then(|d| d.resources.first())
+            .map(|resource| resource.reason);
         let mut transition = Transition::new(&DeploymentStatus::ACTIVE, verdict, now());
         transition.audit = Some(finished(deployment.id, verdict, diagnostics.as_ref()));
         transition.diagnostics = diagnostics;
         transition.entries = entries;
         transition.follow_up = follow_up.map(Box::new);
         writer.step(transition).await?;
+        inner.observer.finished(&VerdictObserved {
+            target: &deployment.target,
+            verdict,
+            reason,
+            since_request: (Utc::now() - deployment.created_at)
+                .to_std()
+                .unwrap_or_default(),
+            since_rollout_end: watch_ended.map(|ended| ended.elapsed()),
+        });
         if let Some(rollback) = rollback_id {
             // Drive the rollback from here at once; the supervisors would find it too.
             claim_and_drive(inner, rollback).await;

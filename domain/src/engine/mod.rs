@@ -31,6 +31,7 @@ use crate::changes::{Change, ChangeFeed};
 use crate::deployment::{DeploymentId, DeploymentStatus};
 use crate::deployment_plan::Planner;
 use crate::lease::{ClaimedDeployment, Fence, InstanceId};
+use crate::observer::DeploymentObserver;
 use crate::ports::{DeploymentRepository, LeaseRepository};
 
 /// Backoff between retries: `first`, doubling up to `max`.
@@ -108,6 +109,7 @@ pub(crate) struct Inner {
     pub(crate) changes: Arc<dyn ChangeFeed>,
     pub(crate) planner: Planner,
     pub(crate) settings: EngineSettings,
+    pub(crate) observer: Arc<dyn DeploymentObserver>,
     drivers: Mutex<HashMap<DeploymentId, Held>>,
     /// Wakes the supervisor to claim now.
     claim_now: Notify,
@@ -137,6 +139,7 @@ impl Engine {
         changes: Arc<dyn ChangeFeed>,
         planner: Planner,
         settings: EngineSettings,
+        observer: Arc<dyn DeploymentObserver>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -145,6 +148,7 @@ impl Engine {
                 changes,
                 planner,
                 settings,
+                observer,
                 drivers: Mutex::new(HashMap::new()),
                 claim_now: Notify::new(),
                 stopping: watch::Sender::new(false),

@@ -36,6 +36,7 @@ use kubernaut_domain::ports::ClusterError;
 
 use crate::KubernetesCluster;
 use crate::diagnostics::{self, Subject};
+use crate::watch_count::WatchHeld;
 use verdict::{Judgement, Observed};
 
 /// How often the time-dependent rules are re-judged between changes.
@@ -195,6 +196,7 @@ enum Update {
 /// Drives one watch on a task of its own, forwarding what it sees.
 fn spawn_watch<K>(
     tasks: &mut JoinSet<()>,
+    held: WatchHeld,
     api: Api<K>,
     config: watcher::Config,
     updates: UnboundedSender<Update>,
@@ -203,6 +205,8 @@ fn spawn_watch<K>(
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     tasks.spawn(async move {
+        // Counted as open for as long as the task runs (aborted with the rollout's watch).
+        let _held = held;
         let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
         while let Some(item) = stream.next().await {
             let update = match item {
@@ -363,6 +367,7 @@ pub(crate) async fn watch(
         match kind {
             WorkloadKind::Deployment => spawn_watch(
                 &mut tasks,
+                cluster.watches.hold(),
                 Api::<Deployment>::namespaced(client, &namespace),
                 config,
                 tx,
@@ -370,6 +375,7 @@ pub(crate) async fn watch(
             ),
             WorkloadKind::StatefulSet => spawn_watch(
                 &mut tasks,
+                cluster.watches.hold(),
                 Api::<StatefulSet>::namespaced(client, &namespace),
                 config,
                 tx,
@@ -377,6 +383,7 @@ pub(crate) async fn watch(
             ),
             WorkloadKind::DaemonSet => spawn_watch(
                 &mut tasks,
+                cluster.watches.hold(),
                 Api::<DaemonSet>::namespaced(client, &namespace),
                 config,
                 tx,
@@ -384,6 +391,7 @@ pub(crate) async fn watch(
             ),
             WorkloadKind::Job => spawn_watch(
                 &mut tasks,
+                cluster.watches.hold(),
                 Api::<Job>::namespaced(client, &namespace),
                 config,
                 tx,
@@ -459,6 +467,7 @@ pub(crate) async fn watch(
             started_event_watch = true;
             spawn_watch(
                 &mut tasks,
+                cluster.watches.hold(),
                 Api::<CoreEvent>::namespaced(cluster.client.clone(), &default_namespace),
                 watcher::Config::default().fields("type=Warning"),
                 updates.clone(),
@@ -471,6 +480,7 @@ pub(crate) async fn watch(
                 let pods_key = key.clone();
                 spawn_watch(
                     &mut tasks,
+                    cluster.watches.hold(),
                     Api::<Pod>::namespaced(cluster.client.clone(), &namespace),
                     config.clone(),
                     updates.clone(),
@@ -480,6 +490,7 @@ pub(crate) async fn watch(
             if is_deployment && started_replica_set_watches.insert(key.clone()) {
                 spawn_watch(
                     &mut tasks,
+                    cluster.watches.hold(),
                     Api::<ReplicaSet>::namespaced(cluster.client.clone(), &namespace),
                     config,
                     updates.clone(),
