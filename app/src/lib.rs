@@ -154,6 +154,7 @@ impl std::fmt::Debug for Application {
 /// When a configured cluster's credentials cannot be loaded or its name is invalid.
 pub async fn connect_clusters(settings: &Settings) -> anyhow::Result<Vec<ClusterHandle>> {
     let grace = Duration::from_secs(settings.deployments.unschedulable_grace_seconds);
+    let watch_grace = Duration::from_secs(settings.deployments.watch_grace_seconds);
     let mut handles = Vec::new();
     if settings.clusters.is_empty() {
         if !settings.deployments.use_current_kubeconfig_context {
@@ -170,7 +171,8 @@ pub async fn connect_clusters(settings: &Settings) -> anyhow::Result<Vec<Cluster
         let cluster = KubernetesCluster::from_kubeconfig(None, None)
             .await
             .with_context(|| format!("could not load the kubeconfig context {context}"))?
-            .with_unschedulable_grace(grace);
+            .with_unschedulable_grace(grace)
+            .with_watch_grace(watch_grace);
         handles.push(ClusterHandle {
             name,
             settings: ClusterSettings::default(),
@@ -198,6 +200,7 @@ pub async fn connect_clusters(settings: &Settings) -> anyhow::Result<Vec<Cluster
             cluster: Arc::new(
                 cluster
                     .with_unschedulable_grace(grace)
+                    .with_watch_grace(watch_grace)
                     .with_clock_scale(config.clock_scale),
             ),
         });

@@ -5,6 +5,7 @@ mod diagnostics;
 mod failures;
 mod prune;
 mod rollout;
+mod watches;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -61,6 +62,8 @@ pub(crate) struct Settings {
     pub attempts: u32,
     /// The first pause between attempts, doubled each time up to 5 s.
     pub retry_delay: Duration,
+    /// How long a shared watch nobody needs any more stays open for the next rollout.
+    pub watch_grace: Duration,
 }
 
 impl Default for Settings {
@@ -71,6 +74,7 @@ impl Default for Settings {
             clock_scale: 1.0,
             attempts: 6,
             retry_delay: Duration::from_millis(200),
+            watch_grace: Duration::from_secs(60),
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct KubernetesCluster {
     settings: Settings,
     /// Kinds resolved through discovery so far; a miss asks the API server again.
     discovery: Arc<RwLock<DiscoveryCache>>,
+    /// The watches every rollout on this cluster shares.
+    watches: Arc<watches::Watches>,
 }
 
 impl std::fmt::Debug for KubernetesCluster {
@@ -140,11 +146,23 @@ impl KubernetesCluster {
     /// A cluster reached through an existing client.
     #[must_use]
     pub fn from_client(client: Client) -> Self {
+        let settings = Settings::default();
         Self {
+            watches: Arc::new(watches::Watches::new(&client, settings.watch_grace)),
             client,
-            settings: Settings::default(),
+            settings,
             discovery: Arc::default(),
         }
+    }
+
+    /// How long a shared watch that no rollout needs any more stays open, so that the
+    /// next rollouts reuse it (default 60 s). Set it before the first rollout: watches
+    /// already open keep the grace they were opened with.
+    #[must_use]
+    pub fn with_watch_grace(mut self, grace: Duration) -> Self {
+        self.settings.watch_grace = grace;
+        self.watches = Arc::new(watches::Watches::new(&self.client, grace));
+        self
     }
 
     /// How long a pod of the new revision may stay unschedulable before the rollout
