@@ -227,6 +227,9 @@ impl Server {
             .env("KUBERNAUT__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("KUBERNAUT__LOG__FILTER", "warn")
             .env("KUBERNAUT__SECURITY__MUTATIONS_PER_MINUTE", "0")
+            // Every deploy of a burst waits for its verdict on one token.
+            .env("KUBERNAUT__SECURITY__STREAMS_PER_TOKEN", "4000")
+            .env("KUBERNAUT__SECURITY__STREAMS_TOTAL", "4000")
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -64,6 +64,8 @@ pub(crate) struct Settings {
     pub retry_delay: Duration,
     /// How long a shared watch nobody needs any more stays open for the next rollout.
     pub watch_grace: Duration,
+    /// Slots for requests in flight to the cluster (watches aside), shared by clones.
+    pub requests: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Settings {
@@ -75,9 +77,13 @@ impl Default for Settings {
             attempts: 6,
             retry_delay: Duration::from_millis(200),
             watch_grace: Duration::from_secs(60),
+            requests: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_REQUESTS)),
         }
     }
 }
+
+/// Requests in flight to one cluster at most, watches aside.
+const DEFAULT_MAX_REQUESTS: usize = 64;
 
 type DiscoveryCache = HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>;
 
@@ -153,6 +159,16 @@ impl KubernetesCluster {
             settings,
             discovery: Arc::default(),
         }
+    }
+
+    /// How many requests (applies, prunes, diagnostics; the shared watches aside) may
+    /// be in flight to the cluster at once (default 64): beyond, they wait for a slot.
+    /// Over HTTP/1.1 each is a connection of its own, so this bounds the connections a
+    /// burst of deploys opens.
+    #[must_use]
+    pub fn with_max_requests(mut self, requests: usize) -> Self {
+        self.settings.requests = Arc::new(tokio::sync::Semaphore::new(requests.max(1)));
+        self
     }
 
     /// How long a shared watch that no rollout needs any more stays open, so that the

@@ -520,7 +520,8 @@ impl<K: Watched> KindWatches<K> {
         if let Some(fields) = self.fields {
             config = config.fields(fields);
         }
-        let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+        let mut stream =
+            std::pin::pin!(watcher::watcher(api, config).backoff(QuickBackoff::default()));
         loop {
             let close_at = (*lock(&watch.idle_since)).map(|since| since + self.grace);
             tokio::select! {
@@ -563,6 +564,41 @@ impl<K: Watched> KindWatches<K> {
                 }
             }
         }
+    }
+}
+
+/// Backoff of a shared watch: every rollout of the kind waits on it, and one watch per
+/// kind retrying within 2 s costs the API server little, where kube-runtime's default
+/// (up to 30 s) suits a watch per object.
+#[derive(Debug)]
+struct QuickBackoff {
+    next: Duration,
+}
+
+impl QuickBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(2);
+}
+
+impl Default for QuickBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for QuickBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
     }
 }
 
@@ -713,6 +749,16 @@ mod tests {
         let web = Wants::Labelled([("app", "web")].into_iter().collect());
         assert!(before.is_some_and(|b| web.matches(b.as_ref())));
         assert!(!web.matches(after.as_ref()));
+    }
+
+    #[test]
+    fn a_shared_watch_retries_within_two_seconds_and_starts_over_after_a_success() {
+        use kube::runtime::utils::Backoff;
+        let mut backoff = QuickBackoff::default();
+        let delays: Vec<u128> = backoff.by_ref().take(7).map(|d| d.as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(100)));
     }
 
     #[test]
