@@ -18,8 +18,18 @@
 //!    10 missing images, 10 timeouts): every verdict checked, wall time, Kubernaut's
 //!    peak RSS and CPU time.
 //!
+//! 4. 1,000 deployments over 200 namespaces requested at once (issue 17): five services
+//!    per namespace, a quarter of them crash-looping or missing their image. Every
+//!    verdict checked, wall time, the most watch streams the simulator served to
+//!    Kubernaut at once and the most TCP connections Kubernaut held to it, Kubernaut's
+//!    CPU seconds (per deploy) and peak RSS.
+//!
 //! Environment: `ROLLOUTS_LATENCY_RUNS` (default 30), `ROLLOUTS_DOOMED_RUNS` (default
-//! 10 of each kind), `ROLLOUTS_FLEET` (default 200).
+//! 10 of each kind), `ROLLOUTS_FLEET` (default 200), `ROLLOUTS_BURST` (default 1000),
+//! `ROLLOUTS_BURST_NAMESPACES` (default 200), `ROLLOUTS_PHASES` (default `1,2,3,4`),
+//! `ROLLOUTS_CREDENTIALS=namespace-only` (Kubernaut gets credentials that may list and
+//! watch only namespace by namespace: the simulator answers its cluster-wide lists and
+//! watches `403 Forbidden`).
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
 use std::collections::HashMap;
@@ -36,8 +46,8 @@ use serde_json::{Value, json};
 
 /// Simulated seconds per real second (the tests' scale).
 const TIME_SCALE: f64 = 20.0;
-/// Simulated nodes: 8 x 110 pods leaves room for every phase's pods.
-const NODES: usize = 8;
+/// Simulated nodes: 32 x 110 pods leaves room for every phase's pods (2,000 in phase 4).
+const NODES: usize = 32;
 const REPLICAS: i64 = 2;
 /// Linux reports CPU time in clock ticks of 1/100 s on every common configuration.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
@@ -186,6 +196,15 @@ struct Server {
 
 impl Server {
     fn start(database_url: &str, kubeconfig: &std::path::Path, dir: &std::path::Path) -> Self {
+        Self::start_with(database_url, kubeconfig, dir, &[])
+    }
+
+    fn start_with(
+        database_url: &str,
+        kubeconfig: &std::path::Path,
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -208,7 +227,11 @@ impl Server {
             .env("KUBERNAUT__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("KUBERNAUT__LOG__FILTER", "warn")
             .env("KUBERNAUT__SECURITY__MUTATIONS_PER_MINUTE", "0")
+            // Every deploy of a burst waits for its verdict on one token.
+            .env("KUBERNAUT__SECURITY__STREAMS_PER_TOKEN", "4000")
+            .env("KUBERNAUT__SECURITY__STREAMS_TOTAL", "4000")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file again"))
             .stderr(log)
@@ -538,6 +561,45 @@ async fn probe(
     }
 }
 
+/// TCP connections the process `pid` holds open to `port`.
+fn tcp_connections(pid: u32, port: u16) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let sockets: std::collections::HashSet<String> = fds
+        .filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            link.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .map(|line| {
+                    line.split_whitespace()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })
+        // Fields of proc(5): 2 remote address, 3 state (01 established), 9 inode.
+        .filter(|fields| {
+            fields.get(2).is_some_and(|remote| remote.ends_with(&port))
+                && fields.get(3).is_some_and(|state| state == "01")
+                && fields.get(9).is_some_and(|inode| sockets.contains(inode))
+        })
+        .count()
+}
+
 /// This process's user + system CPU seconds (the simulator and the watches).
 fn own_cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
@@ -600,9 +662,9 @@ fn main() {
         .expect("a runtime");
     runtime.block_on(async {
         // The whole run stops by itself, whatever happens.
-        match tokio::time::timeout(Duration::from_secs(300), run()).await {
+        match tokio::time::timeout(Duration::from_secs(1800), run()).await {
             Ok(()) => {}
-            Err(_) => println!("the benchmark did not finish within 5 minutes"),
+            Err(_) => println!("the benchmark did not finish within 30 minutes"),
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -614,6 +676,11 @@ async fn run() {
     let latency_runs = env_count("ROLLOUTS_LATENCY_RUNS", 30);
     let doomed_runs = env_count("ROLLOUTS_DOOMED_RUNS", 10);
     let fleet = env_count("ROLLOUTS_FLEET", 200);
+    let burst = env_count("ROLLOUTS_BURST", 1000);
+    let burst_namespaces = env_count("ROLLOUTS_BURST_NAMESPACES", 200).max(1);
+    let phases = std::env::var("ROLLOUTS_PHASES").unwrap_or_else(|_| "1,2,3,4".to_owned());
+    let phase = |n: &str| phases.split(',').any(|p| p.trim() == n);
+    let namespace_only = std::env::var("ROLLOUTS_CREDENTIALS").is_ok_and(|c| c == "namespace-only");
 
     let sim = Simulator::builder()
         .time_scale(TIME_SCALE)
@@ -625,7 +692,15 @@ async fn run() {
     let database = TestDatabase::create().expect("a fresh database");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let token = admin_token(database.url());
-    let server = Server::start(database.url(), sim.kubeconfig_path(), dir.path());
+    let kubeconfig = if namespace_only {
+        let path = dir.path().join("namespace-only.kubeconfig");
+        std::fs::write(&path, sim.namespace_only_kubeconfig_yaml())
+            .expect("the namespace-only kubeconfig is written");
+        path
+    } else {
+        sim.kubeconfig_path().to_owned()
+    };
+    let server = Server::start(database.url(), &kubeconfig, dir.path());
     let mut bearer =
         reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value");
     bearer.set_sensitive(true);
@@ -677,8 +752,13 @@ async fn run() {
     };
     let (_, idle_peak) = bench.server.memory();
     println!(
-        "rollouts benchmark: simulator time scale {TIME_SCALE}, {NODES} nodes, {REPLICAS} replicas per deployment, kubernaut pid {}",
-        bench.server.child.id()
+        "rollouts benchmark: simulator time scale {TIME_SCALE}, {NODES} nodes, {REPLICAS} replicas per deployment, kubernaut pid {}, credentials {}",
+        bench.server.child.id(),
+        if namespace_only {
+            "namespace-only"
+        } else {
+            "cluster-wide"
+        }
     );
     println!("kubernaut started: peak RSS {idle_peak:.1} MiB");
 
@@ -687,6 +767,9 @@ async fn run() {
     let mut latency = Vec::new();
     let mut wrong = Vec::new();
     let mut sequential = Vec::new();
+    let latency_runs = if phase("1") { latency_runs } else { 0 };
+    let doomed_runs = if phase("2") { doomed_runs } else { 0 };
+    let fleet = if phase("3") { fleet } else { 0 };
     for i in 0..latency_runs {
         let service = format!("good-{i:03}");
         bench.release(&service, "registry.local/web:1").await;
@@ -844,6 +927,11 @@ async fn run() {
             }
         }
     }
+    let burst_report = if phase("4") && burst > 0 {
+        Some(run_burst(&bench, burst, burst_namespaces).await)
+    } else {
+        None
+    };
     for watch in watches {
         watch.abort();
     }
@@ -910,6 +998,10 @@ async fn run() {
     println!(
         "   kubernaut: RSS {rss_before:.1} MiB before, {rss_after:.1} MiB after, peak (VmHWM) {peak:.1} MiB; CPU {cpu:.2} s during the burst; {threads:.0} threads"
     );
+    if let Some(report) = burst_report {
+        report.print(namespace_only);
+        wrong.extend(report.wrong);
+    }
     if !wrong.is_empty() {
         println!();
         println!("{} wrong verdicts; the first:", wrong.len());
@@ -923,4 +1015,241 @@ async fn run() {
     }
     drop(bench);
     drop(database);
+}
+
+/// What phase 4 measured.
+#[derive(Debug)]
+struct BurstReport {
+    deploys: usize,
+    namespaces: usize,
+    right: usize,
+    counts: Vec<String>,
+    wall: Duration,
+    latency: Vec<f64>,
+    doomed: Vec<f64>,
+    /// Watch streams the simulator served to Kubernaut at once, at most.
+    peak_watches: usize,
+    /// TCP connections Kubernaut held to the simulator at once, at most (sampled).
+    peak_connections: usize,
+    /// Watch streams still open a while after the last verdict.
+    watches_after: Vec<(u64, usize)>,
+    cpu: f64,
+    own_cpu: f64,
+    peak_rss: f64,
+    rss_before: f64,
+    threads: f64,
+    wrong: Vec<String>,
+}
+
+impl BurstReport {
+    fn print(&self, namespace_only: bool) {
+        #[expect(clippy::cast_precision_loss, reason = "a count of deploys")]
+        let per_deploy_ms = self.cpu * 1000.0 / self.deploys.max(1) as f64;
+        let pass = |ok: bool| if ok { "PASS" } else { "MISSED" };
+        println!(
+            "4. {} deployments over {} namespaces, requested at once ({} credentials)",
+            self.deploys,
+            self.namespaces,
+            if namespace_only {
+                "namespace-only"
+            } else {
+                "cluster-wide"
+            }
+        );
+        println!(
+            "   verdicts right (status and reason): {}/{} ({})  {}",
+            self.right,
+            self.deploys,
+            self.counts.join(", "),
+            pass(self.right == self.deploys)
+        );
+        println!(
+            "   wall time, all requested -> last verdict: {:.2} s",
+            self.wall.as_secs_f64()
+        );
+        row(
+            "   good: complete -> finished_at",
+            &self.latency,
+            Some((100.0, median_of)),
+        );
+        row(
+            "   doomed: every pod doomed -> finished_at",
+            &self.doomed,
+            Some((2000.0, max_of)),
+        );
+        println!(
+            "   peak watch streams served to kubernaut: {}; peak TCP connections kubernaut -> API server: {}",
+            self.peak_watches, self.peak_connections
+        );
+        println!(
+            "   watch streams open after the last verdict: {}",
+            self.watches_after
+                .iter()
+                .map(|(s, n)| format!("{n} at {s} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "   kubernaut CPU {:.2} s during the burst = {per_deploy_ms:.1} ms per deploy  target <= 10 ms: {}",
+            self.cpu,
+            pass(per_deploy_ms <= 10.0)
+        );
+        println!(
+            "   kubernaut RSS {:.1} MiB before, peak (VmHWM) {:.1} MiB  target < 150 MiB: {}; {:.0} threads",
+            self.rss_before,
+            self.peak_rss,
+            pass(self.peak_rss < 150.0),
+            self.threads
+        );
+        println!(
+            "   this process (simulator and watches): CPU {:.2} s during the burst",
+            self.own_cpu
+        );
+    }
+}
+
+/// Phase 4: `deploys` deployments over `namespaces` namespaces, all requested at once.
+#[expect(clippy::too_many_lines, reason = "one phase, read in order")]
+async fn run_burst(bench: &Bench, deploys: usize, namespaces: usize) -> BurstReport {
+    let per_namespace = deploys.div_ceil(namespaces);
+    let good: Kind = ("web", "registry.local/web:1", "succeeded", None, None);
+    let crash: Kind = (
+        "crash",
+        "registry.local/crashloop:1",
+        "failed",
+        Some("crash_loop"),
+        None,
+    );
+    let missing: Kind = (
+        "missing",
+        "registry.local/notfound:1",
+        "failed",
+        Some("image_not_found"),
+        None,
+    );
+    let mut released = std::collections::HashSet::new();
+    let mut plans = Vec::with_capacity(deploys);
+    for i in 0..deploys {
+        let (namespace, slot) = (i / per_namespace, i % per_namespace);
+        let namespace = format!("burst-{namespace:03}");
+        if slot == 0 {
+            bench.create_namespace(&namespace).await;
+        }
+        // One in eight crash-loops and one in eight misses its image: a quarter.
+        let (kind, image, status, reason, timeout_seconds) = match i % 8 {
+            0 => crash,
+            4 => missing,
+            _ => good,
+        };
+        let service = format!("burst-{kind}-{slot}");
+        if released.insert(service.clone()) {
+            bench.release(&service, image).await;
+        }
+        plans.push(Planned {
+            namespace,
+            service,
+            status,
+            reason,
+            timeout_seconds,
+        });
+    }
+    // Watches left from the earlier phases close after their grace; wait for them.
+    let own_watches = 2;
+    let settle_by = Instant::now() + Duration::from_secs(120);
+    while bench.sim.watch_streams().open > own_watches && Instant::now() < settle_by {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bench.sim.reset_watch_peak();
+    let (rss_before, _) = bench.server.memory();
+    let cpu_before = bench.server.cpu_seconds();
+    let own_cpu_before = own_cpu_seconds();
+    let sim_port: u16 = bench
+        .sim
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the simulator's port");
+    let peak_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampler = {
+        let peak = peak_connections.clone();
+        let pid = bench.server.child.id();
+        tokio::spawn(async move {
+            loop {
+                let now = tcp_connections(pid, sim_port);
+                peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let outcomes = join_all(plans.into_iter().map(|plan| bench.deploy(plan))).await;
+    let wall = started.elapsed();
+    let cpu = bench.server.cpu_seconds() - cpu_before;
+    let own_cpu = own_cpu_seconds() - own_cpu_before;
+    sampler.abort();
+    let peak_watches = bench.sim.watch_streams().peak.saturating_sub(own_watches);
+    let (_, peak_rss) = bench.server.memory();
+    let threads = bench.server.threads();
+    let mut watches_after = Vec::new();
+    for seconds in [5, 65] {
+        let at = started + wall + Duration::from_secs(seconds);
+        tokio::time::sleep_until(at.into()).await;
+        watches_after.push((
+            seconds,
+            bench.sim.watch_streams().open.saturating_sub(own_watches),
+        ));
+    }
+
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut right = 0;
+    let mut wrong = Vec::new();
+    let mut latency = Vec::new();
+    let mut doomed = Vec::new();
+    for outcome in &outcomes {
+        *counts
+            .entry(format!(
+                "{} {}",
+                outcome.deployment["status"].as_str().unwrap_or("?"),
+                outcome.deployment["reason"].as_str().unwrap_or("")
+            ))
+            .or_default() += 1;
+        if outcome.right() {
+            right += 1;
+        } else {
+            wrong.push(outcome.deployment.to_string());
+        }
+        if let Some(finished) = outcome.finished() {
+            if outcome.planned.status == "succeeded" {
+                if let Some(complete) = bench.complete_at(&outcome.planned) {
+                    latency.push(millis(complete, finished));
+                }
+            } else if let Some((_, last)) = bench.doomed_at(&outcome.planned) {
+                doomed.push(millis(last, finished));
+            }
+        }
+    }
+    let mut counts: Vec<String> = counts
+        .iter()
+        .map(|(k, v)| format!("{v} {}", k.trim()))
+        .collect();
+    counts.sort();
+    BurstReport {
+        deploys,
+        namespaces,
+        right,
+        counts,
+        wall,
+        latency,
+        doomed,
+        peak_watches,
+        peak_connections: peak_connections.load(std::sync::atomic::Ordering::SeqCst),
+        watches_after,
+        cpu,
+        own_cpu,
+        peak_rss,
+        rss_before,
+        threads,
+        wrong,
+    }
 }

@@ -186,6 +186,7 @@ pub async fn connect_clusters(
         metrics.on_scrape(move |metrics| metrics.set_watches(&name, watches.open()));
     };
     let grace = Duration::from_secs(settings.deployments.unschedulable_grace_seconds);
+    let watch_grace = Duration::from_secs(settings.deployments.watch_grace_seconds);
     let mut handles = Vec::new();
     if settings.clusters.is_empty() {
         if !settings.deployments.use_current_kubeconfig_context {
@@ -202,7 +203,8 @@ pub async fn connect_clusters(
         let cluster = KubernetesCluster::from_kubeconfig(None, None)
             .await
             .with_context(|| format!("could not load the kubeconfig context {context}"))?
-            .with_unschedulable_grace(grace);
+            .with_unschedulable_grace(grace)
+            .with_watch_grace(watch_grace);
         watched(&name, &cluster);
         handles.push(ClusterHandle {
             name,
@@ -232,6 +234,7 @@ pub async fn connect_clusters(
             cluster: Arc::new(
                 cluster
                     .with_unschedulable_grace(grace)
+                    .with_watch_grace(watch_grace)
                     .with_clock_scale(config.clock_scale),
             ),
         });

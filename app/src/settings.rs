@@ -273,6 +273,10 @@ pub struct ClusterConfig {
     pub rules: kubernaut_domain::cluster::ClusterSettings,
 }
 
+fn sixty() -> u64 {
+    60
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -281,6 +285,9 @@ fn one() -> f64 {
 pub struct DeploymentSettings {
     /// How long a pod of a new revision may stay unschedulable before the deploy fails.
     pub unschedulable_grace_seconds: u64,
+    /// How long a cluster's shared watch stays open after its last rollout ended.
+    #[serde(default = "sixty")]
+    pub watch_grace_seconds: u64,
     /// With no `[[clusters]]`, use the current context of `KUBECONFIG` / `~/.kube/config`.
     pub use_current_kubeconfig_context: bool,
     /// Deploy a release whose image digest was recorded as `registry/repository@digest`
@@ -293,6 +300,7 @@ impl Default for DeploymentSettings {
     fn default() -> Self {
         Self {
             unschedulable_grace_seconds: 15,
+            watch_grace_seconds: 60,
             use_current_kubeconfig_context: true,
             pin_image_digest: false,
         }

@@ -50,7 +50,13 @@ where
     let mut delay = settings.retry_delay;
     let mut attempt = 1;
     loop {
-        match call().await {
+        let outcome = {
+            // Bounded per cluster: a burst of deploys must not open a connection per
+            // request at once (HTTP/1.1 has one request in flight per connection).
+            let _slot = settings.requests.acquire().await;
+            call().await
+        };
+        match outcome {
             Ok(value) => return Ok(value),
             Err(error) if is_transient(&error) && attempt < settings.attempts => {
                 tracing::debug!(%error, attempt, "transient Kubernetes API failure, retrying");

@@ -6,6 +6,7 @@ mod failures;
 mod prune;
 mod rollout;
 mod watch_count;
+mod watches;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -63,6 +64,10 @@ pub(crate) struct Settings {
     pub attempts: u32,
     /// The first pause between attempts, doubled each time up to 5 s.
     pub retry_delay: Duration,
+    /// How long a shared watch nobody needs any more stays open for the next rollout.
+    pub watch_grace: Duration,
+    /// Slots for requests in flight to the cluster (watches aside), shared by clones.
+    pub requests: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Settings {
@@ -73,9 +78,14 @@ impl Default for Settings {
             clock_scale: 1.0,
             attempts: 6,
             retry_delay: Duration::from_millis(200),
+            watch_grace: Duration::from_secs(60),
+            requests: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_REQUESTS)),
         }
     }
 }
+
+/// Requests in flight to one cluster at most, watches aside.
+const DEFAULT_MAX_REQUESTS: usize = 64;
 
 type DiscoveryCache = HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>;
 
@@ -86,8 +96,10 @@ pub struct KubernetesCluster {
     settings: Settings,
     /// Kinds resolved through discovery so far; a miss asks the API server again.
     discovery: Arc<RwLock<DiscoveryCache>>,
+    /// The watches every rollout on this cluster shares.
+    watches: Arc<watches::Watches>,
     /// The watches open on the API server, for the binary's metrics.
-    watches: WatchConnections,
+    watch_connections: WatchConnections,
 }
 
 impl std::fmt::Debug for KubernetesCluster {
@@ -144,25 +156,62 @@ impl KubernetesCluster {
     /// A cluster reached through an existing client.
     #[must_use]
     pub fn from_client(client: Client) -> Self {
+        let settings = Settings::default();
+        let watch_connections = WatchConnections::new();
         Self {
+            watches: Arc::new(watches::Watches::new(
+                &client,
+                settings.watch_grace,
+                &watch_connections,
+            )),
+            watch_connections,
             client,
-            settings: Settings::default(),
-            watches: WatchConnections::new(),
+            settings,
             discovery: Arc::default(),
         }
     }
 
     /// Counts this cluster's open watches in `watches` (shared with whoever samples
-    /// it) instead of a count of its own.
+    /// it) instead of a count of its own. Set it before the first rollout, as
+    /// [`KubernetesCluster::with_watch_grace`].
     #[must_use]
     pub fn with_watch_connections(mut self, watches: WatchConnections) -> Self {
-        self.watches = watches;
+        self.watches = Arc::new(watches::Watches::new(
+            &self.client,
+            self.settings.watch_grace,
+            &watches,
+        ));
+        self.watch_connections = watches;
         self
     }
 
     /// The count of watches open on this cluster's API server (shared with clones).
     pub fn watch_connections(&self) -> WatchConnections {
-        self.watches.clone()
+        self.watch_connections.clone()
+    }
+
+    /// How many requests (applies, prunes, diagnostics; the shared watches aside) may
+    /// be in flight to the cluster at once (default 64): beyond, they wait for a slot.
+    /// Over HTTP/1.1 each is a connection of its own, so this bounds the connections a
+    /// burst of deploys opens.
+    #[must_use]
+    pub fn with_max_requests(mut self, requests: usize) -> Self {
+        self.settings.requests = Arc::new(tokio::sync::Semaphore::new(requests.max(1)));
+        self
+    }
+
+    /// How long a shared watch that no rollout needs any more stays open, so that the
+    /// next rollouts reuse it (default 60 s). Set it before the first rollout: watches
+    /// already open keep the grace they were opened with.
+    #[must_use]
+    pub fn with_watch_grace(mut self, grace: Duration) -> Self {
+        self.settings.watch_grace = grace;
+        self.watches = Arc::new(watches::Watches::new(
+            &self.client,
+            grace,
+            &self.watch_connections,
+        ));
+        self
     }
 
     /// How long a pod of the new revision may stay unschedulable before the rollout

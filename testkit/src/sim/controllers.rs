@@ -220,20 +220,29 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             .lock()
             .map(|b| b.clone())
             .unwrap_or_default();
-        let mut world = shared.lock_world();
-        let now = Instant::now();
-        // An idle cluster costs nothing: a pass runs when an object changed, a timer
-        // expired, or (as a safety net) a second has gone by.
-        let changed = world.store.resource_version() != last_rv;
-        let due = world.wake_at.is_some_and(|w| now >= w);
-        if !changed && !due && now < last_pass + Duration::from_secs(1) {
-            continue;
+        let spent = {
+            let mut world = shared.lock_world();
+            let now = Instant::now();
+            // An idle cluster costs nothing: a pass runs when an object changed, a timer
+            // expired, or (as a safety net) a second has gone by.
+            let changed = world.store.resource_version() != last_rv;
+            let due = world.wake_at.is_some_and(|w| now >= w);
+            if !changed && !due && now < last_pass + Duration::from_secs(1) {
+                continue;
+            }
+            world.wake_at = None;
+            // Changes made by this pass trigger the next one, until a pass changes nothing.
+            last_rv = world.store.resource_version();
+            tick(&mut world, &shared.config, &behaviours, now);
+            last_pass = now;
+            now.elapsed()
+        };
+        // A pass over thousands of objects holds the world for long: leave the API
+        // server's workers as long again to answer before the next one, or on a
+        // loaded machine back-to-back passes starve them.
+        if spent > Duration::from_millis(shared.config.tick_ms) {
+            tokio::time::sleep(spent.min(Duration::from_millis(250))).await;
         }
-        world.wake_at = None;
-        // Changes made by this pass trigger the next one, until a pass changes nothing.
-        last_rv = world.store.resource_version();
-        tick(&mut world, &shared.config, &behaviours, now);
-        last_pass = now;
     }
 }
 

@@ -72,6 +72,42 @@ pub(crate) struct FaultState {
     pub delay: Duration,
     pub fail_next: u32,
     pub fail_next_code: u16,
+    /// Lists and watches of a namespaced kind across all namespaces are forbidden.
+    pub refuse_cluster_wide: bool,
+}
+
+/// The bearer token of [`Simulator::namespace_only_kubeconfig_yaml`]: its requests may
+/// list and watch namespaced kinds only namespace by namespace, as a service account
+/// with a RoleBinding in each namespace and no ClusterRoleBinding.
+pub(crate) const NAMESPACE_ONLY_TOKEN: &str = "kube-sim-namespace-only";
+
+/// Watch streams open now and at most so far.
+#[derive(Debug, Default)]
+pub(crate) struct WatchGauge {
+    open: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl WatchGauge {
+    pub fn opened(&self) {
+        use std::sync::atomic::Ordering;
+        let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(open, Ordering::SeqCst);
+    }
+
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How many watch streams the simulator serves, and the most it served at once since
+/// it started or since [`Simulator::reset_watch_peak`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchStreams {
+    /// Open now.
+    pub open: usize,
+    /// The most open at once.
+    pub peak: usize,
 }
 
 /// Everything the API server and the controllers share.
@@ -113,6 +149,7 @@ pub(crate) struct Shared {
     pub behaviours: Mutex<HashMap<String, Behaviour>>,
     pub faults: Mutex<FaultState>,
     pub watch_kill: tokio::sync::watch::Sender<u64>,
+    pub watches: WatchGauge,
 }
 
 impl Shared {
@@ -223,6 +260,7 @@ impl SimulatorBuilder {
             behaviours: Mutex::new(HashMap::new()),
             faults: Mutex::new(FaultState::default()),
             watch_kill,
+            watches: WatchGauge::default(),
         });
         let listener = std::net::TcpListener::bind(("127.0.0.1", self.port))?;
         let port = listener.local_addr()?.port();
@@ -399,6 +437,34 @@ impl Simulator {
             .collect()
     }
 
+    /// A kubeconfig for the same server whose user may list and watch namespaced kinds
+    /// only within a namespace: across all namespaces it is answered `403 Forbidden`,
+    /// as by RBAC without a ClusterRoleBinding. Everything else it may do.
+    #[must_use]
+    pub fn namespace_only_kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_yaml.replace(
+            "  user: {}\n",
+            &format!("  user:\n    token: {NAMESPACE_ONLY_TOKEN}\n"),
+        )
+    }
+
+    /// Watch streams open now and the most open at once.
+    #[must_use]
+    pub fn watch_streams(&self) -> WatchStreams {
+        use std::sync::atomic::Ordering;
+        WatchStreams {
+            open: self.shared.watches.open.load(Ordering::SeqCst),
+            peak: self.shared.watches.peak.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Starts counting the peak of [`Self::watch_streams`] again from the open ones.
+    pub fn reset_watch_peak(&self) {
+        use std::sync::atomic::Ordering;
+        let open = self.shared.watches.open.load(Ordering::SeqCst);
+        self.shared.watches.peak.store(open, Ordering::SeqCst);
+    }
+
     /// The current (latest) resourceVersion.
     #[must_use]
     pub fn resource_version(&self) -> u64 {
@@ -483,6 +549,12 @@ impl Faults {
     pub fn force_gone(&self) {
         self.shared.lock_world().store.compact_all();
         self.drop_watches();
+    }
+
+    /// Forbids (`403`) or allows again lists and watches of namespaced kinds across all
+    /// namespaces, for every client: credentials that lost their cluster-wide rights.
+    pub fn refuse_cluster_wide(&self, refuse: bool) {
+        self.update(|s| s.refuse_cluster_wide = refuse);
     }
 
     /// Removes all injected faults.

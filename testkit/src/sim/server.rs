@@ -260,6 +260,24 @@ async fn resource_request(
     {
         return error_response(&ApiError::method_not_allowed());
     }
+    if method == "GET"
+        && target.name.is_none()
+        && target.namespace.is_none()
+        && target.resource.namespaced
+        && cluster_wide_refused(req, shared)
+    {
+        return error_response(&ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} is forbidden: User \"system:serviceaccount:kubernaut:kubernaut\" cannot {} resource \"{}\" in API group \"{}\" at the cluster scope",
+                target.resource.plural,
+                if query.flag("watch") { "watch" } else { "list" },
+                target.resource.plural,
+                target.resource.group,
+            ),
+        ));
+    }
     if method == "GET" && target.name.is_none() && query.flag("watch") {
         return watch(shared, &target, query);
     }
@@ -653,6 +671,33 @@ fn list(store: &super::store::Store, target: &Target<'_>, query: &Query) -> ApiR
     Ok(list_document(r, list_rv, page, cont, remaining))
 }
 
+/// Whether the request may not list or watch namespaced kinds across all namespaces.
+fn cluster_wide_refused(req: &HttpRequest, shared: &Shared) -> bool {
+    let namespace_only = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        == Some(super::NAMESPACE_ONLY_TOKEN);
+    namespace_only || shared.faults.lock().is_ok_and(|f| f.refuse_cluster_wide)
+}
+
+/// Counts a watch stream from its start until the stream is dropped.
+struct Counted(Arc<Shared>);
+
+impl Counted {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.watches.opened();
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.watches.closed();
+    }
+}
+
 fn watch_line(event: &str, object: &Value) -> Bytes {
     let mut s = json!({"type": event, "object": object}).to_string();
     s.push('\n');
@@ -682,6 +727,7 @@ struct WatchState {
     last_rv: u64,
     bookmarks: bool,
     done: bool,
+    _counted: Counted,
 }
 
 fn watch(shared: &Arc<Shared>, target: &Target<'_>, query: &Query) -> HttpResponse {
@@ -762,6 +808,7 @@ fn watch(shared: &Arc<Shared>, target: &Target<'_>, query: &Query) -> HttpRespon
         last_rv: start_rv,
         bookmarks,
         done,
+        _counted: Counted::new(shared),
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         loop {

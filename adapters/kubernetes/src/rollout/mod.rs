@@ -1,34 +1,31 @@
 //! Watches a rollout to its verdict.
 //!
-//! One watch per applied workload (by name), and, once a workload's selector is known,
-//! one on its pods (and for Deployments its ReplicaSets); once a pod runs without
-//! becoming ready, one on the namespace's warning events, which alone tell of failing
-//! readiness probes. kube-runtime's watcher resumes from the last
-//! resourceVersion, relists after `410 Gone` and backs off on errors; an error is only
-//! ever logged here, never a verdict. Every change re-judges the whole rollout from
-//! the watched state, and a short tick re-judges the rules that depend on time
-//! (unschedulable grace, the progress-deadline guard) without asking the API server.
+//! A rollout reads the cluster's shared watches (`crate::watches`): it subscribes to
+//! each applied workload by name, and, once a workload's selector is known, to its
+//! pods (and for Deployments its ReplicaSets) by that selector; once a pod runs without
+//! becoming ready, to the namespace's warning events, which alone tell of failing
+//! readiness probes. Whenever one of those objects changes the rollout is woken and
+//! re-judges itself from the stores; a short tick re-judges the rules that depend on
+//! time (unschedulable grace, the progress-deadline guard) only while one of them is
+//! pending, without asking the API server. A watch error is only ever logged, never a
+//! verdict.
 
 pub(crate) mod pods;
 mod verdict;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Debug;
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::Selector;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
-use serde::de::DeserializeOwned;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
-use tokio::task::JoinSet;
+use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedSender;
 
 use kubernaut_domain::cluster::{AppliedResource, RolloutOutcome, RolloutProgress, RolloutRequest};
 use kubernaut_domain::deployment::{Diagnostics, FailureReason};
@@ -36,10 +33,10 @@ use kubernaut_domain::ports::ClusterError;
 
 use crate::KubernetesCluster;
 use crate::diagnostics::{self, Subject};
-use crate::watch_count::WatchHeld;
+use crate::watches::{KindWatches, Snapshot, Wants, Watched, Watches};
 use verdict::{Judgement, Observed};
 
-/// How often the time-dependent rules are re-judged between changes.
+/// How often the time-dependent rules are re-judged while one of them is pending.
 const TICK: Duration = Duration::from_millis(250);
 
 // What a resource waits for while its watches start: not worth a timeline line.
@@ -81,10 +78,10 @@ impl WorkloadKind {
 
 #[derive(Debug, Clone)]
 enum Workload {
-    Deployment(Deployment),
-    StatefulSet(StatefulSet),
-    DaemonSet(DaemonSet),
-    Job(Job),
+    Deployment(Arc<Deployment>),
+    StatefulSet(Arc<StatefulSet>),
+    DaemonSet(Arc<DaemonSet>),
+    Job(Arc<Job>),
 }
 
 impl Workload {
@@ -96,128 +93,86 @@ impl Workload {
             Self::Job(j) => j.spec.as_ref().and_then(|s| s.selector.as_ref()),
         }
     }
-}
 
-trait Keyed {
-    fn meta(&self) -> &ObjectMeta;
-    fn key(&self) -> String {
-        let meta = self.meta();
-        meta.uid
-            .clone()
-            .or_else(|| meta.name.clone())
-            .unwrap_or_default()
+    /// Whether the Deployment reports `ProgressDeadlineExceeded`, which the verdict
+    /// trusts only once enough wall time has passed.
+    fn reports_progress_deadline(&self) -> bool {
+        let Self::Deployment(deployment) = self else {
+            return false;
+        };
+        deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
     }
 }
 
-impl Keyed for Workload {
-    fn meta(&self) -> &ObjectMeta {
-        match self {
-            Self::Deployment(d) => &d.metadata,
-            Self::StatefulSet(s) => &s.metadata,
-            Self::DaemonSet(d) => &d.metadata,
-            Self::Job(j) => &j.metadata,
+/// A subscription kept for as long as the rollout is watched.
+type Held = Box<dyn Any + Send>;
+
+async fn subscribe<K: Watched>(
+    kind: &Arc<KindWatches<K>>,
+    namespace: &str,
+    wants: Wants,
+    wake: &Arc<Notify>,
+) -> Held {
+    Box::new(kind.subscribe(namespace, wants, Arc::clone(wake)).await)
+}
+
+async fn subscribe_workload(
+    watches: &Watches,
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+    wake: &Arc<Notify>,
+) -> Held {
+    let wants = Wants::Named(name.to_owned());
+    match kind {
+        WorkloadKind::Deployment => subscribe(&watches.deployments, namespace, wants, wake).await,
+        WorkloadKind::StatefulSet => {
+            subscribe(&watches.stateful_sets, namespace, wants, wake).await
         }
+        WorkloadKind::DaemonSet => subscribe(&watches.daemon_sets, namespace, wants, wake).await,
+        WorkloadKind::Job => subscribe(&watches.jobs, namespace, wants, wake).await,
     }
 }
 
-macro_rules! keyed {
-    ($($kind:ty),*) => {
-        $(impl Keyed for $kind {
-            fn meta(&self) -> &ObjectMeta {
-                &self.metadata
-            }
-        })*
-    };
-}
-keyed!(Pod, ReplicaSet, CoreEvent);
-
-/// The objects one watch currently sees, relists included.
-#[derive(Debug)]
-struct LiveSet<K> {
-    synced: bool,
-    objects: BTreeMap<String, K>,
-    relisting: Option<BTreeMap<String, K>>,
-}
-
-impl<K> Default for LiveSet<K> {
-    fn default() -> Self {
-        Self {
-            synced: false,
-            objects: BTreeMap::new(),
-            relisting: None,
-        }
+/// Whether the workload's watch has listed, and the workload if it exists.
+fn read_workload(
+    watches: &Watches,
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+) -> (bool, Option<Workload>) {
+    fn first<K>(snapshot: Snapshot<K>, wrap: fn(Arc<K>) -> Workload) -> (bool, Option<Workload>) {
+        (
+            snapshot.synced,
+            snapshot.objects.into_iter().next().map(wrap),
+        )
     }
-}
-
-impl<K: Keyed> LiveSet<K> {
-    fn apply(&mut self, event: Event<K>) {
-        match event {
-            Event::Apply(object) => {
-                self.objects.insert(object.key(), object);
-            }
-            Event::Delete(object) => {
-                self.objects.remove(&object.key());
-            }
-            Event::Init => self.relisting = Some(BTreeMap::new()),
-            Event::InitApply(object) => {
-                let target = self.relisting.as_mut().unwrap_or(&mut self.objects);
-                target.insert(object.key(), object);
-            }
-            Event::InitDone => {
-                // Objects deleted while the watch was down are not in the new list.
-                if let Some(listed) = self.relisting.take() {
-                    self.objects = listed;
-                }
-                self.synced = true;
-            }
-        }
+    let wants = Wants::Named(name.to_owned());
+    match kind {
+        WorkloadKind::Deployment => first(
+            watches.deployments.read(namespace, &wants),
+            Workload::Deployment,
+        ),
+        WorkloadKind::StatefulSet => first(
+            watches.stateful_sets.read(namespace, &wants),
+            Workload::StatefulSet,
+        ),
+        WorkloadKind::DaemonSet => first(
+            watches.daemon_sets.read(namespace, &wants),
+            Workload::DaemonSet,
+        ),
+        WorkloadKind::Job => first(watches.jobs.read(namespace, &wants), Workload::Job),
     }
-}
-
-fn map_event<K, T>(event: Event<K>, f: impl FnOnce(K) -> T) -> Event<T> {
-    match event {
-        Event::Apply(o) => Event::Apply(f(o)),
-        Event::Delete(o) => Event::Delete(f(o)),
-        Event::Init => Event::Init,
-        Event::InitApply(o) => Event::InitApply(f(o)),
-        Event::InitDone => Event::InitDone,
-    }
-}
-
-#[derive(Debug)]
-enum Update {
-    Workload(usize, Box<Event<Workload>>),
-    ReplicaSets(String, Box<Event<ReplicaSet>>),
-    Pods(String, Box<Event<Pod>>),
-    Events(Box<Event<CoreEvent>>),
-    WatchFailed(String),
-}
-
-/// Drives one watch on a task of its own, forwarding what it sees.
-fn spawn_watch<K>(
-    tasks: &mut JoinSet<()>,
-    held: WatchHeld,
-    api: Api<K>,
-    config: watcher::Config,
-    updates: UnboundedSender<Update>,
-    wrap: impl Fn(Event<K>) -> Update + Send + 'static,
-) where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    tasks.spawn(async move {
-        // Counted as open for as long as the task runs (aborted with the rollout's watch).
-        let _held = held;
-        let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
-        while let Some(item) = stream.next().await {
-            let update = match item {
-                Ok(event) => wrap(event),
-                Err(error) => Update::WatchFailed(error.to_string()),
-            };
-            if updates.send(update).is_err() {
-                return;
-            }
-        }
-    });
 }
 
 fn selector_string(selector: Option<&LabelSelector>) -> String {
@@ -228,100 +183,137 @@ fn selector_string(selector: Option<&LabelSelector>) -> String {
         .unwrap_or_default()
 }
 
-/// Everything the watches have seen so far.
+/// What selects a workload's pods; a selector that cannot be read selects them all,
+/// as an empty one does.
+fn selector_wants(selector: Option<&LabelSelector>) -> Wants {
+    Wants::Labelled(
+        selector
+            .cloned()
+            .and_then(|s| Selector::try_from(s).ok())
+            .unwrap_or_default(),
+    )
+}
+
+fn identity(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.uid
+        .clone()
+        .or_else(|| meta.name.clone())
+        .unwrap_or_default()
+}
+
+/// Where one workload's pods are read.
+#[derive(Debug, Clone)]
+struct PodsOf {
+    namespace: String,
+    wants: Wants,
+    key: String,
+    is_deployment: bool,
+}
+
+/// What the rollout read from the stores at one moment.
 #[derive(Debug, Default)]
-struct State {
-    workloads: HashMap<usize, LiveSet<Workload>>,
-    replica_sets: HashMap<String, LiveSet<ReplicaSet>>,
-    pods: HashMap<String, LiveSet<Pod>>,
-    events: LiveSet<CoreEvent>,
-    /// When each pod (by uid) was first seen unschedulable.
-    unschedulable_since: HashMap<String, DateTime<Utc>>,
-    last_watch_error: Option<String>,
+struct Seen {
+    /// Per tracked resource: whether its watch listed, and the workload.
+    workloads: Vec<Option<(bool, Option<Workload>)>>,
+    pods: Vec<Arc<Pod>>,
+    replica_sets: Vec<Arc<ReplicaSet>>,
+    /// Per selector key: whether the pods' and the ReplicaSets' watches listed.
+    synced: HashMap<String, (bool, bool)>,
     anything_synced: bool,
 }
 
-impl State {
-    fn apply(&mut self, update: Update) {
-        // The watcher announces a (re)list before making it: only what came back from
-        // the API server shows that it answers.
-        let answered = match &update {
-            Update::Workload(_, event) => !matches!(**event, Event::Init),
-            Update::ReplicaSets(_, event) => !matches!(**event, Event::Init),
-            Update::Pods(_, event) => !matches!(**event, Event::Init),
-            Update::Events(event) => !matches!(**event, Event::Init),
-            Update::WatchFailed(_) => false,
-        };
-        self.anything_synced |= answered;
-        match update {
-            Update::Workload(index, event) => {
-                self.workloads.entry(index).or_default().apply(*event);
+impl Seen {
+    fn read(
+        watches: &Watches,
+        tracked: &[Tracked<'_>],
+        namespace_of: &dyn Fn(&AppliedResource) -> String,
+    ) -> (Self, Vec<Option<PodsOf>>) {
+        let mut seen = Self::default();
+        let mut pods_of = Vec::with_capacity(tracked.len());
+        let mut pod_ids = HashSet::new();
+        let mut replica_set_ids = HashSet::new();
+        for resource in tracked {
+            let Some(kind) = resource.kind else {
+                seen.workloads.push(None);
+                pods_of.push(None);
+                continue;
+            };
+            let namespace = namespace_of(resource.applied);
+            let (synced, workload) =
+                read_workload(watches, kind, &namespace, &resource.applied.resource.name);
+            seen.anything_synced |= synced;
+            let Some(workload) = workload.filter(|_| synced) else {
+                seen.workloads.push(Some((synced, None)));
+                pods_of.push(None);
+                continue;
+            };
+            let selector = workload.selector();
+            let of = PodsOf {
+                key: format!("{namespace}|{}", selector_string(selector)),
+                wants: selector_wants(selector),
+                is_deployment: matches!(workload, Workload::Deployment(_)),
+                namespace,
+            };
+            let pods = watches.pods.read(&of.namespace, &of.wants);
+            for pod in pods.objects {
+                if pod_ids.insert(identity(&pod.metadata)) {
+                    seen.pods.push(pod);
+                }
             }
-            Update::ReplicaSets(selector, event) => {
-                self.replica_sets.entry(selector).or_default().apply(*event);
+            let mut replica_sets_synced = true;
+            if of.is_deployment {
+                let found = watches.replica_sets.read(&of.namespace, &of.wants);
+                replica_sets_synced = found.synced;
+                for replica_set in found.objects {
+                    if replica_set_ids.insert(identity(&replica_set.metadata)) {
+                        seen.replica_sets.push(replica_set);
+                    }
+                }
             }
-            Update::Pods(selector, event) => {
-                self.pods.entry(selector).or_default().apply(*event);
-            }
-            Update::Events(event) => self.events.apply(*event),
-            Update::WatchFailed(error) => {
-                tracing::debug!(%error, "a rollout watch failed; it resumes with backoff");
-                self.last_watch_error = Some(error);
-            }
+            seen.anything_synced |= pods.synced;
+            seen.synced
+                .insert(of.key.clone(), (pods.synced, replica_sets_synced));
+            seen.workloads.push(Some((synced, Some(workload))));
+            pods_of.push(Some(of));
+        }
+        (seen, pods_of)
+    }
+}
+
+/// When each pod (by uid) was first seen unschedulable, kept up to date.
+fn note_unschedulable(
+    since: &mut HashMap<String, DateTime<Utc>>,
+    pods: &[Arc<Pod>],
+    now: DateTime<Utc>,
+) {
+    let current: HashSet<String> = pods
+        .iter()
+        .filter(|pod| pods::unschedulable(pod).is_some())
+        .map(|pod| identity(&pod.metadata))
+        .collect();
+    since.retain(|uid, _| current.contains(uid));
+    for uid in current {
+        since.entry(uid).or_insert(now);
+    }
+}
+
+fn probe_failures(events: &[Arc<CoreEvent>], started_at: DateTime<Utc>) -> HashMap<String, i32> {
+    let mut failures = HashMap::new();
+    for event in events {
+        let probe = event.reason.as_deref() == Some("Unhealthy")
+            && event
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("Readiness probe failed"));
+        if probe
+            && event.involved_object.kind.as_deref() == Some("Pod")
+            && diagnostics::since(event, started_at)
+            && let Some(pod) = event.involved_object.name.clone()
+        {
+            *failures.entry(pod).or_insert(0) += event.count.unwrap_or(1).max(1);
         }
     }
-
-    fn all_pods(&self) -> Vec<&Pod> {
-        let mut seen = HashSet::new();
-        self.pods
-            .values()
-            .flat_map(|set| set.objects.values())
-            .filter(|pod| seen.insert(pod.key()))
-            .collect()
-    }
-
-    fn all_replica_sets(&self) -> Vec<&ReplicaSet> {
-        let mut seen = HashSet::new();
-        self.replica_sets
-            .values()
-            .flat_map(|set| set.objects.values())
-            .filter(|rs| seen.insert(rs.key()))
-            .collect()
-    }
-
-    fn note_unschedulable(&mut self, now: DateTime<Utc>) {
-        let current: HashSet<String> = self
-            .pods
-            .values()
-            .flat_map(|set| set.objects.values())
-            .filter(|pod| pods::unschedulable(pod).is_some())
-            .map(Keyed::key)
-            .collect();
-        self.unschedulable_since
-            .retain(|uid, _| current.contains(uid));
-        for uid in current {
-            self.unschedulable_since.entry(uid).or_insert(now);
-        }
-    }
-
-    fn probe_failures(&self, started_at: DateTime<Utc>) -> HashMap<String, i32> {
-        let mut failures = HashMap::new();
-        for event in self.events.objects.values() {
-            let probe = event.reason.as_deref() == Some("Unhealthy")
-                && event
-                    .message
-                    .as_deref()
-                    .is_some_and(|m| m.starts_with("Readiness probe failed"));
-            if probe
-                && event.involved_object.kind.as_deref() == Some("Pod")
-                && diagnostics::since(event, started_at)
-                && let Some(pod) = event.involved_object.name.clone()
-            {
-                *failures.entry(pod).or_insert(0) += event.count.unwrap_or(1).max(1);
-            }
-        }
-        failures
-    }
+    failures
 }
 
 /// One applied resource and where its rollout stands.
@@ -332,13 +324,18 @@ struct Tracked<'a> {
     judgement: Judgement,
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the loop reads, judges, tells and waits in order"
+)]
 pub(crate) async fn watch(
     cluster: &KubernetesCluster,
     request: &RolloutRequest,
     progress: UnboundedSender<RolloutProgress>,
 ) -> Result<RolloutOutcome, ClusterError> {
-    let (updates, mut incoming) = unbounded_channel();
-    let mut tasks = JoinSet::new();
+    let watches = cluster.watches.as_ref();
+    let wake = Arc::new(Notify::new());
+    let mut held: Vec<Held> = Vec::new();
     let default_namespace = request.namespace.as_str().to_owned();
     let namespace_of = |applied: &AppliedResource| {
         applied
@@ -356,97 +353,99 @@ pub(crate) async fn watch(
             judgement: Judgement::Done { warning: None },
         })
         .collect();
-    for (index, resource) in tracked.iter_mut().enumerate() {
+    for resource in &mut tracked {
         let Some(kind) = resource.kind else { continue };
         resource.judgement = syncing(FIRST_STATUS);
         let namespace = namespace_of(resource.applied);
-        let config = watcher::Config::default()
-            .fields(&format!("metadata.name={}", resource.applied.resource.name));
-        let client = cluster.client.clone();
-        let tx = updates.clone();
-        match kind {
-            WorkloadKind::Deployment => spawn_watch(
-                &mut tasks,
-                cluster.watches.hold(),
-                Api::<Deployment>::namespaced(client, &namespace),
-                config,
-                tx,
-                move |e| Update::Workload(index, Box::new(map_event(e, Workload::Deployment))),
-            ),
-            WorkloadKind::StatefulSet => spawn_watch(
-                &mut tasks,
-                cluster.watches.hold(),
-                Api::<StatefulSet>::namespaced(client, &namespace),
-                config,
-                tx,
-                move |e| Update::Workload(index, Box::new(map_event(e, Workload::StatefulSet))),
-            ),
-            WorkloadKind::DaemonSet => spawn_watch(
-                &mut tasks,
-                cluster.watches.hold(),
-                Api::<DaemonSet>::namespaced(client, &namespace),
-                config,
-                tx,
-                move |e| Update::Workload(index, Box::new(map_event(e, Workload::DaemonSet))),
-            ),
-            WorkloadKind::Job => spawn_watch(
-                &mut tasks,
-                cluster.watches.hold(),
-                Api::<Job>::namespaced(client, &namespace),
-                config,
-                tx,
-                move |e| Update::Workload(index, Box::new(map_event(e, Workload::Job))),
-            ),
-        }
+        held.push(
+            subscribe_workload(
+                watches,
+                kind,
+                &namespace,
+                &resource.applied.resource.name,
+                &wake,
+            )
+            .await,
+        );
     }
 
-    let mut state = State::default();
-    let mut started_pod_watches = HashSet::new();
-    let mut started_replica_set_watches = HashSet::new();
-    let mut started_event_watch = false;
+    let mut unschedulable_since = HashMap::new();
+    let mut anything_synced = false;
+    let mut pods_held = HashSet::new();
+    let mut replica_sets_held = HashSet::new();
+    let mut events_held = false;
+    let mut last_pods: Vec<Arc<Pod>>;
     let mut told: HashMap<String, String> = HashMap::new();
     let mut told_pods: HashMap<String, String> = HashMap::new();
     let deadline =
         tokio::time::Instant::now() + (request.deadline - Utc::now()).to_std().unwrap_or_default();
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let timed_out = loop {
         let now = Utc::now();
-        state.note_unschedulable(now);
-        let probe_failures = state.probe_failures(request.started_at);
-        let all_pods = state.all_pods();
-        let all_replica_sets = state.all_replica_sets();
+        let (seen, pods_of) = Seen::read(watches, &tracked, &namespace_of);
+        anything_synced |= seen.anything_synced;
+        // A workload's pods (and ReplicaSets) are subscribed to once its selector is
+        // known; what the stores already hold is read on the next pass.
+        let mut subscribed = false;
+        for of in pods_of.iter().flatten() {
+            if pods_held.insert(of.key.clone()) {
+                held.push(subscribe(&watches.pods, &of.namespace, of.wants.clone(), &wake).await);
+                subscribed = true;
+            }
+            if of.is_deployment && replica_sets_held.insert(of.key.clone()) {
+                held.push(
+                    subscribe(
+                        &watches.replica_sets,
+                        &of.namespace,
+                        of.wants.clone(),
+                        &wake,
+                    )
+                    .await,
+                );
+                subscribed = true;
+            }
+        }
+        if subscribed {
+            continue;
+        }
+        note_unschedulable(&mut unschedulable_since, &seen.pods, now);
+        let events = if events_held {
+            watches
+                .events
+                .read(&default_namespace, &Wants::Everything)
+                .objects
+        } else {
+            Vec::new()
+        };
+        let probe_failures = probe_failures(&events, request.started_at);
+        let all_pods: Vec<&Pod> = seen.pods.iter().map(AsRef::as_ref).collect();
+        let all_replica_sets: Vec<&ReplicaSet> =
+            seen.replica_sets.iter().map(AsRef::as_ref).collect();
         let observed = Observed {
             pods: &all_pods,
             replica_sets: &all_replica_sets,
             probe_failures: &probe_failures,
-            unschedulable_since: &state.unschedulable_since,
+            unschedulable_since: &unschedulable_since,
             started_at: request.started_at,
             now,
             settings: &cluster.settings,
         };
-        let mut wanted_watches = Vec::new();
-        for (index, resource) in tracked.iter_mut().enumerate() {
-            if resource.kind.is_none() {
-                continue;
-            }
-            let Some(set) = state.workloads.get(&index).filter(|s| s.synced) else {
+        let mut needs_clock = !unschedulable_since.is_empty();
+        for ((resource, read), of) in tracked.iter_mut().zip(&seen.workloads).zip(&pods_of) {
+            let Some((synced, workload)) = read else {
                 continue;
             };
-            let Some(workload) = set.objects.values().next() else {
+            if !synced {
+                continue;
+            }
+            let (Some(workload), Some(of)) = (workload, of) else {
                 resource.judgement = Judgement::Waiting {
                     message: "waiting for the object to exist".to_owned(),
                     new_pods: Vec::new(),
                 };
                 continue;
             };
-            let namespace = namespace_of(resource.applied);
-            let selector = selector_string(workload.selector());
-            let key = format!("{namespace}|{selector}");
-            let is_deployment = matches!(workload, Workload::Deployment(_));
-            wanted_watches.push((namespace, selector, key.clone(), is_deployment));
-            let pods_synced = state.pods.get(&key).is_some_and(|s| s.synced);
-            let rs_synced = state.replica_sets.get(&key).is_some_and(|s| s.synced);
+            needs_clock |= workload.reports_progress_deadline();
+            let (pods_synced, rs_synced) = seen.synced.get(&of.key).copied().unwrap_or_default();
             let generation = resource.applied.generation;
             resource.judgement = match workload {
                 _ if !pods_synced => syncing(PODS_STATUS),
@@ -458,46 +457,12 @@ pub(crate) async fn watch(
             };
         }
         tell_progress(&tracked, &all_pods, &progress, &mut told, &mut told_pods);
-        // Failing readiness probes show only in events: watch them once a pod runs
-        // without becoming ready, not before (most rollouts never need them).
+        // Failing readiness probes show only in events: subscribe to them once a pod
+        // runs without becoming ready, not before (most rollouts never need them).
         let probes_matter = all_pods.iter().any(|p| pods::running_unready(p));
         drop(all_pods);
         drop(all_replica_sets);
-        if probes_matter && !started_event_watch {
-            started_event_watch = true;
-            spawn_watch(
-                &mut tasks,
-                cluster.watches.hold(),
-                Api::<CoreEvent>::namespaced(cluster.client.clone(), &default_namespace),
-                watcher::Config::default().fields("type=Warning"),
-                updates.clone(),
-                |e| Update::Events(Box::new(e)),
-            );
-        }
-        for (namespace, selector, key, is_deployment) in wanted_watches {
-            let config = watcher::Config::default().labels(&selector);
-            if started_pod_watches.insert(key.clone()) {
-                let pods_key = key.clone();
-                spawn_watch(
-                    &mut tasks,
-                    cluster.watches.hold(),
-                    Api::<Pod>::namespaced(cluster.client.clone(), &namespace),
-                    config.clone(),
-                    updates.clone(),
-                    move |e| Update::Pods(pods_key.clone(), Box::new(e)),
-                );
-            }
-            if is_deployment && started_replica_set_watches.insert(key.clone()) {
-                spawn_watch(
-                    &mut tasks,
-                    cluster.watches.hold(),
-                    Api::<ReplicaSet>::namespaced(cluster.client.clone(), &namespace),
-                    config,
-                    updates.clone(),
-                    move |e| Update::ReplicaSets(key.clone(), Box::new(e)),
-                );
-            }
-        }
+        last_pods = seen.pods;
 
         if tracked
             .iter()
@@ -518,26 +483,32 @@ pub(crate) async fn watch(
                 .collect();
             return Ok(RolloutOutcome::Succeeded { warnings });
         }
+        if probes_matter && !events_held {
+            events_held = true;
+            held.push(
+                subscribe(
+                    &watches.events,
+                    &default_namespace,
+                    Wants::Everything,
+                    &wake,
+                )
+                .await,
+            );
+            continue;
+        }
 
         tokio::select! {
-            update = incoming.recv() => {
-                if let Some(update) = update {
-                    state.apply(update);
-                    while let Ok(update) = incoming.try_recv() {
-                        state.apply(update);
-                    }
-                }
-            }
-            _ = ticker.tick() => {}
+            () = wake.notified() => {}
+            () = tokio::time::sleep(TICK), if needs_clock => {}
             () = tokio::time::sleep_until(deadline) => break true,
         }
     };
-    tasks.abort_all();
+    drop(held);
 
-    if timed_out && !state.anything_synced {
+    if timed_out && !anything_synced {
         return Err(ClusterError::Unavailable(
-            state
-                .last_watch_error
+            watches
+                .last_error()
                 .unwrap_or_else(|| "no watch answered before the deadline".to_owned()),
         ));
     }
@@ -553,21 +524,18 @@ pub(crate) async fn watch(
                     related: failure.related.clone(),
                     containers: failure.containers.clone(),
                 }),
-                Judgement::Waiting { message, new_pods } if timed_out => {
-                    let all_pods = state.all_pods();
-                    Some(Subject {
-                        resource,
-                        reason: FailureReason::TimedOut,
-                        message: format!("still waiting at the deadline: {message}"),
-                        related: new_pods.clone(),
-                        containers: all_pods
-                            .iter()
-                            .filter(|p| new_pods.contains(&pods::name(p)))
-                            .take(3)
-                            .flat_map(|p| pods::unready_containers(p))
-                            .collect(),
-                    })
-                }
+                Judgement::Waiting { message, new_pods } if timed_out => Some(Subject {
+                    resource,
+                    reason: FailureReason::TimedOut,
+                    message: format!("still waiting at the deadline: {message}"),
+                    related: new_pods.clone(),
+                    containers: last_pods
+                        .iter()
+                        .filter(|p| new_pods.contains(&pods::name(p)))
+                        .take(3)
+                        .flat_map(|p| pods::unready_containers(p))
+                        .collect(),
+                }),
                 _ => None,
             }
         })
@@ -637,37 +605,7 @@ fn tell_progress(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    fn pod(name: &str) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": name, "uid": name}})).expect("a pod")
-    }
-
-    #[test]
-    fn a_relist_forgets_what_was_deleted_while_the_watch_was_down() {
-        let mut set = LiveSet::default();
-        set.apply(Event::Init);
-        set.apply(Event::InitApply(pod("a")));
-        set.apply(Event::InitApply(pod("b")));
-        assert!(!set.synced, "not synced before the list is complete");
-        set.apply(Event::InitDone);
-        assert!(set.synced);
-        assert_eq!(set.objects.len(), 2);
-
-        // After a 410 Gone the watcher relists: until the list is complete the old view
-        // stays, then the new one replaces it whole.
-        set.apply(Event::Init);
-        set.apply(Event::InitApply(pod("b")));
-        assert_eq!(set.objects.len(), 2);
-        set.apply(Event::InitDone);
-        assert_eq!(set.objects.keys().collect::<Vec<_>>(), ["b"]);
-
-        set.apply(Event::Apply(pod("c")));
-        set.apply(Event::Delete(pod("b")));
-        assert_eq!(set.objects.keys().collect::<Vec<_>>(), ["c"]);
-    }
 
     #[test]
     fn only_the_rollout_kinds_of_their_own_groups_are_watched() {

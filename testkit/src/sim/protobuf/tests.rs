@@ -1011,7 +1011,10 @@ async fn a_protobuf_delete_options_body_is_honoured() {
     // As a real server does: the owner stays, marked and under the `orphan`
     // finalizer, until its dependents are freed; then it goes.
     while sim.get_object("Deployment", "default", "web").is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the Deployment stays");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Deployment stays"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let replica_sets = sim.list_objects("ReplicaSet", Some("default"));
