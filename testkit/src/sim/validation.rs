@@ -37,6 +37,18 @@ pub(super) fn invalid(kind: &str, obj: &Value) -> Option<(String, String)> {
         if selector.is_none_or(|s| s.is_empty()) && labels.is_none_or(|l| l.is_empty()) {
             return Some(("spec.selector".to_owned(), "Required value".to_owned()));
         }
+        // A given selector must select the pods the template makes.
+        if let Some(selector) = selector.filter(|s| !s.is_empty()) {
+            let selected = selector
+                .iter()
+                .all(|(key, value)| labels.and_then(|l| l.get(key)) == Some(value));
+            if !selected {
+                return Some((
+                    "spec.template.metadata.labels".to_owned(),
+                    "Invalid value: `selector` does not match template `labels`".to_owned(),
+                ));
+            }
+        }
     }
     let base = pod_spec_path(kind)?;
     let spec = obj.pointer(&pointer(base))?;
@@ -130,8 +142,14 @@ mod tests {
         let mut labelled = bare.clone();
         labelled["spec"]["template"]["metadata"] = json!({"labels": {"app": "a"}});
         assert_eq!(invalid("ReplicationController", &labelled), None);
-        let mut selected = bare;
+        let mut selected = labelled.clone();
         selected["spec"]["selector"] = json!({"app": "a"});
         assert_eq!(invalid("ReplicationController", &selected), None);
+        let mut elsewhere = labelled;
+        elsewhere["spec"]["selector"] = json!({"app": "b"});
+        assert_eq!(
+            invalid("ReplicationController", &elsewhere).map(|(f, _)| f),
+            Some("spec.template.metadata.labels".to_owned())
+        );
     }
 }
