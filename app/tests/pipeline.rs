@@ -311,25 +311,24 @@ impl Pipeline {
                     .status()
                     .expect("bash runs the step");
                 let code = status.code().unwrap_or(-1);
-                let version = std::fs::read_to_string(github_env.path())
-                    .unwrap_or_default()
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VERSION=").map(str::to_owned))
-                    .unwrap_or_default();
                 if code != 0 {
-                    return (code, version);
+                    return (code, carried_version(github_env.path()));
                 }
             }
-            let version = std::fs::read_to_string(github_env.path())
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix("VERSION=").map(str::to_owned))
-                .unwrap_or_default();
-            (0, version)
+            (0, carried_version(github_env.path()))
         })
         .await
         .expect("the steps ran")
     }
+}
+
+/// The `VERSION` the workflow's steps wrote to `$GITHUB_ENV`, if any.
+fn carried_version(github_env: &Path) -> String {
+    std::fs::read_to_string(github_env)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION=").map(str::to_owned))
+        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -119,18 +119,7 @@ impl Schema {
                 r.kind, r.version, r.kind
             ))
         };
-        if let Some(why) = problems.iter().find_map(Problem::decoding_error) {
-            return Err(refuse(why));
-        }
-        let unknown = unknown_fields(&problems);
-        match validation {
-            FieldValidation::Strict if !unknown.is_empty() => Err(refuse(format!(
-                "strict decoding error: {}",
-                unknown.join(", ")
-            ))),
-            FieldValidation::Warn => Ok(unknown),
-            _ => Ok(Vec::new()),
-        }
+        answer(&problems, validation, refuse)
     }
 
     /// Checks a server-side apply body: a 500 without a reason for unknown fields and
@@ -189,18 +178,7 @@ impl Schema {
                 &format!("Invalid value: \"{shown}\": {why}"),
             )
         };
-        if let Some(why) = problems.iter().find_map(Problem::decoding_error) {
-            return Err(refuse(why));
-        }
-        let unknown = unknown_fields(&problems);
-        match validation {
-            FieldValidation::Strict if !unknown.is_empty() => Err(refuse(format!(
-                "strict decoding error: {}",
-                unknown.join(", ")
-            ))),
-            FieldValidation::Warn => Ok(unknown),
-            _ => Ok(Vec::new()),
-        }
+        answer(&problems, validation, refuse)
     }
 }
 
@@ -885,6 +863,28 @@ impl Walk {
             Some(object) => self.object(message, object, path, root),
             None => self.wrong_type(path, parent, Some("map"), go, value),
         }
+    }
+}
+
+/// What a create, update or patch gets for `problems` under `validation`: refused
+/// (through `refuse`) for a value of the wrong type, or for unknown fields under
+/// `Strict`; otherwise the warnings to send (`Warn`) or none.
+fn answer(
+    problems: &[Problem],
+    validation: FieldValidation,
+    refuse: impl Fn(String) -> ApiError,
+) -> Result<Vec<String>, ApiError> {
+    if let Some(why) = problems.iter().find_map(Problem::decoding_error) {
+        return Err(refuse(why));
+    }
+    let unknown = unknown_fields(problems);
+    match validation {
+        FieldValidation::Strict if !unknown.is_empty() => Err(refuse(format!(
+            "strict decoding error: {}",
+            unknown.join(", ")
+        ))),
+        FieldValidation::Warn => Ok(unknown),
+        _ => Ok(Vec::new()),
     }
 }
 
