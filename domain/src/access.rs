@@ -26,10 +26,12 @@ use crate::audit::{AuditAction, AuditEntry};
 use crate::deployment::{ClusterName, Target};
 use crate::validation::FieldError;
 
-/// A role, from least to most powerful.
+/// A role, from least to most powerful; `Metrics` stands apart: it may read the
+/// metrics (a Prometheus scrape) and nothing else, not even the deployments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    Metrics,
     Viewer,
     Releaser,
     Deployer,
@@ -37,10 +39,17 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Self; 4] = [Self::Viewer, Self::Releaser, Self::Deployer, Self::Admin];
+    pub const ALL: [Self; 5] = [
+        Self::Metrics,
+        Self::Viewer,
+        Self::Releaser,
+        Self::Deployer,
+        Self::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Metrics => "metrics",
             Self::Viewer => "viewer",
             Self::Releaser => "releaser",
             Self::Deployer => "deployer",
@@ -55,7 +64,7 @@ impl Role {
             .into_iter()
             .find(|role| role.as_str() == text)
             .ok_or_else(|| {
-                format!("{text:?} is not a role: use viewer, releaser, deployer or admin")
+                format!("{text:?} is not a role: use metrics, viewer, releaser, deployer or admin")
             })
     }
 
@@ -192,7 +201,9 @@ impl Grant {
     /// Whether this grant allows `permission`.
     pub fn allows(&self, permission: &Permission) -> bool {
         match (self.role, permission) {
-            (Role::Admin, _) | (_, Permission::Read) => true,
+            (Role::Admin, _) | (Role::Metrics, Permission::ReadMetrics) => true,
+            (Role::Metrics, _) => false,
+            (_, Permission::Read) => true,
             (Role::Releaser, Permission::ManageReleases) => true,
             (Role::Deployer, Permission::Deploy(target)) => self.scope.matches(target),
             (Role::Deployer, Permission::DeploySomewhere) => true,
@@ -242,8 +253,9 @@ pub enum Permission {
     /// Accounts, grants, everyone's tokens, the audit trail.
     Administer,
     /// The operational metrics of this replica (`/metrics`): request rates, pool use,
-    /// every target's deployment counts. Admins only: a Prometheus scrape without an
-    /// admin token goes to the separate metrics address (`metrics.bind`) instead.
+    /// every target's deployment counts. The `metrics` role (a scraper's token, which
+    /// reads nothing else) or admin; or no token on the separate metrics address
+    /// (`metrics.bind`).
     ReadMetrics,
 }
 
@@ -260,7 +272,8 @@ impl Permission {
             Self::DeployClusterWide(cluster) => {
                 format!("the deployer role for scope {cluster}/* (every namespace), or admin")
             }
-            Self::Administer | Self::ReadMetrics => "the admin role".to_owned(),
+            Self::Administer => "the admin role".to_owned(),
+            Self::ReadMetrics => "the metrics or admin role".to_owned(),
         }
     }
 }
@@ -504,6 +517,7 @@ mod tests {
     fn each_role_allows_exactly_its_permissions() {
         let production = Permission::Deploy(target("production/web"));
         let cases = [
+            (Role::Metrics, [false, false, false, false, false]),
             (Role::Viewer, [true, false, false, false, false]),
             (Role::Releaser, [true, true, false, false, false]),
             (Role::Deployer, [true, false, true, true, false]),
@@ -520,6 +534,19 @@ mod tests {
             ];
             assert_eq!(got, expected, "{role}");
         }
+    }
+
+    #[test]
+    fn only_the_metrics_and_admin_roles_read_the_metrics() {
+        for role in Role::ALL {
+            let allowed = caller(&[(role, "*")]).allows(&Permission::ReadMetrics);
+            assert_eq!(
+                allowed,
+                matches!(role, Role::Metrics | Role::Admin),
+                "{role}"
+            );
+        }
+        assert_eq!(Role::parse("metrics"), Ok(Role::Metrics));
     }
 
     #[test]

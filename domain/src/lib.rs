@@ -12,6 +12,7 @@ pub mod deployment_service;
 pub mod dora;
 pub mod engine;
 pub mod lease;
+pub mod notification;
 pub mod observer;
 pub mod pagination;
 pub mod ports;

@@ -23,6 +23,7 @@ use crate::deployment::{
     TimelineEntry, Transition,
 };
 use crate::lease::{ClaimedDeployment, Fence, InstanceId};
+use crate::notification::{Attempt, ClaimedDelivery, Delivery, NextStep, Notification, SinkError};
 use crate::release::{
     ImageRef, Release, ReleaseId, ReleaseQuery, ReleaseSummary, ServiceName, Version,
 };
@@ -237,9 +238,11 @@ pub trait DeploymentRepository: Send + Sync + 'static {
     /// `transition.from` and, when `transition.fence` is set, that fence is its lease's
     /// current one; returns whether it moved. Entering `applying` sets `started_at`
     /// (once); entering a verdict sets `finished_at` and stores the diagnostics. When it
-    /// moved, `transition.audit`, `transition.entries` (appended in order) and
-    /// `transition.follow_up` (a new deployment with its audit record) are stored in the
-    /// same transaction; when it did not, none of them is.
+    /// moved, `transition.audit`, `transition.entries` (appended in order),
+    /// `transition.follow_up` (a new deployment with its audit record) and
+    /// `transition.notifications` (pending deliveries in the outbox, due at once, see
+    /// [`NotificationOutbox`]) are stored in the same transaction; when it did not,
+    /// none of them is.
     ///
     /// # Errors
     /// [`RepositoryError`] only when the storage fails.
@@ -274,6 +277,63 @@ pub trait DeploymentRepository: Send + Sync + 'static {
         target: &Target,
         excluding: Option<ReleaseId>,
     ) -> Result<Option<Deployment>, RepositoryError>;
+}
+
+/// The outbox of notifications: deliveries written with the moves they tell of
+/// ([`DeploymentRepository::transition`]), claimed by one replica at a time and
+/// retried until delivered or given up. Times are the storage's own clock.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait NotificationOutbox: Send + Sync + 'static {
+    /// Claims for `owner`, until `lease` from now, at most `limit` pending deliveries
+    /// that are due and not claimed by anyone (or whose claim expired), the longest
+    /// due first. Concurrent claimers MUST NOT both claim one delivery: one that
+    /// another claimer is claiming is skipped, not waited for.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn claim(
+        &self,
+        owner: &InstanceId,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, RepositoryError>;
+
+    /// Records `attempt` of delivery `id` and what follows it (delivered, due again
+    /// after a delay, or dead), and frees its claim, if and only if `owner` still
+    /// holds the claim and the delivery is pending; returns whether it did. Nothing
+    /// is recorded otherwise: another replica took the delivery over.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn record_attempt(
+        &self,
+        id: uuid::Uuid,
+        owner: &InstanceId,
+        attempt: &Attempt,
+        next: NextStep,
+    ) -> Result<bool, RepositoryError>;
+
+    /// The deliveries of deployment `deployment`'s notifications, oldest first, each
+    /// with its attempts (oldest first).
+    ///
+    /// # Errors
+    /// [`RepositoryError`] only when the storage fails.
+    async fn deliveries(&self, deployment: DeploymentId) -> Result<Vec<Delivery>, RepositoryError>;
+}
+
+/// A receiver of notifications (a webhook, Slack, GitHub, a CDEvents broker).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait NotificationSink: Send + Sync + 'static {
+    /// Sends `notification` once; the receiver's HTTP status when it accepted it.
+    /// Sending the same notification again MUST be safe (the receiver may
+    /// deduplicate on [`Notification::id`]): delivery is at least once.
+    ///
+    /// # Errors
+    /// [`SinkError`] when the receiver refused it, did not answer in time or could not
+    /// be reached.
+    async fn send(&self, notification: &Notification) -> Result<u16, SinkError>;
 }
 
 /// The leases of active deployments: which replica drives each (see [`crate::lease`]).

@@ -213,6 +213,11 @@ impl Database {
         PostgresLeaseRepository::new(self.pool.clone())
     }
 
+    /// The outbox of notifications on this database.
+    pub fn notification_outbox(&self) -> crate::PostgresNotificationOutbox {
+        crate::PostgresNotificationOutbox::new(self.pool.clone())
+    }
+
     /// The repository of accounts, grants and API tokens on this database.
     pub fn access_repository(&self) -> PostgresAccessRepository {
         PostgresAccessRepository::new(self.pool.clone())

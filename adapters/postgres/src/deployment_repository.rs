@@ -26,6 +26,7 @@ use crate::deployment_row::{
 use crate::deployment_transition::TransitionUpdate;
 use crate::explain::explain_plan;
 use crate::keyset::OlderThan;
+use crate::notification_outbox::{insert_deliveries, with_payloads};
 use crate::schema::{deployment_timeline, deployments};
 
 /// The partial unique index that allows one active deployment per target and service.
@@ -430,7 +431,8 @@ impl DeploymentRepository for PostgresDeploymentRepository {
         let update = TransitionUpdate::new(id.as_uuid(), transition, diagnostics);
         let carries_more = transition.audit.is_some()
             || !transition.entries.is_empty()
-            || transition.follow_up.is_some();
+            || transition.follow_up.is_some()
+            || !transition.notifications.is_empty();
         if !carries_more {
             return with_connection(&self.pool, move |connection| {
                 // A compare-and-set on the status (and the lease), so a cancel and the
@@ -453,6 +455,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
             .as_ref()
             .map(|new| NewDeploymentRows::of(&new.deployment, &new.audit))
             .transpose()?;
+        let notifications = with_payloads(&transition.notifications)?;
         with_connection(&self.pool, move |connection| {
             connection
                 .transaction(|connection| {
@@ -471,6 +474,7 @@ impl DeploymentRepository for PostgresDeploymentRepository {
                         if let Some(follow_up) = &follow_up {
                             follow_up.insert(connection)?;
                         }
+                        insert_deliveries(connection, &notifications)?;
                     }
                     Ok(moved)
                 })

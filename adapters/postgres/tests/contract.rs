@@ -7,7 +7,8 @@ use std::time::Duration;
 use diesel::sql_types::BigInt;
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use kubernaut_domain::ports::{
-    AccessRepository, AuditRepository, DeploymentRepository, LeaseRepository, ReleaseRepository,
+    AccessRepository, AuditRepository, DeploymentRepository, LeaseRepository, NotificationOutbox,
+    ReleaseRepository,
 };
 use kubernaut_postgres::{Database, PoolOptions};
 use kubernaut_testkit::contract::Backend;
@@ -68,6 +69,10 @@ impl Backend for Postgres {
 
     fn audit(&self) -> Arc<dyn AuditRepository> {
         Arc::new(self.database.audit_repository())
+    }
+
+    fn notifications(&self) -> Arc<dyn NotificationOutbox> {
+        Arc::new(self.database.notification_outbox())
     }
 
     fn execute(&self, sql: &str) -> usize {

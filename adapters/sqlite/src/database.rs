@@ -207,6 +207,11 @@ impl SqliteDatabase {
         SqliteLeaseRepository::new(self.clone())
     }
 
+    /// The outbox of notifications on this database.
+    pub fn notification_outbox(&self) -> crate::SqliteNotificationOutbox {
+        crate::SqliteNotificationOutbox::new(self.clone())
+    }
+
     /// The repository of accounts, grants and API tokens on this database.
     pub fn access_repository(&self) -> SqliteAccessRepository {
         SqliteAccessRepository::new(self.clone())

@@ -22,6 +22,7 @@ use crate::deployment_row::{
     DeploymentRow, DeploymentSummaryRow, INSERT_DEPLOYMENT, INSERT_TIMELINE, SUMMARY_COLUMNS,
     TimelineRow, deployment_binds, diagnostics_json, timeline_binds,
 };
+use crate::notification_outbox::{delivery_binds, insert_deliveries};
 use crate::sql::{
     ACTIVE_STATUSES, Bind, json_list, optional_time_text, parse_uuid, statement, time_text,
     uuid_text,
@@ -451,6 +452,7 @@ impl DeploymentRepository for SqliteDeploymentRepository {
             .as_ref()
             .map(|new| NewDeploymentRows::of(&new.deployment, &new.audit))
             .transpose()?;
+        let notifications = delivery_binds(&transition.notifications)?;
         with_connection(&self.database, move |connection| {
             connection
                 .immediate_transaction(|connection| {
@@ -467,6 +469,7 @@ impl DeploymentRepository for SqliteDeploymentRepository {
                         if let Some(follow_up) = &follow_up {
                             follow_up.insert(connection)?;
                         }
+                        insert_deliveries(connection, notifications)?;
                     }
                     Ok(moved)
                 })

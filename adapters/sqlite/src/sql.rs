@@ -60,7 +60,14 @@ pub(crate) enum Bind {
     Text(String),
     NullableText(Option<String>),
     Integer(i64),
+    NullableInteger(Option<i64>),
     Blob(Vec<u8>),
+}
+
+impl From<Option<i64>> for Bind {
+    fn from(number: Option<i64>) -> Self {
+        Self::NullableInteger(number)
+    }
 }
 
 impl From<String> for Bind {
@@ -109,6 +116,7 @@ pub(crate) fn statement(sql: impl Into<String>, binds: Vec<Bind>) -> Statement {
             Bind::Text(text) => query.bind::<Text, _>(text),
             Bind::NullableText(text) => query.bind::<Nullable<Text>, _>(text),
             Bind::Integer(number) => query.bind::<BigInt, _>(number),
+            Bind::NullableInteger(number) => query.bind::<Nullable<BigInt>, _>(number),
             Bind::Blob(bytes) => query.bind::<Binary, _>(bytes),
         };
     }

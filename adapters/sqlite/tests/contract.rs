@@ -7,7 +7,8 @@ use diesel::connection::SimpleConnection as _;
 use diesel::sql_types::BigInt;
 use diesel::{Connection as _, RunQueryDsl as _, SqliteConnection};
 use kubernaut_domain::ports::{
-    AccessRepository, AuditRepository, DeploymentRepository, LeaseRepository, ReleaseRepository,
+    AccessRepository, AuditRepository, DeploymentRepository, LeaseRepository, NotificationOutbox,
+    ReleaseRepository,
 };
 use kubernaut_sqlite::SqliteDatabase;
 use kubernaut_testkit::contract::Backend;
@@ -65,6 +66,10 @@ impl Backend for Sqlite {
 
     fn audit(&self) -> Arc<dyn AuditRepository> {
         Arc::new(self.database.audit_repository())
+    }
+
+    fn notifications(&self) -> Arc<dyn NotificationOutbox> {
+        Arc::new(self.database.notification_outbox())
     }
 
     fn execute(&self, sql: &str) -> usize {

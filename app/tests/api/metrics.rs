@@ -273,4 +273,18 @@ async fn metrics_on_the_api_address_are_refused_without_a_token_that_may_read_th
     let admin = env.app.get("/metrics").await;
     assert_eq!(admin.status(), 200);
     parse(&admin.text().await.expect("the exposition"));
+
+    // A scraper's token reads the metrics, and nothing else.
+    let scraper = client_with_token(&env.app.token_for("prometheus", Role::Metrics, None).await);
+    let scraped = scraper
+        .get(env.app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(scraped.status(), 200);
+    parse(&scraped.text().await.expect("the exposition"));
+    for path in ["/api/deployments", "/api/releases", "/api/dora"] {
+        let refused = scraper.get(env.app.url(path)).send().await.expect("sent");
+        assert_eq!(refused.status(), 403, "{path}");
+    }
 }

@@ -250,6 +250,9 @@ pub struct Transition {
     pub entries: Vec<TimelineEntry>,
     /// A deployment this move starts (an automatic rollback), inserted with it.
     pub follow_up: Option<Box<NewDeployment>>,
+    /// Notifications of this move, written to the outbox with it (see
+    /// [`crate::notification`]).
+    pub notifications: Vec<crate::notification::NewDelivery>,
 }
 
 impl Transition {
@@ -264,6 +267,7 @@ impl Transition {
             fence: None,
             entries: Vec::new(),
             follow_up: None,
+            notifications: Vec::new(),
         }
     }
 }

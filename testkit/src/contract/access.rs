@@ -117,6 +117,8 @@ pub async fn accounts_and_their_grants_round_trip<B: Backend>() {
         AccountKind::Person,
         vec![
             Grant::global(Role::Viewer),
+            // The scraper's role: the schema knows it too.
+            Grant::global(Role::Metrics),
             deployer("staging/*"),
             deployer("*/team-a-*"),
         ],

@@ -34,17 +34,17 @@ spec:
           image: {{ image }}
 ";
 
-struct Harness<B> {
-    deployments: Arc<dyn DeploymentRepository>,
-    backend: B,
+pub(crate) struct Harness<B> {
+    pub(crate) deployments: Arc<dyn DeploymentRepository>,
+    pub(crate) backend: B,
 }
 
 impl<B: Backend> Harness<B> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_pool_size(2)
     }
 
-    fn with_pool_size(max_size: u32) -> Self {
+    pub(crate) fn with_pool_size(max_size: u32) -> Self {
         let backend = B::create(max_size);
         Self {
             deployments: backend.deployments(),
@@ -53,7 +53,7 @@ impl<B: Backend> Harness<B> {
     }
 
     /// A stored release: deployments refer to one.
-    async fn release(&self, service: &str, version: &str) -> Release {
+    pub(crate) async fn release(&self, service: &str, version: &str) -> Release {
         let release = Release::register(
             NewRelease::parse(&UnvalidatedRelease {
                 service: service.to_owned(),
@@ -77,14 +77,14 @@ impl<B: Backend> Harness<B> {
         release
     }
 
-    async fn insert(&self, deployment: &Deployment) {
+    pub(crate) async fn insert(&self, deployment: &Deployment) {
         self.deployments
             .insert(deployment, &requested(deployment))
             .await
             .expect("the deployment is stored");
     }
 
-    async fn find(&self, id: DeploymentId) -> Deployment {
+    pub(crate) async fn find(&self, id: DeploymentId) -> Deployment {
         self.deployments
             .find(id)
             .await
@@ -92,7 +92,7 @@ impl<B: Backend> Harness<B> {
             .expect("the deployment exists")
     }
 
-    async fn transition(&self, id: DeploymentId, transition: &Transition) -> bool {
+    pub(crate) async fn transition(&self, id: DeploymentId, transition: &Transition) -> bool {
         self.deployments
             .transition(id, transition)
             .await

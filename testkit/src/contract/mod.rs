@@ -19,12 +19,14 @@
 pub mod access;
 pub mod audit;
 pub mod deployment;
+pub mod notification;
 pub mod release;
 
 use std::sync::Arc;
 
 use kubernaut_domain::ports::{
-    AccessRepository, AuditRepository, DeploymentRepository, LeaseRepository, ReleaseRepository,
+    AccessRepository, AuditRepository, DeploymentRepository, LeaseRepository, NotificationOutbox,
+    ReleaseRepository,
 };
 
 /// A storage backend under test: a fresh store per value, dropped (and deleted) when
@@ -39,6 +41,7 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn leases(&self) -> Arc<dyn LeaseRepository>;
     fn access(&self) -> Arc<dyn AccessRepository>;
     fn audit(&self) -> Arc<dyn AuditRepository>;
+    fn notifications(&self) -> Arc<dyn NotificationOutbox>;
 
     /// Runs `sql` on the store behind the repositories' back (to corrupt or repair a
     /// row) and returns how many rows it changed. The suite writes SQL that both
@@ -115,6 +118,13 @@ macro_rules! repository_contract_tests {
             tokens_are_stored_found_by_hash_and_by_id_and_listed_newest_first,
             a_token_of_a_missing_account_is_refused_and_stores_nothing,
             a_token_is_revoked_once_and_its_use_only_moves_forward,
+        );
+        $crate::repository_contract_tests!(@module notification;
+            notifications_are_stored_with_the_move_and_only_when_it_happens,
+            a_move_whose_notifications_cannot_be_stored_does_not_happen,
+            a_claim_is_held_by_one_replica_and_every_attempt_is_recorded,
+            an_expired_claim_passes_to_another_replica_and_a_dead_delivery_rests,
+            concurrent_claimers_never_share_a_delivery,
         );
         $crate::repository_contract_tests!(@module audit;
             records_round_trip_newest_first_with_ties_broken_by_id,
