@@ -8,5 +8,6 @@ pub mod control_plane;
 pub mod database;
 #[cfg(feature = "postgres")]
 pub mod postgres_server;
+pub mod receiver;
 pub mod registry;
 pub mod sim;
