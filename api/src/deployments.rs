@@ -371,7 +371,7 @@ pub(crate) fn request_error(error: RequestDeploymentError) -> ApiError {
     }
 }
 
-fn lookup_error(id: &str, error: DeploymentLookupError) -> ApiError {
+pub(crate) fn lookup_error(id: &str, error: DeploymentLookupError) -> ApiError {
     match error {
         DeploymentLookupError::NotFound => {
             ApiError::not_found(format!("no deployment has the id {id}"))
@@ -385,7 +385,7 @@ fn lookup_error(id: &str, error: DeploymentLookupError) -> ApiError {
     }
 }
 
-fn parse_id(id: &str) -> Result<DeploymentId, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<DeploymentId, ApiError> {
     DeploymentId::parse(id)
         .ok_or_else(|| ApiError::not_found(format!("no deployment has the id {id}")))
 }

@@ -9,6 +9,7 @@ pub mod deployments;
 pub mod dora;
 pub mod health;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod pages;
 mod params;
@@ -90,6 +91,10 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
             .service(
                 api_resource("/api/deployments/{id}/events", "GET")
                     .route(web::get().to(deployments::events)),
+            )
+            .service(
+                api_resource("/api/deployments/{id}/notifications", "GET")
+                    .route(web::get().to(notifications::list)),
             )
             .service(
                 api_resource("/api/deployments/{id}/cancel", "POST")

@@ -53,6 +53,7 @@ pub const UI_PATH: &str = "/api/docs";
         deployments::events,
         deployments::cancel,
         deployments::rollback,
+        crate::notifications::list,
         dora::figures,
         clusters::list,
         access::whoami,

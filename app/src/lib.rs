@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod copy;
+pub mod notifications;
 pub mod sandbox;
 pub mod settings;
 pub mod storage;
@@ -27,6 +28,8 @@ use kubernaut_domain::changes::ChangeFeed;
 use kubernaut_domain::cluster::ClusterSettings;
 use kubernaut_domain::deployment::ClusterName;
 use kubernaut_domain::deployment_service::{ClusterHandle, DeploymentService};
+use kubernaut_domain::notification::{Dispatcher, NotifyingDeployments};
+use kubernaut_domain::ports::DeploymentRepository;
 use kubernaut_domain::token::TokenSecret;
 use kubernaut_domain::{Caller, Grant, Role, Scope};
 use kubernaut_kubernetes::KubernetesCluster;
@@ -159,6 +162,7 @@ pub struct Application {
     metrics_server: Option<(u16, Server)>,
     storage: Storage,
     deployments: DeploymentService,
+    dispatcher: Dispatcher,
     shutdown_grace: Duration,
 }
 
@@ -288,16 +292,40 @@ impl Application {
         let metrics = Metrics::new();
         let clusters = connect_clusters(&settings, &metrics).await?;
         let changes: Arc<dyn ChangeFeed> = storage.changes(&settings.database)?;
+        let engine_settings = settings.engine.engine_settings();
+        // Notifications: the rules decide which moves write deliveries to the outbox
+        // (in the move's transaction); the dispatcher sends them.
+        let notify = &settings.notifications;
+        let rules = notify.rules()?;
+        let sinks = notify.sinks()?;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let outbox = storage.notification_outbox();
+        let deployment_repository: Arc<dyn DeploymentRepository> = if rules.is_empty() {
+            repositories.deployments.clone()
+        } else {
+            Arc::new(NotifyingDeployments::new(
+                repositories.deployments.clone(),
+                Arc::new(rules),
+                Arc::clone(&wake),
+            ))
+        };
+        let dispatcher = Dispatcher::new(
+            Arc::clone(&outbox),
+            sinks,
+            notify.dispatch_settings(engine_settings.instance.clone())?,
+            wake,
+        );
         let deployments = DeploymentService::new(
             release_repository,
-            repositories.deployments.clone(),
+            deployment_repository,
             repositories.leases.clone(),
             Arc::clone(&changes),
             clusters,
         )
         .with_digest_pinning(settings.deployments.pin_image_digest)
-        .with_engine_settings(settings.engine.engine_settings())
-        .with_observer(Arc::new(metrics.clone()));
+        .with_engine_settings(engine_settings)
+        .with_observer(Arc::new(metrics.clone()))
+        .with_notifications(outbox);
         let engine = deployments.engine().clone();
         let replica = engine.settings().instance.to_string();
         metrics.on_scrape(move |metrics| {
@@ -371,12 +399,18 @@ impl Application {
         if settings.engine.enabled {
             deployments.engine().start();
         }
+        // Every replica may deliver (claims keep them apart), whether or not it drives
+        // deployments; without sinks there is nothing to deliver.
+        if notify.enabled && !notify.sinks.is_empty() {
+            dispatcher.start();
+        }
         Ok(Self {
             port,
             server,
             metrics_server,
             storage,
             deployments,
+            dispatcher,
             shutdown_grace: Duration::from_secs(settings.engine.shutdown_grace_seconds),
         })
     }
@@ -415,16 +449,19 @@ impl Application {
         });
         let engine = self.deployments.engine().clone();
         let grace = self.shutdown_grace;
+        let dispatcher = self.dispatcher.clone();
         tokio::spawn(async move {
             stop_signal().await;
             tracing::info!("stopping: giving deployments back to the other replicas");
             engine.shutdown(grace).await;
+            dispatcher.shutdown(grace).await;
             handle.stop(true).await;
             if let Some(metrics) = metrics_handle {
                 metrics.stop(true).await;
             }
         });
         let served = self.server.await;
+        self.dispatcher.shutdown(self.shutdown_grace).await;
         // Stopped some other way (the server failed): the leases go back all the same.
         self.deployments
             .engine()

@@ -34,6 +34,8 @@ pub struct Settings {
     pub engine: EngineConfig,
     #[serde(default)]
     pub metrics: MetricsSettings,
+    #[serde(default)]
+    pub notifications: crate::notifications::NotificationSettings,
 }
 
 /// Where `/metrics` is served: the `[metrics]` section (docs/operations.md).

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kubernaut_domain::changes::{ChangeFeed, LocalChanges};
 use kubernaut_domain::ports::{
-    AccessRepository, AuditRepository, DeploymentRepository, LeaseRepository, ReleaseRepository,
+    AccessRepository, AuditRepository, DeploymentRepository, LeaseRepository, NotificationOutbox,
+    ReleaseRepository,
 };
 use kubernaut_postgres::{PoolOptions, PostgresChanges};
 use kubernaut_sqlite::SqliteDatabase;
@@ -141,6 +142,14 @@ impl Storage {
                 access: Arc::new(database.access_repository()),
                 audit: Arc::new(database.audit_repository()),
             },
+        }
+    }
+
+    /// The outbox of notifications on this database.
+    pub fn notification_outbox(&self) -> Arc<dyn NotificationOutbox> {
+        match self {
+            Self::Postgres(database) => Arc::new(database.notification_outbox()),
+            Self::Sqlite(database) => Arc::new(database.notification_outbox()),
         }
     }
 

@@ -23,11 +23,12 @@ use crate::deployment::{
 use crate::deployment_plan::{Planner, now};
 use crate::dora::DoraService;
 use crate::engine::{Engine, EngineSettings};
+use crate::notification::Delivery;
 use crate::observer::{DeploymentObserver, NoObserver};
 use crate::pagination::Page;
 use crate::ports::{
-    Cluster, DeploymentRepository, InsertDeploymentError, LeaseRepository, ReleaseRepository,
-    RepositoryError,
+    Cluster, DeploymentRepository, InsertDeploymentError, LeaseRepository, NotificationOutbox,
+    ReleaseRepository, RepositoryError,
 };
 use crate::release::{AttributeName, ReleaseId, ServiceName, Version};
 use crate::validation::ValidationErrors;
@@ -156,6 +157,8 @@ pub struct DeploymentService {
     changes: Arc<dyn ChangeFeed>,
     observer: Arc<dyn DeploymentObserver>,
     engine: Engine,
+    /// Where deployments' notifications are kept, when they are configured.
+    notifications: Option<Arc<dyn NotificationOutbox>>,
 }
 
 impl std::fmt::Debug for DeploymentService {
@@ -200,6 +203,32 @@ impl DeploymentService {
             changes,
             observer: Arc::new(NoObserver),
             engine,
+            notifications: None,
+        }
+    }
+
+    /// Reads deployments' notifications from `outbox` (see [`Self::notifications`]).
+    #[must_use]
+    pub fn with_notifications(mut self, outbox: Arc<dyn NotificationOutbox>) -> Self {
+        self.notifications = Some(outbox);
+        self
+    }
+
+    /// The notifications of deployment `id`: each delivery with its attempts, oldest
+    /// first (none when no outbox is configured).
+    ///
+    /// # Errors
+    /// [`DeploymentLookupError::NotFound`] for unknown ids.
+    pub async fn notifications(
+        &self,
+        id: DeploymentId,
+        caller: &Caller,
+    ) -> Result<Vec<Delivery>, DeploymentLookupError> {
+        caller.require(Permission::Read)?;
+        self.find(id).await?;
+        match &self.notifications {
+            Some(outbox) => Ok(outbox.deliveries(id).await?),
+            None => Ok(Vec::new()),
         }
     }
 

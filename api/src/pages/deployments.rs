@@ -226,6 +226,62 @@ pub struct DeploymentPage {
     resources: Vec<ResourceRow>,
     timeline: Vec<TimelineRow>,
     manifest: String,
+    notifications: Vec<NotificationRow>,
+}
+
+/// One delivery of a notification on the deployment's page.
+#[derive(Debug)]
+pub struct NotificationRow {
+    sink: String,
+    event: String,
+    state: &'static str,
+    /// The status class that colours it.
+    state_class: &'static str,
+    next_attempt: Option<When>,
+    attempts: Vec<AttemptRow>,
+}
+
+/// One attempt at a delivery.
+#[derive(Debug)]
+pub struct AttemptRow {
+    at: When,
+    /// `accepted (204)`, `refused (500): ...`, `failed: ...`.
+    outcome: String,
+    duration_ms: u64,
+    replica: String,
+}
+
+impl From<&kubernaut_domain::notification::Delivery> for NotificationRow {
+    fn from(delivery: &kubernaut_domain::notification::Delivery) -> Self {
+        use kubernaut_domain::notification::DeliveryStatus;
+        let (state, state_class) = match delivery.status {
+            DeliveryStatus::Pending => ("pending", "queued"),
+            DeliveryStatus::Delivered => ("delivered", "succeeded"),
+            DeliveryStatus::Dead => ("given up", "failed"),
+        };
+        Self {
+            sink: delivery.sink.clone(),
+            event: delivery.notification.event.as_str().replace('_', " "),
+            state,
+            state_class,
+            next_attempt: delivery.next_attempt_at.map(When::from),
+            attempts: delivery
+                .attempts
+                .iter()
+                .map(|attempt| AttemptRow {
+                    at: attempt.at.into(),
+                    outcome: match (&attempt.error, attempt.status_code) {
+                        (None, Some(code)) => format!("accepted ({code})"),
+                        (None, None) => "accepted".to_owned(),
+                        (Some(error), Some(code)) => format!("refused ({code}): {error}"),
+                        (Some(error), None) => format!("failed: {error}"),
+                    },
+                    duration_ms: attempt.duration_ms,
+                    replica: attempt.replica.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `GET /deployments/{id}`
@@ -273,6 +329,13 @@ pub async fn show(
             })
             .collect(),
         manifest: deployment.manifest.clone(),
+        notifications: service
+            .notifications(deployment_id, &signed_in.caller)
+            .await
+            .map_err(lookup_error)?
+            .iter()
+            .map(NotificationRow::from)
+            .collect(),
         deployment: DeploymentRow::from(&deployment),
     })
 }
