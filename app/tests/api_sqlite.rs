@@ -19,6 +19,8 @@ mod dora;
 mod helpers;
 #[path = "api/metrics.rs"]
 mod metrics;
+#[path = "api/notifications.rs"]
+mod notifications;
 #[path = "api/releases.rs"]
 mod releases;
 #[path = "api/releases_bad_input.rs"]

@@ -44,6 +44,7 @@ async fn status_of(request: reqwest::RequestBuilder) -> u16 {
 #[tokio::test]
 async fn each_role_may_do_exactly_what_it_grants() {
     let roles = [
+        ("metrics", Role::Metrics, None),
         ("viewer", Role::Viewer, None),
         ("releaser", Role::Releaser, None),
         ("deployer", Role::Deployer, Some("staging/*")),
@@ -85,6 +86,7 @@ async fn each_role_may_do_exactly_what_it_grants() {
             status_of(client.get(app.url("/api/audit"))).await,
         ];
         let allowed: [bool; 7] = match role {
+            Role::Metrics => [false; 7],
             Role::Viewer => [true, false, false, false, false, false, false],
             Role::Releaser => [true, true, true, false, false, false, false],
             Role::Deployer => [true, false, false, true, false, false, false],

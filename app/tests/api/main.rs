@@ -11,6 +11,7 @@ mod deployments;
 mod dora;
 mod helpers;
 mod metrics;
+mod notifications;
 mod openapi;
 mod real_cluster;
 mod releases;
