@@ -5,6 +5,7 @@
 
 mod chaos;
 mod faults;
+mod notifications;
 mod restart;
 mod secrets_in_logs;
 mod support;
