@@ -25,3 +25,5 @@ mod notifications;
 mod releases;
 #[path = "api/releases_bad_input.rs"]
 mod releases_bad_input;
+#[path = "ui_support/session.rs"]
+mod session;

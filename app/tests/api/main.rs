@@ -17,3 +17,6 @@ mod real_cluster;
 mod releases;
 mod releases_bad_input;
 mod self_deploy;
+// Signing in to the pages, for the deployment page's notifications.
+#[path = "../ui_support/session.rs"]
+mod session;

@@ -211,6 +211,30 @@ async fn a_verdict_reaches_a_failing_then_hanging_receiver_on_the_third_attempt(
         assert_eq!(body["deployment"]["service"], "web");
         assert_eq!(body["deployment"]["status"], "succeeded");
     }
+    // The deployment's page lists the deliveries and their attempts.
+    let cookie = crate::session::sign_in_with(&env.app.address, &env.app.token).await;
+    let page = crate::session::no_redirects(Some(&cookie))
+        .get(env.app.url(&format!("/deployments/{id}")))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("the page");
+    let section = html
+        .split("id=\"notifications-heading\"")
+        .nth(1)
+        .expect("a Notifications section");
+    for expected in [
+        "hook",
+        "starts",
+        "delivered",
+        "refused (500)",
+        "failed: ",
+        "accepted (204)",
+    ] {
+        assert!(section.contains(expected), "{expected} in {section}");
+    }
+
     let started = starts.received();
     assert_eq!(started.len(), 1);
     assert_eq!(started[0].json()["event"], "started");

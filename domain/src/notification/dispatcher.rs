@@ -378,7 +378,7 @@ mod tests {
             policy.after_failure(8, created, created, 0.0),
             NextStep::GiveUp
         );
-        let late = created + TimeDelta::seconds(3590);
+        let late = created + TimeDelta::seconds(3598);
         assert_eq!(
             policy.after_failure(2, created, late, 0.0),
             NextStep::GiveUp

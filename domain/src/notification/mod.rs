@@ -13,6 +13,8 @@
 mod dispatcher;
 mod recording;
 mod rules;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::time::Duration;
