@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 
 use crate::access::{AccessDenied, Caller, Permission};
 use crate::audit::AuditAction;
-use crate::changes::{Change, ChangeFeed, next_change_of};
+use crate::changes::{Change, ChangeFeed, next_possible_verdict_of};
 use crate::cluster::{ClusterSettings, ClusterStatus, ManifestRejected};
 use crate::deployment::{
     ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Namespace,
@@ -371,7 +371,7 @@ impl DeploymentService {
             if deployment.status.is_verdict() {
                 return Ok(deployment);
             }
-            if tokio::time::timeout_at(deadline, next_change_of(&mut changes, id))
+            if tokio::time::timeout_at(deadline, next_possible_verdict_of(&mut changes, id))
                 .await
                 .is_err()
             {
