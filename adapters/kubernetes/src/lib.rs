@@ -96,6 +96,8 @@ pub struct KubernetesCluster {
     settings: Settings,
     /// Kinds resolved through discovery so far; a miss asks the API server again.
     discovery: Arc<RwLock<DiscoveryCache>>,
+    /// The kinds prune looks in (built-in kinds only), asked of discovery now and then.
+    prunable: Arc<prune::PrunableKinds>,
     /// The watches every rollout on this cluster shares.
     watches: Arc<watches::Watches>,
     /// The watches open on the API server, for the binary's metrics.
@@ -168,6 +170,7 @@ impl KubernetesCluster {
             client,
             settings,
             discovery: Arc::default(),
+            prunable: Arc::default(),
         }
     }
 
