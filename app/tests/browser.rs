@@ -464,11 +464,11 @@ async fn a_person_deploys_watches_the_verdict_live_rolls_back_and_cancels_from_t
     browser
         .visit(&app.url(&format!("/releases/{newer_id}")))
         .await;
-    browser.type_into("#deploy-namespace", "shop").await;
+    // From the keyboard: Enter in the namespace field asks for the preview.
     browser
         .type_into("#deploy-attributes", "greeting=hello")
         .await;
-    browser.click("#deploy-preview").await;
+    browser.type_into("#deploy-namespace", "shop\u{E007}").await;
     browser.find("#confirm-deploy").await;
     let preview = browser.text_of("section.confirm pre").await;
     assert!(preview.contains("registry.local/web:1.1.0"), "{preview}");
