@@ -875,6 +875,17 @@ async fn a_deployment_is_rolled_back_from_its_page_when_there_is_something_to_ro
         "{rollback}"
     );
     assert_eq!(rollback["status"], "succeeded", "{rollback}");
+    // The rolled-back deployment's page no longer draws the cluster's picture, which
+    // is the rollback's now: it points there.
+    let rollback_id = text(&rollback["id"]);
+    let html = page(&app, &format!("/deployments/{newer_id}")).await;
+    assert_contains(
+        &html,
+        &[&format!(
+            "the cluster now shows <a href=\"/deployments/{rollback_id}\">its rollout</a>"
+        )],
+    );
+    assert!(!html.contains("data-resource=\"Deployment/web\""), "{html}");
     let audit = app
         .api_get("/api/audit?action=deployment.rolled_back")
         .await;

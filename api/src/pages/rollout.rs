@@ -8,10 +8,10 @@ use std::time::Duration;
 use actix_web::web::{self, Data};
 use actix_web::{HttpResponse, http::StatusCode, http::header};
 use askama::Template;
-use kubernaut_domain::Caller;
 use kubernaut_domain::cluster::{PodPicture, WorkloadPicture};
-use kubernaut_domain::deployment::Deployment;
+use kubernaut_domain::deployment::{Deployment, DeploymentId, DeploymentQuery};
 use kubernaut_domain::deployment_service::{DeploymentService, RolloutPictureError};
+use kubernaut_domain::{Caller, PageLimit};
 
 use super::PageError;
 use crate::session::SignedIn;
@@ -123,33 +123,68 @@ pub struct RolloutView {
     pub workloads: Vec<WorkloadView>,
     /// Why the cluster could not be asked.
     pub unavailable: Option<String>,
+    /// A later deployment of the service to the target: what the cluster shows now is
+    /// its rollout, not this one's.
+    pub superseded_by: Option<String>,
 }
 
-/// The picture of `deployment`'s workloads now; never fails the page.
+/// The newest deployment of `deployment`'s service to its target, when it is another.
+async fn newer_on_target(
+    service: &DeploymentService,
+    deployment: &Deployment,
+    caller: &Caller,
+) -> Option<DeploymentId> {
+    let query = DeploymentQuery {
+        service: Some(deployment.service.clone()),
+        cluster: Some(deployment.target.cluster.clone()),
+        namespace: Some(deployment.target.namespace.clone()),
+        limit: PageLimit::new(1).unwrap_or_default(),
+        ..DeploymentQuery::default()
+    };
+    let newest = service
+        .list(&query, caller)
+        .await
+        .ok()?
+        .items
+        .into_iter()
+        .next()?;
+    (newest.id != deployment.id).then_some(newest.id)
+}
+
+/// The picture of `deployment`'s workloads now, unless a later deployment to its
+/// target took over (then the cluster shows that one); never fails the page.
 pub async fn picture(
     service: &DeploymentService,
     deployment: &Deployment,
     caller: &Caller,
 ) -> RolloutView {
+    if !deployment.status.is_active()
+        && let Some(newer) = newer_on_target(service, deployment, caller).await
+    {
+        return RolloutView {
+            superseded_by: Some(newer.to_string()),
+            ..RolloutView::default()
+        };
+    }
     match tokio::time::timeout(PATIENCE, service.rollout_picture(deployment, caller)).await {
         Ok(Ok(workloads)) => RolloutView {
             workloads: workloads.iter().map(WorkloadView::from).collect(),
-            unavailable: None,
+            ..RolloutView::default()
         },
         Ok(Err(RolloutPictureError::Forbidden(denied))) => RolloutView {
-            workloads: Vec::new(),
             unavailable: Some(format!("{denied}.")),
+            ..RolloutView::default()
         },
         Ok(Err(RolloutPictureError::Cluster(error))) => RolloutView {
-            workloads: Vec::new(),
             unavailable: Some(format!("The cluster could not be asked: {error}.")),
+            ..RolloutView::default()
         },
         Err(_) => RolloutView {
-            workloads: Vec::new(),
             unavailable: Some(format!(
                 "The cluster did not answer within {} s.",
                 PATIENCE.as_secs()
             )),
+            ..RolloutView::default()
         },
     }
 }
