@@ -430,6 +430,69 @@ pub struct RolloutProgress {
     pub message: String,
 }
 
+/// How a workload's rollout stands right now, as the cluster shows it: what the live
+/// picture of a deployment's page draws.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadPicture {
+    /// `Deployment/web`.
+    pub resource: String,
+    /// The replicas the spec asks for.
+    pub desired: i32,
+    /// Replicas of the new revision (its pods, for kinds without that count).
+    pub updated: i32,
+    pub ready: i32,
+    pub available: i32,
+    /// The workload's status conditions (`Available`, `Progressing`, ...).
+    pub conditions: Vec<WorkloadCondition>,
+    /// Its pods, the new revision's first.
+    pub pods: Vec<PodPicture>,
+}
+
+/// A status condition of a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadCondition {
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+/// One pod of a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPicture {
+    pub name: String,
+    /// Of the revision being rolled out (else of an older one).
+    pub new_revision: bool,
+    pub state: PodState,
+    /// What the pod waits on or why it fails (`CrashLoopBackOff`), when anything.
+    pub detail: Option<String>,
+}
+
+/// Where a pod stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodState {
+    Ready,
+    /// Starting, or running but not ready yet.
+    Updating,
+    /// Crash-looping, failing to pull, unschedulable, failed.
+    Failing,
+    /// Being deleted.
+    Terminating,
+}
+
+impl PodState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Updating => "updating",
+            Self::Failing => "failing",
+            Self::Terminating => "terminating",
+        }
+    }
+}
+
 /// Whether a cluster answers, for the clusters listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {

@@ -15,10 +15,10 @@ use tokio::sync::broadcast;
 use crate::access::{AccessDenied, Caller, Permission};
 use crate::audit::AuditAction;
 use crate::changes::{Change, ChangeFeed, next_possible_verdict_of};
-use crate::cluster::{ClusterSettings, ClusterStatus, ManifestRejected};
+use crate::cluster::{ClusterSettings, ClusterStatus, ManifestRejected, WorkloadPicture};
 use crate::deployment::{
     ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Namespace,
-    NewDeployment, Placement, Target, TimelineEntry, Transition,
+    NewDeployment, Placement, ResourceRef, Target, TimelineEntry, Transition,
 };
 use crate::deployment_plan::{Planner, now};
 use crate::dora::DoraService;
@@ -26,8 +26,8 @@ use crate::engine::{Engine, EngineSettings};
 use crate::observer::{DeploymentObserver, NoObserver};
 use crate::pagination::Page;
 use crate::ports::{
-    Cluster, DeploymentRepository, InsertDeploymentError, LeaseRepository, ReleaseRepository,
-    RepositoryError,
+    Cluster, ClusterError, DeploymentRepository, InsertDeploymentError, LeaseRepository,
+    ReleaseRepository, RepositoryError,
 };
 use crate::release::{AttributeName, ReleaseId, ServiceName, Version};
 use crate::validation::ValidationErrors;
@@ -504,6 +504,33 @@ impl DeploymentService {
         Ok(self.store(planned).await?)
     }
 
+    /// How the rollout of `deployment`'s workloads stands on its cluster now (see
+    /// [`Cluster::rollout_picture`]): the live picture of its page. Empty when the
+    /// cluster is no longer configured.
+    ///
+    /// # Errors
+    /// [`RolloutPictureError::Forbidden`] when the caller may not read;
+    /// [`RolloutPictureError::Cluster`] when the cluster cannot be asked.
+    pub async fn rollout_picture(
+        &self,
+        deployment: &Deployment,
+        caller: &Caller,
+    ) -> Result<Vec<WorkloadPicture>, RolloutPictureError> {
+        caller.require(Permission::Read)?;
+        let Some(handle) = self.planner.clusters.get(&deployment.target.cluster) else {
+            return Ok(Vec::new());
+        };
+        let resources: Vec<ResourceRef> = deployment
+            .objects
+            .iter()
+            .map(crate::cluster::resource_ref_of)
+            .collect();
+        Ok(handle
+            .cluster
+            .rollout_picture(&deployment.target.namespace, &resources)
+            .await?)
+    }
+
     /// The configured clusters and whether each answers.
     ///
     /// # Errors
@@ -520,6 +547,15 @@ impl DeploymentService {
         }
         Ok(overviews)
     }
+}
+
+/// Why a rollout's picture could not be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutPictureError {
+    #[error(transparent)]
+    Forbidden(#[from] AccessDenied),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// Why a rollback was not started.

@@ -16,7 +16,7 @@ use crate::actor::Actor;
 use crate::audit::{AuditEntry, AuditQuery};
 use crate::cluster::{
     AppliedResource, ClusterStatus, KindRef, KindScope, RolloutOutcome, RolloutProgress,
-    RolloutRequest,
+    RolloutRequest, WorkloadPicture,
 };
 use crate::deployment::{
     Deployment, DeploymentId, DeploymentQuery, Namespace, Placement, ResourceRef, Target,
@@ -553,6 +553,23 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Whether the cluster answers, and its version.
     async fn status(&self) -> ClusterStatus;
+
+    /// How the rollout of each workload among `resources` (Deployments, StatefulSets,
+    /// DaemonSets, Jobs; other kinds are left out) in `namespace` stands now: counts,
+    /// conditions, and its pods, new revision's and older ones'. Read once, not
+    /// watched; a workload that does not exist (any more) is left out. The default
+    /// knows of no workload.
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] when the cluster cannot be asked.
+    async fn rollout_picture(
+        &self,
+        namespace: &Namespace,
+        resources: &[ResourceRef],
+    ) -> Result<Vec<WorkloadPicture>, ClusterError> {
+        let _ = (namespace, resources);
+        Ok(Vec::new())
+    }
 }
 
 /// What a registry says about an image reference.

@@ -3,6 +3,7 @@
 mod apply;
 mod diagnostics;
 mod failures;
+mod picture;
 mod prune;
 mod rollout;
 mod watch_count;
@@ -24,7 +25,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use kubernaut_domain::cluster::{
     AppliedResource, ClusterStatus, KindRef, KindScope, RolloutOutcome, RolloutProgress,
-    RolloutRequest,
+    RolloutRequest, WorkloadPicture,
 };
 use kubernaut_domain::deployment::{Namespace, ResourceRef};
 use kubernaut_domain::ports::{Cluster, ClusterError};
@@ -295,6 +296,14 @@ impl Cluster for KubernetesCluster {
 
     async fn kind_scopes(&self, kinds: &[KindRef]) -> Result<Vec<Option<KindScope>>, ClusterError> {
         apply::kind_scopes(self, kinds).await
+    }
+
+    async fn rollout_picture(
+        &self,
+        namespace: &Namespace,
+        resources: &[ResourceRef],
+    ) -> Result<Vec<WorkloadPicture>, ClusterError> {
+        picture::picture(self, namespace, resources).await
     }
 
     async fn status(&self) -> ClusterStatus {
