@@ -442,10 +442,16 @@ pub async fn create(
         .await
         .map_err(request_error)?;
     let deployment = match wait {
-        Some(wait) => service
-            .wait(deployment.id, wait, &caller)
-            .await
-            .map_err(|e| lookup_error(&deployment.id.to_string(), e))?,
+        Some(wait) => {
+            // Not held while waiting: its rendered objects are most of a waiting
+            // request's memory, and the wait reads the deployment again anyway.
+            let id = deployment.id;
+            drop(deployment);
+            service
+                .wait(id, wait, &caller)
+                .await
+                .map_err(|e| lookup_error(&id.to_string(), e))?
+        }
         None => deployment,
     };
     Ok(accepted(&deployment))
