@@ -2,13 +2,13 @@
 (function () {
   var list = document.getElementById('timeline');
   if (!list || !window.EventSource) { return; }
-  var shown = list.children.length, seen = 0;
+  var shown = list.children.length;
   var source = new EventSource(list.getAttribute('data-events'));
-  // The stream starts from the first entry each time it (re)connects.
-  source.onopen = function () { seen = 0; };
+  // Each entry's id is its position in the timeline; a reconnect sends Last-Event-ID
+  // and the server resumes after it, so an entry is shown once by its position.
   source.addEventListener('timeline', function (event) {
-    seen += 1;
-    if (seen <= shown) { return; }
+    var position = parseInt(event.lastEventId, 10);
+    if (!(position > shown)) { return; }
     var entry = JSON.parse(event.data), item = document.createElement('li');
     var at = document.createElement('time'), phase = document.createElement('span');
     var message = document.createElement('span');
@@ -21,7 +21,7 @@
     item.className = 'phase-' + entry.phase;
     item.append(at, ' ', phase, ' ', message);
     list.appendChild(item);
-    shown = seen;
+    shown = position;
   });
   source.addEventListener('status', function (event) {
     var status = JSON.parse(event.data).status, badge = document.getElementById('deployment-status');

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 /// A Kubernetes object, named by kind and name (and namespace when it has one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResourceRef {
+    /// `apiVersion` as Kubernetes spells it; `api_version` (the name before 2026-12)
+    /// is still read, for stored diagnostics and older clients.
+    #[serde(rename = "apiVersion", alias = "api_version")]
     pub api_version: String,
     pub kind: String,
     pub name: String,
