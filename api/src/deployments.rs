@@ -858,7 +858,7 @@ fn new_events(state: &mut StreamState, deployment: &Deployment) -> String {
     tag = "deployments",
     params(
         ("id" = uuid::Uuid, Path, description = "The deployment's id"),
-        ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last `timeline` event received: only later entries are sent"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last `timeline` event received (its position): only later entries are sent. Any other value is ignored, as Server-Sent Events want: the stream starts from the first entry"),
     ),
     responses(
         (status = 200, description = "Server-Sent Events: `timeline` (with `id:`, its position in the timeline), `status`, a final `verdict` (the deployment), or `error` when the stream's credential stops being valid; `: keep-alive` every 15 s. Send `Last-Event-ID` to resume after an entry", body = crate::openapi::ServerSentEvent, content_type = "text/event-stream"),

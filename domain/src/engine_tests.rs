@@ -77,10 +77,7 @@ impl Cluster for GatedCluster {
         ])
     }
 
-    async fn read(
-        &self,
-        objects: &[Value],
-    ) -> Result<Vec<Option<Value>>, ClusterError> {
+    async fn read(&self, objects: &[Value]) -> Result<Vec<Option<Value>>, ClusterError> {
         // Nothing runs in this cluster as far as a comparison asks.
         Ok(vec![None; objects.len()])
     }
@@ -382,10 +379,7 @@ impl Cluster for CompletedCluster {
         ])
     }
 
-    async fn read(
-        &self,
-        objects: &[Value],
-    ) -> Result<Vec<Option<Value>>, ClusterError> {
+    async fn read(&self, objects: &[Value]) -> Result<Vec<Option<Value>>, ClusterError> {
         // Nothing runs in this cluster as far as a comparison asks.
         Ok(vec![None; objects.len()])
     }

@@ -1,4 +1,4 @@
-//! How `deploy --wait` follows a deployment, against a scripted server: the event
+//! How `deploy` follows a deployment, against a scripted server: the event
 //! stream when it works, the long poll when it does not, and each verdict's exit code.
 
 use std::sync::{Arc, Mutex};

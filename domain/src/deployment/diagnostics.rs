@@ -148,3 +148,26 @@ impl Diagnostics {
         self.resources.first().map(|r| r.reason)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_reference_says_api_version_and_still_reads_the_old_name() {
+        let reference = ResourceRef {
+            api_version: "apps/v1".to_owned(),
+            kind: "Deployment".to_owned(),
+            name: "web".to_owned(),
+            namespace: None,
+        };
+        let json = serde_json::to_value(&reference).expect("JSON");
+        assert_eq!(json["apiVersion"], "apps/v1");
+        assert!(json.get("api_version").is_none(), "{json}");
+        let old: ResourceRef = serde_json::from_value(
+            serde_json::json!({"api_version": "apps/v1", "kind": "Deployment", "name": "web"}),
+        )
+        .expect("the old name is read");
+        assert_eq!(old, reference);
+    }
+}
