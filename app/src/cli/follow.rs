@@ -59,6 +59,8 @@ struct Cursor {
     shown: usize,
     /// The wait before reconnecting, as the server last asked.
     reconnect: Duration,
+    /// Whether a stream was opened since the follower last said it lost the server.
+    opened: bool,
 }
 
 /// Follows deployment `id` until its verdict or until `budget` runs out, showing its
@@ -79,6 +81,7 @@ pub async fn follow(
     let mut cursor = Cursor {
         shown: 0,
         reconnect: DEFAULT_RECONNECT,
+        opened: false,
     };
     let mut streaming = true;
     let mut refusals = 0;
@@ -106,6 +109,10 @@ pub async fn follow(
         } else {
             long_poll(api, &path, deadline, progress, &mut cursor).await
         };
+        if std::mem::take(&mut cursor.opened) {
+            // Connected again: a later outage is told again.
+            told_broken = false;
+        }
         match attempt {
             Ok(true) => break,
             Ok(false) => {}
@@ -239,6 +246,7 @@ async fn stream_events(
     if !is_stream {
         return StreamEnd::Unavailable;
     }
+    cursor.opened = true;
     let last_data = Arc::new(Mutex::new(Instant::now()));
     let touched = Arc::clone(&last_data);
     let mut events = BodyDataStream::new(response.into_body())
