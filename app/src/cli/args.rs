@@ -44,6 +44,7 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 /// whole command line, given before or after the command (`kubernaut --context prod
 /// deploy ...`).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Server and output (client commands)")]
 pub struct ServerArgs {
     /// The Kubernaut server (default: the context's, else http://127.0.0.1:8080).
     #[arg(long, global = true, env = "KUBERNAUT_URL")]
@@ -227,7 +228,7 @@ pub struct PageArgs {
     /// The size of a page (the server allows 1 to 500; default 50).
     #[arg(long)]
     pub limit: Option<u32>,
-    /// Every page, following the server's cursor to the end.
+    /// Every page, following the server's cursor to the end (`-A`).
     #[arg(long, short = 'A')]
     pub all: bool,
 }
