@@ -2,7 +2,7 @@
 (function () {
   var list = document.getElementById('timeline');
   if (!list || !window.EventSource || !list.getAttribute('data-events')) { return; }
-  var shown = list.children.length, seen = 0;
+  var shown = list.children.length;
   var verdicts = ['succeeded', 'failed', 'timed_out', 'cancelled'];
   var source = new EventSource(list.getAttribute('data-events'));
   var pictureUrl = list.getAttribute('data-picture'), fetching = false, again = false;
@@ -35,11 +35,11 @@
         if (again) { again = false; refreshPicture(); }
       });
   }
-  // The stream starts from the first entry each time it (re)connects.
-  source.onopen = function () { seen = 0; };
+  // Each entry's id is its position in the timeline; a reconnect sends Last-Event-ID
+  // and the server resumes after it, so an entry is shown once by its position.
   source.addEventListener('timeline', function (event) {
-    seen += 1;
-    if (seen <= shown) { return; }
+    var position = parseInt(event.lastEventId, 10);
+    if (!(position > shown)) { return; }
     var entry = JSON.parse(event.data), item = document.createElement('li');
     var at = document.createElement('time'), phase = document.createElement('span');
     var message = document.createElement('span');
@@ -60,7 +60,7 @@
     }
     item.append(at, ' ', phase, ' ', message);
     list.appendChild(item);
-    shown = seen;
+    shown = position;
     refreshPicture();
   });
   source.addEventListener('status', function (event) {

@@ -348,6 +348,9 @@ impl Application {
                 .wrap(kubernaut_api::auth::security_headers_for(&security))
                 .wrap(from_fn(kubernaut_api::metrics::record_requests))
                 .wrap(TracingLogger::<RequestSpans>::new())
+                // Gzip for clients that accept it; the event stream opts out (it says
+                // `Content-Encoding: identity`) so that each event leaves at once.
+                .wrap(actix_web::middleware::Compress::default())
                 .configure(kubernaut_api::configure(services.clone()))
         })
         // Signals are ours (`run_until_stopped`): the engine stops before the server.

@@ -23,6 +23,47 @@ pub mod labels {
     }
 }
 
+/// `object` without the deployment id Kubernaut marks it with (which every deploy
+/// changes), as label or annotation: what a comparison of a release with what runs
+/// leaves out.
+pub fn without_deployment_id(mut object: Value) -> Value {
+    for place in ["/metadata/labels", "/metadata/annotations"] {
+        if let Some(marks) = object.pointer_mut(place).and_then(Value::as_object_mut) {
+            marks.remove(labels::DEPLOYMENT_ID);
+        }
+    }
+    object
+}
+
+/// The live object cut down to what the desired one sets: of each map only the keys
+/// `desired` has, lists item by item (extra live items kept, missing ones left out),
+/// anything else as it is live. Equal to `desired` exactly when applying `desired`
+/// would leave every field it sets as it is, whatever the API server defaulted or
+/// others manage besides.
+pub fn live_as_desired(live: &Value, desired: &Value) -> Value {
+    match (live, desired) {
+        (Value::Object(live), Value::Object(desired)) => Value::Object(
+            desired
+                .iter()
+                .filter_map(|(key, wanted)| {
+                    live.get(key)
+                        .map(|value| (key.clone(), live_as_desired(value, wanted)))
+                })
+                .collect(),
+        ),
+        (Value::Array(live), Value::Array(desired)) => Value::Array(
+            live.iter()
+                .enumerate()
+                .map(|(index, value)| match desired.get(index) {
+                    Some(wanted) => live_as_desired(value, wanted),
+                    None => value.clone(),
+                })
+                .collect(),
+        ),
+        _ => live.clone(),
+    }
+}
+
 /// A kind as a manifest names it: its `apiVersion` and `kind`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct KindRef {
@@ -501,6 +542,41 @@ pub struct ClusterStatus {
     pub version: Option<String>,
     /// Why it is not reachable.
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod live_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn defaults_and_fields_of_others_do_not_count_as_a_difference() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 80}]}});
+        let live = json!({"spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}],
+                          "revisionHistoryLimit": 10}, "status": {"ready": 1}});
+        assert_eq!(live_as_desired(&live, &desired), desired);
+    }
+
+    #[test]
+    fn a_changed_value_a_missing_field_and_an_extra_item_do() {
+        let desired = json!({"spec": {"replicas": 3, "image": "a:2", "args": ["x"]}});
+        let live = json!({"spec": {"replicas": 2, "args": ["x", "y"]}});
+        assert_eq!(
+            live_as_desired(&live, &desired),
+            json!({"spec": {"replicas": 2, "args": ["x", "y"]}})
+        );
+    }
+
+    #[test]
+    fn the_deployment_id_label_is_left_out() {
+        let object =
+            json!({"metadata": {"labels": {labels::DEPLOYMENT_ID: "d", labels::SERVICE: "web"}}});
+        assert_eq!(
+            without_deployment_id(object),
+            json!({"metadata": {"labels": {labels::SERVICE: "web"}}})
+        );
+    }
 }
 
 #[cfg(test)]

@@ -131,6 +131,35 @@ pub enum PreviewError {
     Request(#[from] RequestDeploymentError),
 }
 
+/// Why a release could not be compared with what runs.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error(transparent)]
+    Preview(#[from] PreviewError),
+    /// The cluster could not be read.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// One object of a rendered release beside its live counterpart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectDiff {
+    pub resource: ResourceRef,
+    /// The object as Kubernaut would apply it (without the deployment-id label, which
+    /// every deploy changes).
+    pub desired: serde_json::Value,
+    /// The live object cut down to the fields `desired` sets (see
+    /// [`crate::cluster::live_as_desired`]); `None` when the cluster has none.
+    pub live: Option<serde_json::Value>,
+}
+
+impl ObjectDiff {
+    /// Whether applying the release would change this object (or create it).
+    pub fn changes(&self) -> bool {
+        self.live.as_ref() != Some(&self.desired)
+    }
+}
+
 /// A rendered manifest for a target, nothing applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preview {
@@ -295,6 +324,46 @@ impl DeploymentService {
             text: rendered.text,
             objects,
         })
+    }
+
+    /// Compares the release rendered for a target with the live objects of the
+    /// target's cluster, object by object, reading the cluster and changing nothing.
+    ///
+    /// # Errors
+    /// [`DiffError::Preview`] as [`DeploymentService::preview`];
+    /// [`DiffError::Cluster`] when the cluster cannot be read.
+    pub async fn diff(
+        &self,
+        release: ReleaseId,
+        target: &Target,
+        attributes: &BTreeMap<AttributeName, String>,
+        caller: &Caller,
+    ) -> Result<Vec<ObjectDiff>, DiffError> {
+        let preview = self.preview(release, target, attributes, caller).await?;
+        let Some(handle) = self.planner.clusters.get(&target.cluster) else {
+            // The preview checked the cluster; a missing one cannot get here.
+            return Ok(Vec::new());
+        };
+        let desired: Vec<serde_json::Value> = preview
+            .objects
+            .into_iter()
+            .map(crate::cluster::without_deployment_id)
+            .collect();
+        let live = handle.cluster.read(&desired).await?;
+        Ok(desired
+            .into_iter()
+            .zip(live)
+            .map(|(desired, live)| ObjectDiff {
+                resource: crate::cluster::resource_ref_of(&desired),
+                live: live.map(|live| {
+                    crate::cluster::live_as_desired(
+                        &crate::cluster::without_deployment_id(live),
+                        &desired,
+                    )
+                }),
+                desired,
+            })
+            .collect())
     }
 
     /// Starts a deploy: renders, stores it `queued`, and has the engine drive it.

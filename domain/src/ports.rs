@@ -551,6 +551,15 @@ pub trait Cluster: Send + Sync + 'static {
     /// [`ClusterError::Unavailable`] when discovery cannot be asked.
     async fn kind_scopes(&self, kinds: &[KindRef]) -> Result<Vec<Option<KindScope>>, ClusterError>;
 
+    /// The live object of each of `objects` (found by `apiVersion`, `kind`,
+    /// `metadata.namespace` and `metadata.name`), in order; `None` where the cluster
+    /// has no such object, or does not serve its kind. Reads only.
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] when the cluster cannot be read;
+    /// [`ClusterError::Rejected`] when it refuses to show an object (forbidden).
+    async fn read(&self, objects: &[Value]) -> Result<Vec<Option<Value>>, ClusterError>;
+
     /// Whether the cluster answers, and its version.
     async fn status(&self) -> ClusterStatus;
 

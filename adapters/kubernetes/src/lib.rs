@@ -306,6 +306,10 @@ impl Cluster for KubernetesCluster {
         picture::picture(self, namespace, resources).await
     }
 
+    async fn read(&self, objects: &[Value]) -> Result<Vec<Option<Value>>, ClusterError> {
+        apply::read_all(self, objects).await
+    }
+
     async fn status(&self) -> ClusterStatus {
         match failures::retrying(&self.settings, || self.client.apiserver_version()).await {
             Ok(info) => ClusterStatus {

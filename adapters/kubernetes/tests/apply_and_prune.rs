@@ -274,3 +274,24 @@ async fn a_custom_resource_is_applied_after_its_definition_in_the_same_manifest(
         .expect("the widget is stored");
     assert_eq!(stored["spec"]["size"], json!(3));
 }
+
+#[tokio::test]
+async fn read_returns_each_live_object_and_none_for_what_is_not_there() {
+    let (sim, cluster) = start().await;
+    apply(&cluster, &[config_map("web-config")]).await;
+    let objects = [
+        config_map("web-config"),
+        config_map("not-applied"),
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": NAMESPACE}}),
+    ];
+    let live = cluster.read(&objects).await.expect("the cluster answers");
+    assert_eq!(live.len(), 3);
+    let stored = sim
+        .get_object("ConfigMap", NAMESPACE, "web-config")
+        .expect("applied");
+    let found = live[0].as_ref().expect("the applied object is read");
+    assert_eq!(found["metadata"]["uid"], stored["metadata"]["uid"]);
+    assert_eq!(found["data"], objects[0]["data"]);
+    assert_eq!(live[1], None, "never applied");
+    assert_eq!(live[2], None, "a kind the cluster does not serve");
+}
