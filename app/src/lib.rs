@@ -235,7 +235,8 @@ pub async fn connect_clusters(
                 cluster
                     .with_unschedulable_grace(grace)
                     .with_watch_grace(watch_grace)
-                    .with_clock_scale(config.clock_scale),
+                    .with_clock_scale(config.clock_scale)
+                    .with_max_requests(config.max_requests.get()),
             ),
         });
     }

@@ -120,6 +120,7 @@ impl Sandbox {
             context: None,
             in_cluster: false,
             clock_scale: options.time_scale,
+            max_requests: crate::settings::DEFAULT_MAX_REQUESTS,
             rules: ClusterSettings {
                 simulated: true,
                 ..ClusterSettings::default()

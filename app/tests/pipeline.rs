@@ -136,6 +136,7 @@ impl Pipeline {
             context: None,
             in_cluster: false,
             clock_scale: TIME_SCALE,
+            max_requests: kubernaut::settings::DEFAULT_MAX_REQUESTS,
             rules: Default::default(),
         }];
         settings.registries = vec![RegistryConfig {

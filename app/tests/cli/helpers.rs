@@ -77,6 +77,7 @@ async fn spawn_adjusted(sim: Option<Simulator>, adjust: impl FnOnce(&mut Setting
             context: None,
             in_cluster: false,
             clock_scale: TIME_SCALE,
+            max_requests: kubernaut::settings::DEFAULT_MAX_REQUESTS,
             rules: Default::default(),
         }];
     }
