@@ -678,7 +678,7 @@ mod tests {
         .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         let problem = body(response).await;
-        assert_eq!(problem["type"], "https://kubernaut.dev/problems/forbidden");
+        assert_eq!(problem["type"], "https://kubernaut.io/problems/forbidden");
         let detail = problem["detail"].as_str().unwrap_or_default();
         assert!(detail.contains("manage releases"), "{detail}");
         assert!(detail.contains("viewer@example.com"), "{detail}");

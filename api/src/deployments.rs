@@ -442,10 +442,16 @@ pub async fn create(
         .await
         .map_err(request_error)?;
     let deployment = match wait {
-        Some(wait) => service
-            .wait(deployment.id, wait, &caller)
-            .await
-            .map_err(|e| lookup_error(&deployment.id.to_string(), e))?,
+        Some(wait) => {
+            // Not held while waiting: its rendered objects are most of a waiting
+            // request's memory, and the wait reads the deployment again anyway.
+            let id = deployment.id;
+            drop(deployment);
+            service
+                .wait(id, wait, &caller)
+                .await
+                .map_err(|e| lookup_error(&id.to_string(), e))?
+        }
         None => deployment,
     };
     Ok(accepted(&deployment))
@@ -668,6 +674,102 @@ pub async fn list(
     }))
 }
 
+/// The query string of `GET /api/placements`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PlacementParameters {
+    /// Only this service.
+    #[param(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
+    service: Option<String>,
+    /// Only this cluster.
+    cluster: Option<String>,
+    /// Only this namespace.
+    #[param(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length = 63)]
+    namespace: Option<String>,
+}
+
+impl PlacementParameters {
+    fn into_query(self) -> Result<DeploymentQuery, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let service = self
+            .service
+            .and_then(|s| errors.check("service", ServiceName::parse(&s)));
+        let cluster = self
+            .cluster
+            .and_then(|c| errors.check("cluster", ClusterName::parse(&c)));
+        let namespace = self
+            .namespace
+            .and_then(|n| errors.check("namespace", Namespace::parse(&n)));
+        errors.into_result(|| DeploymentQuery {
+            service,
+            cluster,
+            namespace,
+            ..DeploymentQuery::default()
+        })
+    }
+}
+
+/// Where a service stands on one target.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Placement)]
+pub struct PlacementBody {
+    pub service: String,
+    pub cluster: String,
+    pub namespace: String,
+    /// The newest deployment that succeeded: what runs there now (`null`: none).
+    #[schema(required = true)]
+    pub running: Option<DeploymentBody>,
+    /// The newest deployment, of any status.
+    pub last: DeploymentBody,
+}
+
+/// Every target of the services asked about: not paged, nothing left out.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PlacementList)]
+pub struct PlacementListBody {
+    pub items: Vec<PlacementBody>,
+}
+
+/// `GET /api/placements`: what runs where, exactly, from the database's query.
+#[utoipa::path(
+    get,
+    path = "/api/placements",
+    operation_id = "listPlacements",
+    summary = "What version of each service runs on each target",
+    tag = "deployments",
+    params(PlacementParameters),
+    responses(
+        (status = 200, description = "For each (service, cluster, namespace) deployed to: the newest deployment and the newest that succeeded, ordered by service, cluster and namespace; every target, however many deployments there are", body = PlacementListBody),
+        (status = 400, description = "A bad query parameter (`errors` names it)"),
+    ),
+)]
+pub async fn placements(
+    Authenticated(caller): Authenticated,
+    service: Data<DeploymentService>,
+    parameters: web::Query<PlacementParameters>,
+) -> Result<HttpResponse, ApiError> {
+    let query = parameters
+        .into_inner()
+        .into_query()
+        .map_err(ApiError::malformed)?;
+    let placements = service
+        .placements(&query, &caller)
+        .await
+        .map_err(|error| lookup_error("", error))?;
+    let items = placements
+        .iter()
+        .map(|placement| PlacementBody {
+            service: placement.last.service.to_string(),
+            cluster: placement.last.target.cluster.to_string(),
+            namespace: placement.last.target.namespace.to_string(),
+            running: placement.running.as_ref().map(DeploymentBody::summary),
+            last: DeploymentBody::summary(&placement.last),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(PlacementListBody { items }))
+}
+
 /// What the event stream has sent so far.
 struct StreamState {
     service: DeploymentService,
@@ -702,11 +804,38 @@ fn sse(event: &str, data: &impl Serialize) -> String {
     format!("event: {event}\ndata: {data}\n\n")
 }
 
+/// A `timeline` event with its id: the entry's position in the timeline, counted from
+/// 1 (timelines only grow, so the position names the entry for good).
+fn timeline_event(position: usize, entry: &impl Serialize) -> String {
+    let data = serde_json::to_string(entry).unwrap_or_else(|_| "null".to_owned());
+    format!("id: {position}\nevent: timeline\ndata: {data}\n\n")
+}
+
+/// How many timeline entries a reconnecting client has already seen: its
+/// `Last-Event-ID` (the position of the last entry it got); 0 when absent or not one
+/// of ours.
+fn entries_seen(request: &HttpRequest) -> usize {
+    request
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+}
+
+/// How long a client should wait before reconnecting a broken stream, sent first.
+const STREAM_RETRY_MILLISECONDS: u64 = 1000;
+
 /// Everything new since the last call, and whether the stream is done.
 fn new_events(state: &mut StreamState, deployment: &Deployment) -> String {
     let mut out = String::new();
-    for entry in deployment.timeline.iter().skip(state.sent_entries) {
-        out.push_str(&sse("timeline", entry));
+    for (index, entry) in deployment
+        .timeline
+        .iter()
+        .enumerate()
+        .skip(state.sent_entries)
+    {
+        out.push_str(&timeline_event(index + 1, entry));
     }
     state.sent_entries = deployment.timeline.len().max(state.sent_entries);
     if state.last_status != Some(deployment.status) {
@@ -724,16 +853,21 @@ fn new_events(state: &mut StreamState, deployment: &Deployment) -> String {
 }
 
 /// `GET /api/deployments/{id}/events`: the timeline as Server-Sent Events, live until
-/// the verdict (`timeline`, `status` and a final `verdict` event).
+/// the verdict (`timeline`, `status` and a final `verdict` event). Each `timeline`
+/// event has an `id:` (its position); a client reconnecting with `Last-Event-ID` gets
+/// only the entries after that one, then the current status (and the verdict).
 #[utoipa::path(
     get,
     path = "/api/deployments/{id}/events",
     operation_id = "streamDeploymentEvents",
     summary = "Follow a deployment as Server-Sent Events",
     tag = "deployments",
-    params(("id" = uuid::Uuid, Path, description = "The deployment's id")),
+    params(
+        ("id" = uuid::Uuid, Path, description = "The deployment's id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last `timeline` event received (its position): only later entries are sent. Any other value is ignored, as Server-Sent Events want: the stream starts from the first entry"),
+    ),
     responses(
-        (status = 200, description = "Server-Sent Events: `timeline`, `status`, a final `verdict` (the deployment), or `error` when the stream's credential stops being valid; `: keep-alive` every 15 s", body = crate::openapi::ServerSentEvent, content_type = "text/event-stream"),
+        (status = 200, description = "Server-Sent Events: `timeline` (with `id:`, its position in the timeline), `status`, a final `verdict` (the deployment), or `error` when the stream's credential stops being valid; `: keep-alive` every 15 s. Send `Last-Event-ID` to resume after an entry", body = crate::openapi::ServerSentEvent, content_type = "text/event-stream"),
         (status = 404, description = "An unknown or malformed id"),
         (status = 429, description = "Too many streams open for this token or in all (`Retry-After`)"),
     ),
@@ -743,9 +877,11 @@ pub async fn events(
     service: Data<DeploymentService>,
     access: Data<AccessService>,
     streams: Data<StreamLimiter>,
+    request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = identity.caller;
+    let seen = entries_seen(&request);
     let deployment_id = parse_id(&id)?;
     // Held by the stream until it ends (or its client goes away).
     let held = streams.acquire(identity.token.to_string())?;
@@ -760,7 +896,7 @@ pub async fn events(
         caller,
         id: deployment_id,
         changes,
-        sent_entries: 0,
+        sent_entries: seen,
         last_status: None,
         finished: false,
         access: access.get_ref().clone(),
@@ -768,7 +904,12 @@ pub async fn events(
         credentials_changed,
         _held: held,
     };
-    let opening = new_events(&mut state, &first);
+    // `retry:` leads the first event's block (the opening always has one: the
+    // status), where every parser applies it.
+    let opening = format!(
+        "retry: {STREAM_RETRY_MILLISECONDS}\n{}",
+        new_events(&mut state, &first)
+    );
     let body = stream::unfold((state, Some(opening)), |(mut state, pending)| async move {
         if let Some(text) = pending {
             return Some((Ok::<_, actix_web::Error>(Bytes::from(text)), (state, None)));
@@ -836,5 +977,7 @@ pub async fn events(
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
+        // Never compressed: a compressor may hold an event back until more follow.
+        .insert_header(header::ContentEncoding::Identity)
         .streaming(body))
 }

@@ -81,6 +81,9 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
                     .route(web::get().to(clusters::preview)),
             )
             .service(
+                api_resource("/api/releases/{id}/diff", "GET").route(web::get().to(clusters::diff)),
+            )
+            .service(
                 api_resource("/api/deployments", "GET, POST")
                     .route(web::get().to(deployments::list))
                     .route(web::post().to(deployments::create)),
@@ -103,6 +106,10 @@ pub fn configure(services: ApiServices) -> impl FnOnce(&mut ServiceConfig) {
             .service(
                 api_resource("/api/deployments/{id}/rollback", "POST")
                     .route(web::post().to(deployments::rollback)),
+            )
+            .service(
+                api_resource("/api/placements", "GET")
+                    .route(web::get().to(deployments::placements)),
             )
             .service(api_resource("/api/dora", "GET").route(web::get().to(dora::figures)))
             .service(api_resource("/api/clusters", "GET").route(web::get().to(clusters::list)))

@@ -47,7 +47,9 @@ pub const UI_PATH: &str = "/api/docs";
         releases::get,
         releases::delete,
         clusters::preview,
+        clusters::diff,
         deployments::list,
+        deployments::placements,
         deployments::create,
         deployments::get,
         deployments::events,
@@ -396,8 +398,10 @@ pub struct TimelineEntry {
 }
 
 /// A Kubernetes object, named by kind and name (and namespace when it has one).
+/// `apiVersion` was `api_version` before 2026-12; that name is still accepted on input.
 #[derive(Debug, ToSchema)]
 pub struct ResourceRef {
+    #[serde(rename = "apiVersion")]
     pub api_version: String,
     pub kind: String,
     pub name: String,

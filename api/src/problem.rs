@@ -53,7 +53,7 @@ impl ProblemType {
     }
 
     pub fn uri(self) -> String {
-        format!("https://kubernaut.dev/problems/{}", self.slug())
+        format!("https://kubernaut.io/problems/{}", self.slug())
     }
 
     fn status(self) -> StatusCode {
@@ -94,7 +94,7 @@ impl ProblemType {
 /// The JSON body of a problem response.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
-    /// `https://kubernaut.dev/problems/<slug>`, one per kind of problem.
+    /// `https://kubernaut.io/problems/<slug>`, one per kind of problem.
     #[serde(rename = "type")]
     #[schema(format = "uri")]
     pub problem_type: String,
@@ -356,7 +356,7 @@ mod tests {
         let (status, content_type, body) = body_of(&ApiError::validation(errors)).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(content_type, PROBLEM_JSON);
-        assert_eq!(body["type"], "https://kubernaut.dev/problems/validation");
+        assert_eq!(body["type"], "https://kubernaut.io/problems/validation");
         assert_eq!(body["status"], 422);
         assert_eq!(body["title"], "The request has invalid fields");
         assert_eq!(body["errors"][0]["field"], "service");

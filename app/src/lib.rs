@@ -239,7 +239,8 @@ pub async fn connect_clusters(
                 cluster
                     .with_unschedulable_grace(grace)
                     .with_watch_grace(watch_grace)
-                    .with_clock_scale(config.clock_scale),
+                    .with_clock_scale(config.clock_scale)
+                    .with_max_requests(config.max_requests.get()),
             ),
         });
     }
@@ -376,6 +377,9 @@ impl Application {
                 .wrap(kubernaut_api::auth::security_headers_for(&security))
                 .wrap(from_fn(kubernaut_api::metrics::record_requests))
                 .wrap(TracingLogger::<RequestSpans>::new())
+                // Gzip for clients that accept it; the event stream opts out (it says
+                // `Content-Encoding: identity`) so that each event leaves at once.
+                .wrap(actix_web::middleware::Compress::default())
                 .configure(kubernaut_api::configure(services.clone()))
         })
         // Signals are ours (`run_until_stopped`): the engine stops before the server.

@@ -18,13 +18,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// A settings file layered over the built-in defaults (config/default.toml).
+    /// Server commands: a settings file layered over the built-in defaults
+    /// (config/default.toml). Client commands: the client configuration with the
+    /// contexts (default `$XDG_CONFIG_HOME/kubernaut/config.yaml`); they never read the
+    /// server's settings.
     #[arg(long, global = true, env = "KUBERNAUT_CONFIG")]
     config: Option<PathBuf>,
     /// Where the embedded database lives when `database.url` names none (default
     /// `$XDG_DATA_HOME/kubernaut` or `~/.local/share/kubernaut`).
     #[arg(long, global = true, env = "KUBERNAUT_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The client commands' server, token, context and output.
+    #[command(flatten)]
+    client: kubernaut::cli::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,6 +109,29 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        // The client talks to a server and never reads the server's settings: a bad
+        // `KUBERNAUT__...` variable in a CI job must not break `kubernaut deploy`.
+        Command::Client(command) => {
+            return match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(kubernaut::cli::run(
+                    command,
+                    cli.client,
+                    cli.config,
+                    Cli::command,
+                )),
+                Err(error) => {
+                    eprintln!("kubernaut: cannot start the runtime: {error}");
+                    ExitCode::from(3)
+                }
+            };
+        }
+        server => server,
+    };
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(mut settings) => {
             if let Some(dir) = &cli.data_dir {
@@ -125,12 +154,6 @@ fn main() -> ExitCode {
             eprintln!("kubernaut: cannot start the runtime: {error}");
             return ExitCode::FAILURE;
         }
-    };
-    let command = match cli.command {
-        Command::Client(command) => {
-            return runtime.block_on(kubernaut::cli::run(command, Cli::command));
-        }
-        server => server,
     };
     let outcome = runtime.block_on(async {
         match command {

@@ -120,6 +120,7 @@ impl Sandbox {
             context: None,
             in_cluster: false,
             clock_scale: options.time_scale,
+            max_requests: crate::settings::DEFAULT_MAX_REQUESTS,
             rules: ClusterSettings {
                 simulated: true,
                 ..ClusterSettings::default()
@@ -286,7 +287,7 @@ Try it from another shell:
   export KUBERNAUT_TOKEN={token}
   kubernaut release create --service hello --version 1 --image registry.local/hello:1 \\
     --template examples/hello-world/kubernetes.yaml --attr replicas=2
-  kubernaut deploy --service hello --version 1 --cluster {CLUSTER} --namespace staging --wait
+  kubernaut deploy --service hello --version 1 --cluster {CLUSTER} -n staging
 
 Images whose names contain crashloop, notfound, neverready, unschedulable or slow
 misbehave on purpose. Ctrl-C stops the sandbox.

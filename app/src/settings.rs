@@ -271,6 +271,12 @@ pub struct ClusterConfig {
     /// clusters; more for an accelerated simulator (`kube-sim --time-scale`).
     #[serde(default = "one")]
     pub clock_scale: f64,
+    /// How many requests to this cluster's API server (applies, prunes, diagnostics;
+    /// the shared watches aside) may be in flight at once; more wait for a slot. Each is
+    /// a connection of its own over HTTP/1.1, so this bounds what a burst of deploys
+    /// opens. At least 1.
+    #[serde(default = "sixty_four")]
+    pub max_requests: std::num::NonZeroUsize,
     #[serde(flatten)]
     pub rules: kubernaut_domain::cluster::ClusterSettings,
 }
@@ -281,6 +287,16 @@ fn sixty() -> u64 {
 
 fn one() -> f64 {
     1.0
+}
+
+/// Requests in flight to one cluster's API server unless `max_requests` says otherwise.
+pub const DEFAULT_MAX_REQUESTS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(64) {
+    Some(requests) => requests,
+    None => std::num::NonZeroUsize::MIN,
+};
+
+fn sixty_four() -> std::num::NonZeroUsize {
+    DEFAULT_MAX_REQUESTS
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -451,6 +467,23 @@ mod tests {
         assert!(!settings.security.trust_forwarded_headers);
         assert!(settings.security.session_key.is_none());
         assert_eq!(settings.server.client_request_timeout_seconds, 10);
+    }
+
+    #[test]
+    fn a_cluster_bounds_its_requests_at_64_unless_told_and_never_at_0() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[[clusters]]\nname = \"a\"\n\n[[clusters]]\nname = \"b\"\nmax_requests = 8\n",
+        )
+        .expect("write");
+        let settings = Settings::load(Some(&path)).expect("settings");
+        assert_eq!(settings.clusters[0].max_requests.get(), 64);
+        assert_eq!(settings.clusters[1].max_requests.get(), 8);
+        std::fs::write(&path, "[[clusters]]\nname = \"a\"\nmax_requests = 0\n").expect("write");
+        let error = Settings::load(Some(&path)).expect_err("0 is refused");
+        assert!(error.to_string().contains("max_requests"), "{error}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A browser drives the pages: headless Chromium, through chromedriver, against a
 //! Kubernaut server and the simulated cluster. It opens the home page, follows the
-//! failed deployment to its diagnostics, and saves screenshots to `docs/screenshots`.
+//! failed deployment to its diagnostics, and saves screenshots (to the target directory,
+//! or to `docs/screenshots` with `KUBERNAUT_UPDATE_SCREENSHOTS=1`).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (CI installs them); skips, saying
 //! why, when they are missing.
@@ -224,6 +225,55 @@ impl Browser {
         }
     }
 
+    /// Runs `body` (a function body) in the page and returns what it returns.
+    async fn script(&self, body: &str) -> Value {
+        self.post("/execute/sync", json!({ "script": body, "args": [] }))
+            .await
+    }
+
+    /// Waits until `body` returns `true` in the page.
+    async fn wait_until(&self, what: &str, body: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let answer = self
+                .client
+                .post(format!("{}/execute/sync", self.session))
+                .json(&json!({ "script": body, "args": [] }))
+                .send()
+                .await
+                .expect("script request");
+            // A page being replaced answers an error; ask again.
+            if answer.status().is_success() {
+                let value: Value = answer.json().await.expect("script JSON");
+                if value["value"] == true {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not seen in time on {}",
+                self.current_url().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the page's address contains `part`.
+    async fn wait_for_url(&self, part: &str) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let url = self.current_url().await;
+            if url.contains(part) {
+                return url;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still at {url}, waiting for {part}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn current_url(&self) -> String {
         self.get("/url")
             .await
@@ -232,19 +282,15 @@ impl Browser {
             .to_owned()
     }
 
-    /// Saves a PNG of the window to `docs/screenshots/NAME.png`, checking it holds one.
+    /// Saves a PNG of the window as `NAME.png`, checking it shows something (see
+    /// [`screenshot_directory`]).
     async fn screenshot(&self, name: &str) -> PathBuf {
         let encoded = self.get("/screenshot").await;
         let png = STANDARD
             .decode(encoded.as_str().expect("a base64 screenshot"))
             .expect("valid base64");
-        assert!(
-            png.len() > 1000,
-            "{name}: a screenshot of {} bytes",
-            png.len()
-        );
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}: not a PNG");
-        let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+        assert_not_blank(name, &png);
+        let directory = screenshot_directory();
         std::fs::create_dir_all(&directory).expect("the screenshots directory");
         let path = directory.join(format!("{name}.png"));
         std::fs::write(&path, &png).expect("the screenshot is written");
@@ -258,6 +304,46 @@ impl Browser {
     async fn close(self) {
         let _ = self.client.delete(&self.session).send().await;
     }
+}
+
+/// Where screenshots go: `docs/screenshots` when `KUBERNAUT_UPDATE_SCREENSHOTS=1` (to
+/// refresh the committed ones), else a directory under the target directory, so that
+/// `cargo test` leaves the work tree as it found it.
+fn screenshot_directory() -> PathBuf {
+    if std::env::var("KUBERNAUT_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+    }
+}
+
+/// Fails unless `png` decodes to a picture with some content: many colours, and no
+/// single colour covering nearly all of it (a blank or half-painted page).
+fn assert_not_blank(name: &str, png: &[u8]) {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}: not a PNG");
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .unwrap_or_else(|error| panic!("{name}: an unreadable PNG: {error}"));
+    let mut pixels = vec![0; reader.output_buffer_size().expect("a PNG of sane size")];
+    let frame = reader
+        .next_frame(&mut pixels)
+        .unwrap_or_else(|error| panic!("{name}: an unreadable PNG: {error}"));
+    let channels = frame.color_type.samples();
+    let mut counts: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    for pixel in pixels[..frame.buffer_size()].chunks_exact(channels) {
+        *counts.entry(pixel).or_default() += 1;
+    }
+    let total = (frame.width * frame.height) as usize;
+    let commonest = counts.values().copied().max().unwrap_or(0);
+    assert!(
+        counts.len() >= 16,
+        "{name}: a picture of {} colours only",
+        counts.len()
+    );
+    assert!(
+        commonest * 100 < total * 97,
+        "{name}: one colour covers {commonest} of {total} pixels"
+    );
 }
 
 /// Sends a WebDriver command, failing the test on an error answer.
@@ -338,6 +424,198 @@ async fn a_browser_follows_a_failed_deployment_from_the_home_page_to_its_diagnos
         .await;
     browser.find("#diagnosis-heading").await;
     browser.screenshot("deployment-failed-phone").await;
+
+    browser.close().await;
+}
+
+/// The deployment id at the end of a page's address.
+fn deployment_of(url: &str) -> String {
+    url.rsplit_once("/deployments/")
+        .map(|(_, id)| id.trim_end_matches(['#', '?']).to_owned())
+        .unwrap_or_else(|| panic!("not a deployment's page: {url}"))
+}
+
+/// Whether the page fits a phone's width (nothing scrolls the whole page sideways).
+const FITS: &str = "return document.documentElement.scrollWidth <= window.innerWidth + 1;";
+
+#[tokio::test]
+async fn a_person_deploys_watches_the_verdict_live_rolls_back_and_cancels_from_the_pages() {
+    let (Some(chromium), Some(chromedriver)) =
+        (first_existing(&CHROMIUM), first_existing(&CHROMEDRIVER))
+    else {
+        eprintln!(
+            "skipped: the browser test needs Chromium and chromedriver \
+             (Debian packages chromium and chromium-driver)"
+        );
+        return;
+    };
+    let Seeded { app, .. } = seeded_app().await;
+    // 1.1.0's pods take a few real seconds to start (40 simulated seconds each, within
+    // the template's progress deadline of 60): long enough to watch it live.
+    app.make_slow("registry.local/web:1.1.0", 40);
+    let newer = app.api_get("/api/releases?service=web&version=1.1.0").await;
+    let newer_id = newer["items"][0]["id"].as_str().expect("an id").to_owned();
+    let driver = Driver::start(&chromedriver).await;
+    let profile = tempfile::tempdir().expect("a browser profile directory");
+    let browser = Browser::open(&driver, &chromium, profile.path()).await;
+    browser.sign_in(&app.url(""), &app.token).await;
+
+    // Deploy from the release page: choose the target, preview, confirm.
+    browser
+        .visit(&app.url(&format!("/releases/{newer_id}")))
+        .await;
+    // From the keyboard: Enter in the namespace field asks for the preview.
+    browser
+        .type_into("#deploy-attributes", "greeting=hello")
+        .await;
+    browser.type_into("#deploy-namespace", "shop\u{E007}").await;
+    browser.find("#confirm-deploy").await;
+    let preview = browser.text_of("section.confirm pre").await;
+    assert!(preview.contains("registry.local/web:1.1.0"), "{preview}");
+    browser.screenshot("deploy-preview").await;
+    browser
+        .click("#confirm-deploy button[type=\"submit\"]")
+        .await;
+    let url = browser.wait_for_url("/deployments/").await;
+    let deployed = deployment_of(&url);
+
+    // The page follows the rollout: the picture shows the new pods coming up beside
+    // the old ones, and the verdict arrives on the timeline without a reload.
+    browser
+        .script("window.kubernautSamePage = true; return true;")
+        .await;
+    browser.find("#live-note").await;
+    browser
+        .wait_until(
+            "the new pods starting",
+            "return !!document.querySelector('#rollout-picture .revision-new .pod-updating');",
+        )
+        .await;
+    browser.screenshot("deployment-rolling-out").await;
+    browser
+        .wait_until(
+            "the verdict, live",
+            "return !!document.querySelector('#timeline li.verdict') && window.kubernautSamePage === true \
+             && document.getElementById('deployment-status').textContent.trim() === 'succeeded';",
+        )
+        .await;
+    // Then the page shows the finished deployment as it is now.
+    browser
+        .wait_until(
+            "the finished page",
+            "return !document.getElementById('live-note') && !!document.getElementById('rollback-deployment');",
+        )
+        .await;
+    assert_eq!(browser.text_of("#deployment-status").await, "succeeded");
+    assert_eq!(
+        browser
+            .script("return document.querySelectorAll('#rollout-picture .revision-new .pod-ready').length;")
+            .await,
+        2
+    );
+    browser.screenshot("deployment-succeeded").await;
+    let api = app.api_get(&format!("/api/deployments/{deployed}")).await;
+    assert_eq!(api["status"], "succeeded");
+    assert_eq!(api["attributes"]["greeting"], "hello");
+
+    // Roll back: 1.0.0 again, on a new deployment's page.
+    browser.click("#rollback-deployment").await;
+    browser
+        .wait_until(
+            "the rollback's page",
+            &format!("return location.pathname.startsWith('/deployments/') && !location.pathname.endsWith('{deployed}');"),
+        )
+        .await;
+    let rollback = deployment_of(&browser.current_url().await);
+    let finished = app.verdict_of(&rollback).await;
+    assert_eq!(finished["rollback_of"], deployed.as_str(), "{finished}");
+    assert_eq!(finished["version"], "1.0.0");
+    browser
+        .wait_until(
+            "the rollback's verdict",
+            "return document.getElementById('deployment-status').textContent.trim() === 'succeeded' && !!document.getElementById('rollback-deployment');",
+        )
+        .await;
+    let facts = browser.text_of("dl.facts").await;
+    assert!(facts.contains(&deployed), "{facts}");
+    browser.screenshot("rollback").await;
+
+    // Cancel a slow rollout.
+    app.make_slow("registry.local/web:2.0.0", 3600);
+    let slow = app
+        .release("web", "2.0.0", "registry.local/web:2.0.0")
+        .await;
+    let slow_id = slow["id"].as_str().expect("an id");
+    browser
+        .visit(&app.url(&format!(
+            "/releases/{slow_id}/deploy?cluster=sim&namespace=shop"
+        )))
+        .await;
+    browser
+        .click("#confirm-deploy button[type=\"submit\"]")
+        .await;
+    browser.find("#cancel-deployment").await;
+    let running = deployment_of(&browser.current_url().await);
+    browser
+        .wait_until(
+            "the slow pods",
+            "return !!document.querySelector('#rollout-picture .revision-new .pod-updating') && !!document.querySelector('#rollout-picture .revision-old .pod-ready');",
+        )
+        .await;
+    browser.click("#cancel-deployment").await;
+    browser
+        .wait_until(
+            "the cancelled page",
+            "return document.getElementById('deployment-status').textContent.trim() === 'cancelled';",
+        )
+        .await;
+    assert_eq!(
+        app.api_get(&format!("/api/deployments/{running}")).await["status"],
+        "cancelled"
+    );
+    let timeline = browser.text_of("#timeline li.verdict").await;
+    assert!(timeline.contains("cancelled by ui-admin"), "{timeline}");
+    browser.screenshot("cancelled").await;
+
+    // How deploys go: the charts of the fleet and of the service.
+    browser.visit(&app.url("/")).await;
+    browser.find("svg#fleet-per-day[role=\"img\"]").await;
+    browser
+        .script("document.getElementById('fleet-heading').scrollIntoView(); return true;")
+        .await;
+    browser.screenshot("home-chart").await;
+    browser.visit(&app.url("/services/web")).await;
+    browser.find("svg#service-durations").await;
+    browser
+        .script("document.getElementById('delivery-heading').scrollIntoView(); return true;")
+        .await;
+    browser.screenshot("service-charts").await;
+
+    // A phone: the deploy form and the live picture fit a narrow window.
+    browser.resize(390, 844).await;
+    browser
+        .visit(&app.url(&format!(
+            "/releases/{newer_id}/deploy?cluster=sim&namespace=shop"
+        )))
+        .await;
+    browser.find("#confirm-deploy").await;
+    browser
+        .wait_until("the deploy page fits a phone", FITS)
+        .await;
+    browser.screenshot("deploy-phone").await;
+    browser
+        .visit(&app.url(&format!("/deployments/{running}")))
+        .await;
+    browser.find("#rollout-picture").await;
+    browser
+        .wait_until("the deployment page fits a phone", FITS)
+        .await;
+    browser
+        .script("document.getElementById('rollout-heading').scrollIntoView(); return true;")
+        .await;
+    browser.screenshot("deployment-phone").await;
+    browser.visit(&app.url("/services/web")).await;
+    browser.wait_until("the charts fit a phone", FITS).await;
 
     browser.close().await;
 }

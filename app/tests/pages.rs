@@ -6,7 +6,7 @@ mod session;
 mod ui_support;
 
 use serde_json::Value;
-use session::{form_body, no_redirects, set_cookies, sign_in_with};
+use session::{csrf_field, form_body, no_redirects, set_cookies, sign_in_with};
 use ui_support::{Seeded, UiApp, seeded_app};
 
 /// A page as a browser gets it: status, content type and HTML.
@@ -277,7 +277,7 @@ async fn the_service_and_cluster_pages_show_where_each_version_went() {
         &html,
         &[
             "Service web",
-            "<th scope=\"row\">sim/shop</th>",
+            "aria-label=\"How web ships on sim/shop\">sim/shop</a></th>",
             &format!(
                 "<a href=\"/deployments/{}\">1.0.0</a>",
                 text(&succeeded["id"])
@@ -466,5 +466,669 @@ async fn pages_carry_the_security_headers() {
     assert_eq!(
         headers.get("referrer-policy").and_then(|v| v.to_str().ok()),
         Some("same-origin")
+    );
+}
+
+/// What a form's POST answered: status, `Location` and body.
+struct Posted {
+    status: u16,
+    location: String,
+    html: String,
+}
+
+/// POSTs `fields` to `path` as the signed-in admin's browser does (same origin).
+async fn post_form(app: &UiApp, path: &str, fields: &[(&str, &str)]) -> Posted {
+    let response = signed_in(app)
+        .await
+        .post(app.url(path))
+        .header(reqwest::header::ORIGIN, app.url(""))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form_body(fields))
+        .send()
+        .await
+        .expect("form request");
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let html = response.text().await.expect("form answer");
+    Posted {
+        status,
+        location,
+        html,
+    }
+}
+
+/// The hidden fields of the form with id `form_id` in `html`, as sent.
+fn hidden_fields(html: &str, form_id: &str) -> Vec<(String, String)> {
+    let start = html
+        .find(&format!("id=\"{form_id}\""))
+        .unwrap_or_else(|| panic!("no form {form_id} in:\n{html}"));
+    let form = &html[start..start + html[start..].find("</form>").expect("the form's end")];
+    form.split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|tag| {
+            let attribute = |name: &str| {
+                tag.split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (attribute("name"), attribute("value"))
+        })
+        .collect()
+}
+
+/// The id at the end of a `/deployments/{id}` location.
+fn deployment_id_of(location: &str) -> String {
+    location
+        .strip_prefix("/deployments/")
+        .unwrap_or_else(|| panic!("not a deployment's page: {location}"))
+        .to_owned()
+}
+
+/// The rows of the table with id `table_id`, as the text of their cells.
+fn table_rows(html: &str, table_id: &str) -> Vec<Vec<String>> {
+    let start = html
+        .find(&format!("id=\"{table_id}\""))
+        .unwrap_or_else(|| panic!("no table {table_id} in:\n{html}"));
+    let table = &html[start..start + html[start..].find("</table>").expect("the table's end")];
+    let body = table.split("<tbody>").nth(1).unwrap_or_default();
+    body.split("<tr>")
+        .skip(1)
+        .map(|row| {
+            row.split(['<', '>'])
+                .collect::<Vec<_>>()
+                .windows(2)
+                .filter(|pair| pair[0].starts_with("th") || pair[0].starts_with("td"))
+                .map(|pair| pair[1].to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_release_is_deployed_from_its_page_after_a_preview_and_the_deploy_is_audited() {
+    let Seeded { app, .. } = seeded_app().await;
+    let releases = app.api_get("/api/releases?service=web&version=1.1.0").await;
+    let release_id = text(&releases["items"][0]["id"]).to_owned();
+    let html = page(&app, &format!("/releases/{release_id}")).await;
+    assert_contains(
+        &html,
+        &[
+            &format!("action=\"/releases/{release_id}/deploy\""),
+            "<label for=\"deploy-cluster\">Cluster</label>",
+            "<option value=\"sim\" selected>sim</option>",
+            "<label for=\"deploy-namespace\">Namespace</label>",
+            // The namespace in use is suggested.
+            "<datalist id=\"deploy-namespaces\"><option value=\"shop\">",
+            "<label for=\"deploy-attributes\">Deploy-time attributes</label>",
+        ],
+    );
+
+    // The preview: the manifest as it would be applied, with a deploy-time attribute.
+    let preview_path = format!(
+        "/releases/{release_id}/deploy?cluster=sim&namespace=shop&attributes=region%3Dsomewhere-else&sent=1&prune=on"
+    );
+    let html = page(&app, &preview_path).await;
+    assert_contains(
+        &html,
+        &[
+            "Deploy to sim/shop?",
+            "registry.local/web:1.1.0",
+            "region: &#34;somewhere-else&#34;",
+            "Deploy web 1.1.0 to sim/shop</button>",
+        ],
+    );
+    assert!(!html.contains("eu-sim"), "the attribute wins: {html}");
+    let mut fields = hidden_fields(&html, "confirm-deploy");
+    assert!(
+        fields
+            .iter()
+            .any(|(name, value)| name == "csrf" && !value.is_empty()),
+        "{fields:?}"
+    );
+
+    // Without the session's CSRF token, nothing is deployed.
+    let forged: Vec<(&str, &str)> = fields
+        .iter()
+        .filter(|(name, _)| name != "csrf")
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let refused = post_form(&app, &format!("/releases/{release_id}/deploy"), &forged).await;
+    assert_eq!(refused.status, 403, "{}", refused.html);
+
+    fields.retain(|(name, _)| !name.is_empty());
+    let sent: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let posted = post_form(&app, &format!("/releases/{release_id}/deploy"), &sent).await;
+    assert_eq!(posted.status, 303, "{}", posted.html);
+    let id = deployment_id_of(&posted.location);
+    let deployment = app.verdict_of(&id).await;
+    assert_eq!(deployment["status"], "succeeded", "{deployment}");
+    assert_eq!(deployment["release_id"], release_id.as_str());
+    assert_eq!(deployment["requested_by"], "ui-admin");
+    assert_eq!(deployment["attributes"]["region"], "somewhere-else");
+    let audit = app
+        .api_get(&format!(
+            "/api/audit?action=deployment.requested&target=deployment/{id}"
+        ))
+        .await;
+    assert_eq!(audit["items"][0]["actor"], "ui-admin", "{audit}");
+
+    // Its page: the verdict marked on the timeline, the picture of the rollout with
+    // both new pods ready and no old one left, and the actions of a finished deploy.
+    let html = page(&app, &format!("/deployments/{id}")).await;
+    assert_contains(
+        &html,
+        &[
+            "<strong class=\"verdict-mark\">Verdict</strong>",
+            "data-resource=\"Deployment/web\"",
+            "<dd class=\"count-desired\">2</dd>",
+            "<dd class=\"count-ready\">2</dd>",
+            "<h4>New revision: 2 pods</h4>",
+            "id=\"rollback-deployment\"",
+            "id=\"rollout-status\" class=\"visually-hidden\" aria-live=\"polite\"",
+        ],
+    );
+    let (new_revision, old_revisions) = html
+        .split_once("class=\"revision revision-old\"")
+        .expect("the older revisions");
+    assert_eq!(
+        new_revision.matches("class=\"pod pod-ready\"").count(),
+        2,
+        "{html}"
+    );
+    // The old pods are gone, or going.
+    let old_revisions = &old_revisions[..old_revisions.find("</div>").expect("its end")];
+    assert!(
+        !["pod-ready", "pod-updating", "pod-failing"]
+            .iter()
+            .any(|state| old_revisions.contains(state)),
+        "{html}"
+    );
+    assert!(!html.contains("id=\"cancel-deployment\""), "{html}");
+    // The same picture as a fragment, for the page's script.
+    let fragment = get(&app, &format!("/deployments/{id}/rollout")).await;
+    assert_eq!(fragment.status, 200);
+    assert!(
+        fragment.html.starts_with("<div id=\"rollout-picture\""),
+        "{}",
+        fragment.html
+    );
+    assert!(
+        fragment.html.contains("<h4>New revision: 2 pods</h4>"),
+        "{}",
+        fragment.html
+    );
+}
+
+#[tokio::test]
+async fn a_refused_deploy_says_why_in_the_form() {
+    let Seeded { app, .. } = seeded_app().await;
+    // A release whose template needs a variable nobody supplies.
+    let response = reqwest::Client::new()
+        .post(app.url("/api/releases"))
+        .bearer_auth(&app.token)
+        .json(&serde_json::json!({
+            "service": "needy",
+            "version": "1",
+            "image": "registry.local/needy:1",
+            "template": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: needy\ndata:\n  owner: \"{{ owner }}\"\n",
+        }))
+        .send()
+        .await
+        .expect("release request");
+    assert_eq!(response.status(), 201);
+    let needy: Value = response.json().await.expect("release JSON");
+    let needy_id = text(&needy["id"]).to_owned();
+    let html = page(&app, &format!("/releases/{needy_id}")).await;
+    assert_contains(
+        &html,
+        &["<label for=\"deploy-var-owner\">Variable <code>owner</code></label>"],
+    );
+    let missing = get(
+        &app,
+        &format!("/releases/{needy_id}/deploy?cluster=sim&namespace=shop&sent=1"),
+    )
+    .await;
+    assert_eq!(missing.status, 422, "{}", missing.html);
+    assert_contains(
+        &missing.html,
+        &[
+            "role=\"alert\"",
+            "<code>attributes</code>",
+            "does not supply: owner",
+        ],
+    );
+    assert!(!missing.html.contains("id=\"confirm-deploy\""));
+    // Posted anyway (a stale confirmation): the same answer, nothing started.
+    let csrf = csrf_field(&page(&app, &format!("/releases/{needy_id}")).await).expect("csrf");
+    let posted = post_form(
+        &app,
+        &format!("/releases/{needy_id}/deploy"),
+        &[
+            ("csrf", &csrf),
+            ("cluster", "sim"),
+            ("namespace", "shop"),
+            ("sent", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(posted.status, 422, "{}", posted.html);
+    assert!(
+        posted.html.contains("does not supply: owner"),
+        "{}",
+        posted.html
+    );
+    // Supplied in its field, it renders.
+    let html = page(
+        &app,
+        &format!(
+            "/releases/{needy_id}/deploy?cluster=sim&namespace=shop&var.owner=payments&sent=1"
+        ),
+    )
+    .await;
+    assert_contains(
+        &html,
+        &["owner: &#34;payments&#34;", "id=\"confirm-deploy\""],
+    );
+
+    // A bad namespace is named.
+    let bad = get(
+        &app,
+        &format!("/releases/{needy_id}/deploy?cluster=sim&namespace=Not_A_Namespace&sent=1"),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.html);
+    assert_contains(&bad.html, &["<code>namespace</code>"]);
+
+    // An active deployment of the service on the target: 409, with a link to it.
+    app.make_slow("registry.local/web:slow", 3600);
+    app.release("web", "2.0.0", "registry.local/web:slow").await;
+    let slow = app.api_get("/api/releases?service=web&version=2.0.0").await;
+    let slow_id = text(&slow["items"][0]["id"]).to_owned();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("cluster", "sim"),
+        ("namespace", "shop"),
+        ("sent", "1"),
+        ("prune", "on"),
+    ];
+    let first = post_form(&app, &format!("/releases/{slow_id}/deploy"), &fields).await;
+    assert_eq!(first.status, 303, "{}", first.html);
+    let active = deployment_id_of(&first.location);
+    let second = post_form(&app, &format!("/releases/{slow_id}/deploy"), &fields).await;
+    assert_eq!(second.status, 409, "{}", second.html);
+    assert_contains(
+        &second.html,
+        &[
+            "role=\"alert\"",
+            "is still active",
+            &format!("<a href=\"/deployments/{active}\">Open the active deployment</a>"),
+        ],
+    );
+
+    // The running deployment's page offers to cancel; once the new pods exist, its
+    // picture shows them starting beside the old ones still serving.
+    let html = page(&app, &format!("/deployments/{active}")).await;
+    assert_contains(
+        &html,
+        &["id=\"cancel-deployment\"", "data-picture=\"/deployments/"],
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let html = loop {
+        let fragment = get(&app, &format!("/deployments/{active}/rollout")).await;
+        let (new_revision, old_revisions) = fragment
+            .html
+            .split_once("class=\"revision revision-old\"")
+            .unwrap_or_default();
+        if new_revision.contains("class=\"pod pod-updating\"")
+            && old_revisions.contains("class=\"pod pod-ready\"")
+        {
+            break fragment.html;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new pod seen starting beside the old ones: {}",
+            fragment.html
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_contains(&html, &["<dd class=\"count-desired\">2</dd>"]);
+    let cancelled = post_form(
+        &app,
+        &format!("/deployments/{active}/cancel"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(cancelled.status, 303, "{}", cancelled.html);
+    assert_eq!(cancelled.location, format!("/deployments/{active}"));
+    let deployment = app.verdict_of(&active).await;
+    assert_eq!(deployment["status"], "cancelled");
+    // Cancelled twice: the page says it already ended.
+    let again = post_form(
+        &app,
+        &format!("/deployments/{active}/cancel"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(again.status, 409, "{}", again.html);
+    assert_contains(
+        &again.html,
+        &["id=\"action-error\"", "already ended (cancelled)"],
+    );
+    let audit = app
+        .api_get(&format!(
+            "/api/audit?action=deployment.cancelled&target=deployment/{active}"
+        ))
+        .await;
+    assert_eq!(audit["items"][0]["actor"], "ui-admin", "{audit}");
+}
+
+#[tokio::test]
+async fn a_deployment_is_rolled_back_from_its_page_when_there_is_something_to_roll_back_to() {
+    let Seeded {
+        app,
+        succeeded,
+        failed,
+    } = seeded_app().await;
+    let csrf = csrf_field(&page(&app, "/").await).expect("csrf");
+    // crashy never succeeded anywhere: nothing to roll back to.
+    let failed_id = text(&failed["id"]);
+    let nothing = post_form(
+        &app,
+        &format!("/deployments/{failed_id}/rollback"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(nothing.status, 409, "{}", nothing.html);
+    assert_contains(
+        &nothing.html,
+        &["id=\"action-error\"", "no earlier release succeeded"],
+    );
+
+    // web 1.1.0 succeeds after 1.0.0; rolling it back deploys 1.0.0 again.
+    let newer = app.deploy_and_wait("web", "1.1.0").await;
+    assert_eq!(newer["status"], "succeeded", "{newer}");
+    let newer_id = text(&newer["id"]);
+    let rolled = post_form(
+        &app,
+        &format!("/deployments/{newer_id}/rollback"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(rolled.status, 303, "{}", rolled.html);
+    let rollback = app.verdict_of(&deployment_id_of(&rolled.location)).await;
+    assert_eq!(rollback["rollback_of"], newer_id, "{rollback}");
+    assert_eq!(
+        rollback["release_id"], succeeded["release_id"],
+        "{rollback}"
+    );
+    assert_eq!(rollback["status"], "succeeded", "{rollback}");
+    // The rolled-back deployment's page no longer draws the cluster's picture, which
+    // is the rollback's now: it points there.
+    let rollback_id = text(&rollback["id"]);
+    let html = page(&app, &format!("/deployments/{newer_id}")).await;
+    assert_contains(
+        &html,
+        &[&format!(
+            "the cluster now shows <a href=\"/deployments/{rollback_id}\">its rollout</a>"
+        )],
+    );
+    assert!(!html.contains("data-resource=\"Deployment/web\""), "{html}");
+    let audit = app
+        .api_get("/api/audit?action=deployment.rolled_back")
+        .await;
+    assert_eq!(audit["items"][0]["actor"], "ui-admin", "{audit}");
+    // Without the CSRF token: refused.
+    let forged = post_form(&app, &format!("/deployments/{newer_id}/rollback"), &[]).await;
+    assert_eq!(forged.status, 403);
+}
+
+/// Whole seconds between two RFC 3339 times, as the charts' tables write them (the
+/// simulated cluster is fast: under a minute).
+fn seconds_between(from: &Value, to: &Value) -> u64 {
+    let parse = |value: &Value| {
+        chrono::DateTime::parse_from_rfc3339(text(value)).expect("an RFC 3339 time")
+    };
+    let seconds = (parse(to) - parse(from))
+        .to_std()
+        .expect("a positive duration")
+        .as_secs();
+    assert!(seconds < 60, "{seconds} s: written in minutes");
+    seconds
+}
+
+#[tokio::test]
+async fn the_charts_count_and_time_the_deployments_that_made_them() {
+    let Seeded {
+        app,
+        succeeded,
+        failed,
+    } = seeded_app().await;
+    let today = chrono::Utc::now().date_naive().to_string();
+    // The fleet: two deploys today, one failed.
+    let html = page(&app, "/").await;
+    assert_contains(
+        &html,
+        &[
+            "<svg class=\"chart-svg\" id=\"fleet-per-day\" role=\"img\" aria-labelledby=\"fleet-per-day-title fleet-per-day-desc\"",
+            "<title id=\"fleet-per-day-title\">Deploys per day across the fleet</title>",
+            "2 deploys over the last 14 days, 1 of them failed",
+            "class=\"fail-mark\"",
+        ],
+    );
+    assert_eq!(
+        table_rows(&html, "fleet-per-day-table"),
+        [vec![
+            today.clone(),
+            "2".into(),
+            "1".into(),
+            "1".into(),
+            "0".into()
+        ]]
+    );
+
+    // web: one deploy, rolled out in the time between its start and its verdict.
+    let html = page(&app, "/services/web").await;
+    let rows = table_rows(&html, "service-durations-table");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let took = seconds_between(&succeeded["started_at"], &succeeded["finished_at"]);
+    assert_eq!(rows[0][1], "1.0.0");
+    assert_eq!(rows[0][2], "sim/shop");
+    assert_eq!(rows[0][4], "succeeded");
+    assert_eq!(rows[0][5], format!("{took} s"), "{rows:?}");
+    // The DORA four: one success in 30 days, no failed change, and the lead time from
+    // the release's registration to the verdict.
+    let release = app
+        .api_get(&format!("/api/releases/{}", text(&succeeded["release_id"])))
+        .await;
+    let lead = seconds_between(&release["created_at"], &succeeded["finished_at"]);
+    let dora = table_rows(&html, "dora-table");
+    assert_eq!(
+        dora,
+        [vec![
+            "sim/shop".to_owned(),
+            "1".into(),
+            "0.03 a day".into(),
+            "0 %".into(),
+            format!("{lead} s"),
+            "none".into(),
+        ]]
+    );
+    for id in [
+        "dora-frequency",
+        "dora-failure-rate",
+        "dora-lead-time",
+        "dora-restore",
+    ] {
+        assert!(
+            html.contains(&format!(
+                "<svg class=\"chart-svg\" id=\"{id}\" role=\"img\""
+            )) || html.contains(&format!("id=\"{id}-caption\"")),
+            "{id}: {html}"
+        );
+    }
+
+    // crashy on its target: one failed rollout, failing since its verdict.
+    let html = page(&app, "/services/crashy?target=sim/shop&days=7").await;
+    let rows = table_rows(&html, "service-durations-table");
+    let took = seconds_between(&failed["started_at"], &failed["finished_at"]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][4], "failed");
+    assert_eq!(rows[0][5], format!("{took} s"));
+    assert_eq!(
+        table_rows(&html, "service-per-day-table"),
+        [vec![today, "1".into(), "0".into(), "1".into(), "0".into()]]
+    );
+    assert_contains(
+        &html,
+        &["How crashy ships on sim/shop", "100 %", "failing since"],
+    );
+    // A target it never went to is said, not a 500.
+    let html = page(&app, "/services/crashy?target=sim/elsewhere&days=0").await;
+    assert_contains(&html, &["never deployed to sim/elsewhere", "from 1 to 365"]);
+}
+
+/// A token for a new account with `grants`, made through the API as the admin.
+async fn token_for(app: &UiApp, name: &str, grants: Value) -> String {
+    let admin = reqwest::Client::new();
+    let created = admin
+        .post(app.url("/api/accounts"))
+        .bearer_auth(&app.token)
+        .json(&serde_json::json!({ "name": name, "grants": grants }))
+        .send()
+        .await
+        .expect("account request");
+    assert_eq!(created.status(), 201, "{name}");
+    let issued: Value = admin
+        .post(app.url("/api/tokens"))
+        .bearer_auth(&app.token)
+        .json(&serde_json::json!({ "name": "laptop", "account": name }))
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token JSON");
+    text(&issued["secret"]).to_owned()
+}
+
+#[tokio::test]
+async fn only_those_who_may_deploy_get_the_forms_and_the_domain_checks_the_target() {
+    let Seeded { app, succeeded, .. } = seeded_app().await;
+    let release = text(&succeeded["release_id"]).to_owned();
+    let deployment = text(&succeeded["id"]).to_owned();
+
+    // A viewer: no deploy form, no buttons, and a POST of its own is refused.
+    let viewer = token_for(&app, "vera", serde_json::json!([{ "role": "viewer" }])).await;
+    let cookie = sign_in_with(&app.url(""), &viewer).await;
+    let client = no_redirects(Some(&cookie));
+    let html = client
+        .get(app.url(&format!("/releases/{release}")))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("page");
+    assert!(html.contains("Your account may not deploy"), "{html}");
+    assert!(!html.contains("id=\"deploy-preview\""), "{html}");
+    let denied = client
+        .get(app.url(&format!(
+            "/releases/{release}/deploy?cluster=sim&namespace=shop"
+        )))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(denied.status(), 403);
+    let html = client
+        .get(app.url(&format!("/deployments/{deployment}")))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("page");
+    assert!(!html.contains("id=\"rollback-deployment\""), "{html}");
+    let csrf = csrf_field(&html).expect("the sign-out form's csrf");
+    let refused = client
+        .post(app.url(&format!("/deployments/{deployment}/rollback")))
+        .header(reqwest::header::ORIGIN, app.url(""))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form_body(&[("csrf", &csrf)]))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 403);
+    let html = refused.text().await.expect("page");
+    assert!(html.contains("vera may not deploy to sim/shop"), "{html}");
+
+    // A deployer for sim/staging only: the form offers sim and suggests staging, and
+    // deploying to sim/shop is refused by the domain, said in the form.
+    let dana = token_for(
+        &app,
+        "dana",
+        serde_json::json!([{ "role": "deployer", "scope": "sim/staging" }]),
+    )
+    .await;
+    let cookie = sign_in_with(&app.url(""), &dana).await;
+    let client = no_redirects(Some(&cookie));
+    let html = client
+        .get(app.url(&format!("/releases/{release}")))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("page");
+    assert_contains(
+        &html,
+        &[
+            "<option value=\"sim\" selected>sim</option>",
+            "<datalist id=\"deploy-namespaces\"><option value=\"staging\"></datalist>",
+        ],
+    );
+    let csrf = csrf_field(&html).expect("csrf");
+    let refused = client
+        .post(app.url(&format!("/releases/{release}/deploy")))
+        .header(reqwest::header::ORIGIN, app.url(""))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form_body(&[
+            ("csrf", &csrf),
+            ("cluster", "sim"),
+            ("namespace", "shop"),
+            ("sent", "1"),
+        ]))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 403);
+    let html = refused.text().await.expect("page");
+    assert_contains(
+        &html,
+        &["role=\"alert\"", "dana may not deploy to sim/shop"],
+    );
+    let deployments = app.api_get("/api/deployments?service=web").await;
+    assert_eq!(
+        deployments["items"].as_array().expect("items").len(),
+        1,
+        "nothing started: {deployments}"
     );
 }

@@ -136,6 +136,7 @@ impl Pipeline {
             context: None,
             in_cluster: false,
             clock_scale: TIME_SCALE,
+            max_requests: kubernaut::settings::DEFAULT_MAX_REQUESTS,
             rules: Default::default(),
         }];
         settings.registries = vec![RegistryConfig {
@@ -403,5 +404,26 @@ async fn the_pipeline_passes_for_a_good_release_and_fails_for_bad_ones() {
         pipeline.run("1.0").await,
         0,
         "a retry of a good build passes again"
+    );
+}
+
+/// The deploy step leans on `kubernaut deploy` waiting for the verdict by default:
+/// were it to opt out (`--no-wait`), a failed rollout would pass the build.
+#[test]
+fn the_deploy_step_waits_for_the_verdict() {
+    let script =
+        std::fs::read_to_string(repository_root().join("examples/hello-world/ci/deploy.sh"))
+            .expect("the deploy script");
+    assert!(script.contains("kubernaut deploy"), "{script}");
+    assert!(!script.contains("--no-wait"), "{script}");
+    let steps = jenkinsfile_shell_steps();
+    assert!(
+        steps.iter().any(|s| s.contains("ci/deploy.sh")),
+        "{steps:?}"
+    );
+    let (_, steps) = workflow();
+    assert!(
+        steps.iter().any(|s| s.run.contains("ci/deploy.sh")),
+        "the workflow deploys"
     );
 }

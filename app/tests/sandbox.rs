@@ -105,7 +105,6 @@ async fn kubernaut_dev_serves_a_sandbox_where_a_release_becomes_a_verdict() {
         "sandbox",
         "--namespace",
         "staging",
-        "--wait",
     ]);
     assert!(
         deployed.status.success(),

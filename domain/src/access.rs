@@ -132,6 +132,16 @@ impl Scope {
 
     /// Whether this scope covers every namespace of `cluster` (`cluster/*` or wider):
     /// what objects outside namespaces, which affect them all, need.
+    /// Whether some namespace of `cluster` falls within this scope.
+    pub fn reaches_cluster(&self, cluster: &ClusterName) -> bool {
+        WildMatch::new(&self.cluster).matches(cluster.as_str())
+    }
+
+    /// The one namespace this scope names, when it is not a pattern.
+    pub fn exact_namespace(&self) -> Option<&str> {
+        (!self.namespace.contains(['*', '?'])).then_some(self.namespace.as_str())
+    }
+
     pub fn covers_cluster(&self, cluster: &ClusterName) -> bool {
         self.namespace == "*" && WildMatch::new(&self.cluster).matches(cluster.as_str())
     }
@@ -405,6 +415,30 @@ impl Principal {
     pub fn allows(&self, permission: &Permission) -> bool {
         self.grants.iter().any(|grant| grant.allows(permission))
     }
+
+    /// Whether some namespace of `cluster` may be deployed to: the clusters a deploy
+    /// form offers (the namespace chosen is checked by the deploy itself).
+    pub fn may_deploy_in(&self, cluster: &ClusterName) -> bool {
+        self.grants.iter().any(|grant| match grant.role {
+            Role::Admin => true,
+            Role::Deployer => grant.scope.reaches_cluster(cluster),
+            Role::Metrics | Role::Viewer | Role::Releaser => false,
+        })
+    }
+
+    /// The namespaces of `cluster` the grants name one by one (`prod/payments`), to
+    /// suggest in a deploy form.
+    pub fn named_namespaces(&self, cluster: &ClusterName) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .grants
+            .iter()
+            .filter(|grant| grant.role == Role::Deployer && grant.scope.reaches_cluster(cluster))
+            .filter_map(|grant| grant.scope.exact_namespace().map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 /// On whose behalf a use case runs, and where the request came from: what the audit
@@ -547,6 +581,37 @@ mod tests {
             );
         }
         assert_eq!(Role::parse("metrics"), Ok(Role::Metrics));
+    }
+
+    #[test]
+    fn a_deploy_form_offers_the_clusters_and_named_namespaces_of_the_grants() {
+        let cluster = |name: &str| ClusterName::parse(name).expect("cluster");
+        let deployer = caller(&[
+            (Role::Deployer, "staging/*"),
+            (Role::Deployer, "prod-*/payments"),
+            (Role::Deployer, "prod-eu/shop"),
+            (Role::Viewer, "*"),
+        ]);
+        let principal = deployer.principal();
+        assert!(principal.may_deploy_in(&cluster("staging")));
+        assert!(principal.may_deploy_in(&cluster("prod-eu")));
+        assert!(!principal.may_deploy_in(&cluster("dev")));
+        assert_eq!(
+            principal.named_namespaces(&cluster("prod-eu")),
+            ["payments", "shop"]
+        );
+        assert_eq!(
+            principal.named_namespaces(&cluster("prod-us")),
+            ["payments"]
+        );
+        assert!(principal.named_namespaces(&cluster("staging")).is_empty());
+        let viewer = caller(&[(Role::Viewer, "*"), (Role::Releaser, "*")]);
+        assert!(!viewer.principal().may_deploy_in(&cluster("staging")));
+        assert!(
+            caller(&[(Role::Admin, "*")])
+                .principal()
+                .may_deploy_in(&cluster("dev"))
+        );
     }
 
     #[test]

@@ -93,6 +93,26 @@ pub async fn next_change_of(changes: &mut broadcast::Receiver<Change>, id: Deplo
     }
 }
 
+/// Waits for the next change after which deployment `id` may have a verdict: a verdict
+/// of its own, or a sign that changes were missed ([`Change::Resync`], a lagging
+/// receiver). Timeline lines and steps short of a verdict pass by: a `?wait=` request
+/// reads the deployment once at the end instead of after every line (under a burst of
+/// a thousand rollouts, each read of a deployment with its timeline and objects was
+/// most of the memory the waiting requests held).
+pub async fn next_possible_verdict_of(changes: &mut broadcast::Receiver<Change>, id: DeploymentId) {
+    loop {
+        match changes.recv().await {
+            Ok(Change::Deployment {
+                id: changed,
+                status: Some(status),
+            }) if changed == id && status.is_verdict() => return,
+            Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +158,46 @@ mod tests {
             .expect("woken by the change of its deployment")
             .expect("the waiter ends");
         assert!(Change::Resync.concerns(id));
+    }
+    #[tokio::test]
+    async fn waiting_for_a_verdict_lets_lines_and_steps_pass_but_not_a_resync() {
+        let feed = LocalChanges::new();
+        let id = DeploymentId::generate();
+        let mut changes = feed.subscribe();
+        let waiting = tokio::spawn(async move {
+            next_possible_verdict_of(&mut changes, id).await;
+        });
+        feed.publish(Change::Deployment { id, status: None });
+        feed.publish(Change::Deployment {
+            id,
+            status: Some(DeploymentStatus::RollingOut),
+        });
+        feed.publish(Change::Deployment {
+            id: DeploymentId::generate(),
+            status: Some(DeploymentStatus::Failed),
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "no verdict of its own yet");
+        feed.publish(Change::Deployment {
+            id,
+            status: Some(DeploymentStatus::Succeeded),
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by its verdict")
+            .expect("the waiter ends");
+
+        let mut changes = feed.subscribe();
+        let resynced = tokio::spawn(async move {
+            next_possible_verdict_of(&mut changes, id).await;
+        });
+        tokio::task::yield_now().await;
+        feed.publish(Change::Resync);
+        tokio::time::timeout(std::time::Duration::from_secs(5), resynced)
+            .await
+            .expect("woken by a resync: changes may have been missed")
+            .expect("the waiter ends");
     }
 }

@@ -23,6 +23,47 @@ pub mod labels {
     }
 }
 
+/// `object` without the deployment id Kubernaut marks it with (which every deploy
+/// changes), as label or annotation: what a comparison of a release with what runs
+/// leaves out.
+pub fn without_deployment_id(mut object: Value) -> Value {
+    for place in ["/metadata/labels", "/metadata/annotations"] {
+        if let Some(marks) = object.pointer_mut(place).and_then(Value::as_object_mut) {
+            marks.remove(labels::DEPLOYMENT_ID);
+        }
+    }
+    object
+}
+
+/// The live object cut down to what the desired one sets: of each map only the keys
+/// `desired` has, lists item by item (extra live items kept, missing ones left out),
+/// anything else as it is live. Equal to `desired` exactly when applying `desired`
+/// would leave every field it sets as it is, whatever the API server defaulted or
+/// others manage besides.
+pub fn live_as_desired(live: &Value, desired: &Value) -> Value {
+    match (live, desired) {
+        (Value::Object(live), Value::Object(desired)) => Value::Object(
+            desired
+                .iter()
+                .filter_map(|(key, wanted)| {
+                    live.get(key)
+                        .map(|value| (key.clone(), live_as_desired(value, wanted)))
+                })
+                .collect(),
+        ),
+        (Value::Array(live), Value::Array(desired)) => Value::Array(
+            live.iter()
+                .enumerate()
+                .map(|(index, value)| match desired.get(index) {
+                    Some(wanted) => live_as_desired(value, wanted),
+                    None => value.clone(),
+                })
+                .collect(),
+        ),
+        _ => live.clone(),
+    }
+}
+
 /// A kind as a manifest names it: its `apiVersion` and `kind`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct KindRef {
@@ -430,6 +471,69 @@ pub struct RolloutProgress {
     pub message: String,
 }
 
+/// How a workload's rollout stands right now, as the cluster shows it: what the live
+/// picture of a deployment's page draws.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadPicture {
+    /// `Deployment/web`.
+    pub resource: String,
+    /// The replicas the spec asks for.
+    pub desired: i32,
+    /// Replicas of the new revision (its pods, for kinds without that count).
+    pub updated: i32,
+    pub ready: i32,
+    pub available: i32,
+    /// The workload's status conditions (`Available`, `Progressing`, ...).
+    pub conditions: Vec<WorkloadCondition>,
+    /// Its pods, the new revision's first.
+    pub pods: Vec<PodPicture>,
+}
+
+/// A status condition of a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadCondition {
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+/// One pod of a workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPicture {
+    pub name: String,
+    /// Of the revision being rolled out (else of an older one).
+    pub new_revision: bool,
+    pub state: PodState,
+    /// What the pod waits on or why it fails (`CrashLoopBackOff`), when anything.
+    pub detail: Option<String>,
+}
+
+/// Where a pod stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodState {
+    Ready,
+    /// Starting, or running but not ready yet.
+    Updating,
+    /// Crash-looping, failing to pull, unschedulable, failed.
+    Failing,
+    /// Being deleted.
+    Terminating,
+}
+
+impl PodState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Updating => "updating",
+            Self::Failing => "failing",
+            Self::Terminating => "terminating",
+        }
+    }
+}
+
 /// Whether a cluster answers, for the clusters listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
@@ -438,6 +542,41 @@ pub struct ClusterStatus {
     pub version: Option<String>,
     /// Why it is not reachable.
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod live_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn defaults_and_fields_of_others_do_not_count_as_a_difference() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 80}]}});
+        let live = json!({"spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}],
+                          "revisionHistoryLimit": 10}, "status": {"ready": 1}});
+        assert_eq!(live_as_desired(&live, &desired), desired);
+    }
+
+    #[test]
+    fn a_changed_value_a_missing_field_and_an_extra_item_do() {
+        let desired = json!({"spec": {"replicas": 3, "image": "a:2", "args": ["x"]}});
+        let live = json!({"spec": {"replicas": 2, "args": ["x", "y"]}});
+        assert_eq!(
+            live_as_desired(&live, &desired),
+            json!({"spec": {"replicas": 2, "args": ["x", "y"]}})
+        );
+    }
+
+    #[test]
+    fn the_deployment_id_label_is_left_out() {
+        let object =
+            json!({"metadata": {"labels": {labels::DEPLOYMENT_ID: "d", labels::SERVICE: "web"}}});
+        assert_eq!(
+            without_deployment_id(object),
+            json!({"metadata": {"labels": {labels::SERVICE: "web"}}})
+        );
+    }
 }
 
 #[cfg(test)]

@@ -14,11 +14,11 @@ use tokio::sync::broadcast;
 
 use crate::access::{AccessDenied, Caller, Permission};
 use crate::audit::AuditAction;
-use crate::changes::{Change, ChangeFeed, next_change_of};
-use crate::cluster::{ClusterSettings, ClusterStatus, ManifestRejected};
+use crate::changes::{Change, ChangeFeed, next_possible_verdict_of};
+use crate::cluster::{ClusterSettings, ClusterStatus, ManifestRejected, WorkloadPicture};
 use crate::deployment::{
     ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Namespace,
-    NewDeployment, Placement, Target, TimelineEntry, Transition,
+    NewDeployment, Placement, ResourceRef, Target, TimelineEntry, Transition,
 };
 use crate::deployment_plan::{Planner, now};
 use crate::dora::DoraService;
@@ -27,8 +27,8 @@ use crate::notification::Delivery;
 use crate::observer::{DeploymentObserver, NoObserver};
 use crate::pagination::Page;
 use crate::ports::{
-    Cluster, DeploymentRepository, InsertDeploymentError, LeaseRepository, NotificationOutbox,
-    ReleaseRepository, RepositoryError,
+    Cluster, ClusterError, DeploymentRepository, InsertDeploymentError, LeaseRepository,
+    NotificationOutbox, ReleaseRepository, RepositoryError,
 };
 use crate::release::{AttributeName, ReleaseId, ServiceName, Version};
 use crate::validation::ValidationErrors;
@@ -132,6 +132,35 @@ pub enum PreviewError {
     Request(#[from] RequestDeploymentError),
 }
 
+/// Why a release could not be compared with what runs.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error(transparent)]
+    Preview(#[from] PreviewError),
+    /// The cluster could not be read.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// One object of a rendered release beside its live counterpart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectDiff {
+    pub resource: ResourceRef,
+    /// The object as Kubernaut would apply it (without the deployment-id label, which
+    /// every deploy changes).
+    pub desired: serde_json::Value,
+    /// The live object cut down to the fields `desired` sets (see
+    /// [`crate::cluster::live_as_desired`]); `None` when the cluster has none.
+    pub live: Option<serde_json::Value>,
+}
+
+impl ObjectDiff {
+    /// Whether applying the release would change this object (or create it).
+    pub fn changes(&self) -> bool {
+        self.live.as_ref() != Some(&self.desired)
+    }
+}
+
 /// A rendered manifest for a target, nothing applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preview {
@@ -225,9 +254,22 @@ impl DeploymentService {
         caller: &Caller,
     ) -> Result<Vec<Delivery>, DeploymentLookupError> {
         caller.require(Permission::Read)?;
-        self.find(id).await?;
+        let deployment = self.find(id).await?;
+        self.notifications_of(&deployment, caller).await
+    }
+
+    /// [`Self::notifications`] of a deployment already read (its page).
+    ///
+    /// # Errors
+    /// [`DeploymentLookupError::Forbidden`] for a caller who may not read it.
+    pub async fn notifications_of(
+        &self,
+        deployment: &Deployment,
+        caller: &Caller,
+    ) -> Result<Vec<Delivery>, DeploymentLookupError> {
+        caller.require(Permission::Read)?;
         match &self.notifications {
-            Some(outbox) => Ok(outbox.deliveries(id).await?),
+            Some(outbox) => Ok(outbox.deliveries(deployment.id).await?),
             None => Ok(Vec::new()),
         }
     }
@@ -326,6 +368,46 @@ impl DeploymentService {
         })
     }
 
+    /// Compares the release rendered for a target with the live objects of the
+    /// target's cluster, object by object, reading the cluster and changing nothing.
+    ///
+    /// # Errors
+    /// [`DiffError::Preview`] as [`DeploymentService::preview`];
+    /// [`DiffError::Cluster`] when the cluster cannot be read.
+    pub async fn diff(
+        &self,
+        release: ReleaseId,
+        target: &Target,
+        attributes: &BTreeMap<AttributeName, String>,
+        caller: &Caller,
+    ) -> Result<Vec<ObjectDiff>, DiffError> {
+        let preview = self.preview(release, target, attributes, caller).await?;
+        let Some(handle) = self.planner.clusters.get(&target.cluster) else {
+            // The preview checked the cluster; a missing one cannot get here.
+            return Ok(Vec::new());
+        };
+        let desired: Vec<serde_json::Value> = preview
+            .objects
+            .into_iter()
+            .map(crate::cluster::without_deployment_id)
+            .collect();
+        let live = handle.cluster.read(&desired).await?;
+        Ok(desired
+            .into_iter()
+            .zip(live)
+            .map(|(desired, live)| ObjectDiff {
+                resource: crate::cluster::resource_ref_of(&desired),
+                live: live.map(|live| {
+                    crate::cluster::live_as_desired(
+                        &crate::cluster::without_deployment_id(live),
+                        &desired,
+                    )
+                }),
+                desired,
+            })
+            .collect())
+    }
+
     /// Starts a deploy: renders, stores it `queued`, and has the engine drive it.
     /// The caller needs [`Permission::Deploy`] on the target.
     ///
@@ -400,7 +482,7 @@ impl DeploymentService {
             if deployment.status.is_verdict() {
                 return Ok(deployment);
             }
-            if tokio::time::timeout_at(deadline, next_change_of(&mut changes, id))
+            if tokio::time::timeout_at(deadline, next_possible_verdict_of(&mut changes, id))
                 .await
                 .is_err()
             {
@@ -533,6 +615,33 @@ impl DeploymentService {
         Ok(self.store(planned).await?)
     }
 
+    /// How the rollout of `deployment`'s workloads stands on its cluster now (see
+    /// [`Cluster::rollout_picture`]): the live picture of its page. Empty when the
+    /// cluster is no longer configured.
+    ///
+    /// # Errors
+    /// [`RolloutPictureError::Forbidden`] when the caller may not read;
+    /// [`RolloutPictureError::Cluster`] when the cluster cannot be asked.
+    pub async fn rollout_picture(
+        &self,
+        deployment: &Deployment,
+        caller: &Caller,
+    ) -> Result<Vec<WorkloadPicture>, RolloutPictureError> {
+        caller.require(Permission::Read)?;
+        let Some(handle) = self.planner.clusters.get(&deployment.target.cluster) else {
+            return Ok(Vec::new());
+        };
+        let resources: Vec<ResourceRef> = deployment
+            .objects
+            .iter()
+            .map(crate::cluster::resource_ref_of)
+            .collect();
+        Ok(handle
+            .cluster
+            .rollout_picture(&deployment.target.namespace, &resources)
+            .await?)
+    }
+
     /// The configured clusters and whether each answers.
     ///
     /// # Errors
@@ -549,6 +658,15 @@ impl DeploymentService {
         }
         Ok(overviews)
     }
+}
+
+/// Why a rollout's picture could not be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutPictureError {
+    #[error(transparent)]
+    Forbidden(#[from] AccessDenied),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// Why a rollback was not started.

@@ -41,6 +41,10 @@ pub(super) struct MemoryDeployments {
     /// While above zero, each write (a move, a line, a renewal) fails and counts down:
     /// the database is away.
     pub(super) failing_writes: std::sync::atomic::AtomicUsize,
+    /// How many times a deployment was read by id.
+    pub(super) finds: std::sync::atomic::AtomicUsize,
+    /// Whether a line appended lets other tasks run, as a database round trip does.
+    pub(super) lines_yield: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryDeployments {
@@ -149,6 +153,7 @@ impl DeploymentRepository for MemoryDeployments {
     }
 
     async fn find(&self, id: DeploymentId) -> Result<Option<Deployment>, RepositoryError> {
+        self.finds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(self
             .rows
             .lock()
@@ -275,6 +280,9 @@ impl DeploymentRepository for MemoryDeployments {
         fence: Option<Fence>,
         entry: &TimelineEntry,
     ) -> Result<bool, RepositoryError> {
+        if self.lines_yield.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
         self.database_away()?;
         if let Some(fence) = fence
             && (fence != self.current_fence(id) || !self.is_active(id))
@@ -612,6 +620,48 @@ async fn a_deploy_that_rolls_out_is_applied_watched_pruned_and_succeeds() {
         "{messages:?}"
     );
     assert_eq!(messages.last(), Some(&"rolled out"));
+}
+
+#[tokio::test]
+async fn a_wait_reads_the_deployment_again_only_when_a_verdict_may_have_come() {
+    let good = release("1");
+    let mut cluster = mock_cluster();
+    cluster
+        .expect_apply()
+        .returning(|objects| Ok(applied(objects)));
+    cluster.expect_watch_rollout().returning(|_, progress| {
+        for ready in 0..20 {
+            let _ = progress.send(crate::cluster::RolloutProgress {
+                resource: Some("Deployment/hello".into()),
+                message: format!("{ready} of 20 replicas ready"),
+            });
+        }
+        Ok(RolloutOutcome::Succeeded { warnings: vec![] })
+    });
+    cluster.expect_prune().returning(|_, _, _| Ok(vec![]));
+    let (service, deployments) = service_with(vec![good.clone()], cluster);
+    deployments
+        .lines_yield
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = service
+        .request(request(&good), &deployer("ci"))
+        .await
+        .expect("started");
+    let before = deployments.finds.load(std::sync::atomic::Ordering::SeqCst);
+    let done = verdict(&service, started.id).await;
+    let reads = deployments.finds.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(done.status, DeploymentStatus::Succeeded);
+    assert!(
+        done.timeline.len() > 20,
+        "the waiter was there for every line: {:?}",
+        done.timeline
+    );
+    // Once on arrival, once on the verdict (the driver reads none by id).
+    assert!(
+        reads <= 3,
+        "read {reads} times for {} lines",
+        done.timeline.len()
+    );
 }
 
 #[tokio::test]

@@ -17,16 +17,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::access::{Caller, Permission};
 use crate::deployment::{
-    ClusterName, Deployment, DeploymentQuery, DeploymentStatus, Namespace, Target,
+    ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Namespace, Target,
 };
 use crate::deployment_service::DeploymentLookupError;
 use crate::pagination::PageLimit;
 use crate::ports::{DeploymentRepository, ReleaseRepository};
-use crate::release::{ReleaseId, ServiceName};
+use crate::release::{ReleaseId, ServiceName, Version};
 
 /// The longest window, in days.
 pub const MAX_DAYS: u32 = 365;
@@ -179,6 +179,85 @@ fn median(mut values: Vec<Duration>) -> Option<Duration> {
         n if n % 2 == 1 => Some(values[middle]),
         _ => Some((values[middle - 1] + values[middle]) / 2),
     }
+}
+
+/// The deployments created on one day (UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCount {
+    pub day: NaiveDate,
+    pub succeeded: u32,
+    /// `failed` or `timed_out`.
+    pub failed: u32,
+    /// Cancelled, or still running.
+    pub other: u32,
+}
+
+impl DayCount {
+    pub fn total(&self) -> u32 {
+        self.succeeded + self.failed + self.other
+    }
+}
+
+/// How many deployments were created on each of the `days` days up to `now` (today
+/// last, days without any included), by outcome. Deployments created before the
+/// first day are left out.
+pub fn deploys_per_day(deployments: &[Deployment], days: u32, now: DateTime<Utc>) -> Vec<DayCount> {
+    let today = now.date_naive();
+    let days = days.clamp(1, MAX_DAYS);
+    let mut counts: Vec<DayCount> = (0..days)
+        .rev()
+        .map(|back| DayCount {
+            day: today - chrono::Days::new(u64::from(back)),
+            succeeded: 0,
+            failed: 0,
+            other: 0,
+        })
+        .collect();
+    for deployment in deployments {
+        let day = deployment.created_at.date_naive();
+        let Some(count) = counts.iter_mut().find(|c| c.day == day) else {
+            continue;
+        };
+        match deployment.status {
+            DeploymentStatus::Succeeded => count.succeeded += 1,
+            status if is_failure(status) => count.failed += 1,
+            _ => count.other += 1,
+        }
+    }
+    counts
+}
+
+/// How long one rollout took: from the moment Kubernaut started it to its verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutDuration {
+    pub deployment: DeploymentId,
+    pub version: Version,
+    pub target: Target,
+    pub created_at: DateTime<Utc>,
+    pub status: DeploymentStatus,
+    pub duration: Duration,
+}
+
+/// The rollout durations of the judged deployments among `deployments` (succeeded,
+/// failed or timed out, with start and verdict times), oldest first.
+pub fn rollout_durations(deployments: &[Deployment]) -> Vec<RolloutDuration> {
+    let mut durations: Vec<RolloutDuration> = deployments
+        .iter()
+        .filter(|d| is_judged(d.status))
+        .filter_map(|d| {
+            let duration = (d.finished_at? - d.started_at?).to_std().ok()?;
+            Some(RolloutDuration {
+                deployment: d.id,
+                version: d.version.clone(),
+                target: d.target.clone(),
+                created_at: d.created_at,
+                status: d.status,
+                duration,
+            })
+        })
+        .collect();
+    durations.sort_by_key(|d| (d.created_at, d.deployment));
+    durations
 }
 
 /// The figures from the repositories.

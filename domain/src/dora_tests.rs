@@ -264,3 +264,53 @@ async fn a_caller_without_any_role_is_refused() {
         .await;
     assert!(matches!(refused, Err(DeploymentLookupError::Forbidden(_))));
 }
+
+#[test]
+fn deploys_per_day_counts_each_day_of_the_window_by_outcome() {
+    use DeploymentStatus::{Cancelled, Failed, RollingOut, Succeeded, TimedOut};
+    let release = ReleaseId::generate();
+    let day = 24 * 60;
+    let deployments = [
+        judged("web", "shop", release, Succeeded, 10, 12),
+        judged("web", "shop", release, Failed, 20, 25),
+        judged("api", "shop", release, Succeeded, day + 5, day + 6),
+        judged("api", "shop", release, TimedOut, day + 7, day + 30),
+        judged("api", "shop", release, Cancelled, day + 8, day + 9),
+        judged("api", "shop", release, RollingOut, 2 * day + 1, 0),
+        // Before the window.
+        judged("web", "shop", release, Failed, -3 * day, -3 * day + 1),
+    ];
+    let counts = deploys_per_day(&deployments, 3, at(2 * day + 60));
+    let days: Vec<_> = counts.iter().map(|c| c.day).collect();
+    assert_eq!(
+        days,
+        [
+            at(0).date_naive(),
+            at(day).date_naive(),
+            at(2 * day).date_naive()
+        ]
+    );
+    let outcomes: Vec<_> = counts
+        .iter()
+        .map(|c| (c.succeeded, c.failed, c.other))
+        .collect();
+    assert_eq!(outcomes, [(1, 1, 0), (1, 1, 1), (0, 0, 1)]);
+    assert_eq!(counts.iter().map(DayCount::total).sum::<u32>(), 6);
+}
+
+#[test]
+fn rollout_durations_run_from_start_to_verdict_for_judged_deployments_oldest_first() {
+    use DeploymentStatus::{Cancelled, Failed, RollingOut, Succeeded};
+    let release = ReleaseId::generate();
+    let mut late_start = judged("web", "shop", release, Succeeded, 30, 45);
+    late_start.started_at = Some(at(40));
+    let deployments = [
+        late_start,
+        judged("web", "shop", release, Failed, 10, 13),
+        judged("web", "shop", release, Cancelled, 50, 51),
+        judged("web", "shop", release, RollingOut, 60, 0),
+    ];
+    let durations = rollout_durations(&deployments);
+    let seen: Vec<_> = durations.iter().map(|d| (d.status, d.duration)).collect();
+    assert_eq!(seen, [(Failed, 3 * MINUTE), (Succeeded, 5 * MINUTE)]);
+}

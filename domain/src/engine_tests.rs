@@ -77,6 +77,11 @@ impl Cluster for GatedCluster {
         ])
     }
 
+    async fn read(&self, objects: &[Value]) -> Result<Vec<Option<Value>>, ClusterError> {
+        // Nothing runs in this cluster as far as a comparison asks.
+        Ok(vec![None; objects.len()])
+    }
+
     async fn status(&self) -> ClusterStatus {
         ClusterStatus {
             reachable: true,
@@ -372,6 +377,11 @@ impl Cluster for CompletedCluster {
             Some(crate::cluster::KindScope::Namespaced);
             kinds.len()
         ])
+    }
+
+    async fn read(&self, objects: &[Value]) -> Result<Vec<Option<Value>>, ClusterError> {
+        // Nothing runs in this cluster as far as a comparison asks.
+        Ok(vec![None; objects.len()])
     }
 
     async fn status(&self) -> ClusterStatus {

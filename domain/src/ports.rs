@@ -16,7 +16,7 @@ use crate::actor::Actor;
 use crate::audit::{AuditEntry, AuditQuery};
 use crate::cluster::{
     AppliedResource, ClusterStatus, KindRef, KindScope, RolloutOutcome, RolloutProgress,
-    RolloutRequest,
+    RolloutRequest, WorkloadPicture,
 };
 use crate::deployment::{
     Deployment, DeploymentId, DeploymentQuery, Namespace, Placement, ResourceRef, Target,
@@ -611,8 +611,34 @@ pub trait Cluster: Send + Sync + 'static {
     /// [`ClusterError::Unavailable`] when discovery cannot be asked.
     async fn kind_scopes(&self, kinds: &[KindRef]) -> Result<Vec<Option<KindScope>>, ClusterError>;
 
+    /// The live object of each of `objects` (found by `apiVersion`, `kind`,
+    /// `metadata.namespace` and `metadata.name`), in order; `None` where the cluster
+    /// has no such object, or does not serve its kind. Reads only.
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] when the cluster cannot be read;
+    /// [`ClusterError::Rejected`] when it refuses to show an object (forbidden).
+    async fn read(&self, objects: &[Value]) -> Result<Vec<Option<Value>>, ClusterError>;
+
     /// Whether the cluster answers, and its version.
     async fn status(&self) -> ClusterStatus;
+
+    /// How the rollout of each workload among `resources` (Deployments, StatefulSets,
+    /// DaemonSets, Jobs; other kinds are left out) in `namespace` stands now: counts,
+    /// conditions, and its pods, new revision's and older ones'. Read once, not
+    /// watched; a workload that does not exist (any more) is left out. The default
+    /// knows of no workload.
+    ///
+    /// # Errors
+    /// [`ClusterError::Unavailable`] when the cluster cannot be asked.
+    async fn rollout_picture(
+        &self,
+        namespace: &Namespace,
+        resources: &[ResourceRef],
+    ) -> Result<Vec<WorkloadPicture>, ClusterError> {
+        let _ = (namespace, resources);
+        Ok(Vec::new())
+    }
 }
 
 /// What a registry says about an image reference.

@@ -151,6 +151,57 @@ pub(crate) async fn kind_scopes(
     Ok(scopes)
 }
 
+/// The live object of each of `objects`, `None` where there is none (or its kind is
+/// not served): plain reads, nothing changed. The fields every read adds
+/// (`managedFields`, `resourceVersion`, ...) stay: the caller compares only the fields
+/// it sets.
+pub(crate) async fn read_all(
+    cluster: &KubernetesCluster,
+    objects: &[Value],
+) -> Result<Vec<Option<Value>>, ClusterError> {
+    let mut live = Vec::with_capacity(objects.len());
+    for object in objects {
+        live.push(read_one(cluster, object).await?);
+    }
+    Ok(live)
+}
+
+async fn read_one(
+    cluster: &KubernetesCluster,
+    object: &Value,
+) -> Result<Option<Value>, ClusterError> {
+    let reference = resource_ref_of(object);
+    let display = reference.to_string();
+    let Some(gvk) = group_version_kind(&reference) else {
+        return Ok(None);
+    };
+    if reference.name.is_empty() {
+        return Ok(None);
+    }
+    let (resource, capabilities) = match cluster.resolve(&gvk).await {
+        Ok(found) => found,
+        Err(Resolve::Unknown) => return Ok(None),
+        Err(Resolve::Failed(error)) => return Err(to_cluster_error(&error, &display)),
+    };
+    let api = match (&capabilities.scope, reference.namespace.as_deref()) {
+        (Scope::Namespaced, Some(namespace)) => {
+            Api::<DynamicObject>::namespaced_with(cluster.client.clone(), namespace, &resource)
+        }
+        (Scope::Namespaced, None) => return Ok(None),
+        (Scope::Cluster, _) => Api::<DynamicObject>::all_with(cluster.client.clone(), &resource),
+    };
+    let found = retrying(&cluster.settings, || api.get_opt(&reference.name))
+        .await
+        .map_err(|error| to_cluster_error(&error, &display))?;
+    found
+        .map(|object| {
+            serde_json::to_value(object).map_err(|error| {
+                ClusterError::Unavailable(format!("{display} could not be read: {error}"))
+            })
+        })
+        .transpose()
+}
+
 /// Why a kind could not be resolved.
 #[derive(Debug)]
 enum Resolve {

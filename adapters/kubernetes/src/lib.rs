@@ -3,6 +3,7 @@
 mod apply;
 mod diagnostics;
 mod failures;
+mod picture;
 mod prune;
 mod rollout;
 mod watch_count;
@@ -24,7 +25,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use kubernaut_domain::cluster::{
     AppliedResource, ClusterStatus, KindRef, KindScope, RolloutOutcome, RolloutProgress,
-    RolloutRequest,
+    RolloutRequest, WorkloadPicture,
 };
 use kubernaut_domain::deployment::{Namespace, ResourceRef};
 use kubernaut_domain::ports::{Cluster, ClusterError};
@@ -96,6 +97,8 @@ pub struct KubernetesCluster {
     settings: Settings,
     /// Kinds resolved through discovery so far; a miss asks the API server again.
     discovery: Arc<RwLock<DiscoveryCache>>,
+    /// The kinds prune looks in (built-in kinds only), asked of discovery now and then.
+    prunable: Arc<prune::PrunableKinds>,
     /// The watches every rollout on this cluster shares.
     watches: Arc<watches::Watches>,
     /// The watches open on the API server, for the binary's metrics.
@@ -168,6 +171,7 @@ impl KubernetesCluster {
             client,
             settings,
             discovery: Arc::default(),
+            prunable: Arc::default(),
         }
     }
 
@@ -292,6 +296,18 @@ impl Cluster for KubernetesCluster {
 
     async fn kind_scopes(&self, kinds: &[KindRef]) -> Result<Vec<Option<KindScope>>, ClusterError> {
         apply::kind_scopes(self, kinds).await
+    }
+
+    async fn rollout_picture(
+        &self,
+        namespace: &Namespace,
+        resources: &[ResourceRef],
+    ) -> Result<Vec<WorkloadPicture>, ClusterError> {
+        picture::picture(self, namespace, resources).await
+    }
+
+    async fn read(&self, objects: &[Value]) -> Result<Vec<Option<Value>>, ClusterError> {
+        apply::read_all(self, objects).await
     }
 
     async fn status(&self) -> ClusterStatus {

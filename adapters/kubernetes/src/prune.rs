@@ -1,7 +1,10 @@
 //! Deletes what a service's new manifest no longer holds.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PropagationPolicy};
-use kube::discovery::{Discovery, Scope, verbs};
+use kube::discovery::{ApiResource, Discovery, Scope, verbs};
 
 use kubernaut_domain::cluster::labels;
 use kubernaut_domain::deployment::{Namespace, ResourceRef};
@@ -32,13 +35,7 @@ pub(crate) async fn prune(
     service: &ServiceName,
     keep: &[ResourceRef],
 ) -> Result<Vec<ResourceRef>, ClusterError> {
-    let discovery = retrying(&cluster.settings, || {
-        Discovery::new(cluster.client.clone())
-            .filter(&PRUNED_GROUPS)
-            .run()
-    })
-    .await
-    .map_err(|error| to_cluster_error(&error, "discovery"))?;
+    let kinds = prunable_kinds(cluster).await?;
     let selector = labels::selector(service.as_str());
     let list_params = ListParams::default().labels(&selector);
     let delete_params = DeleteParams {
@@ -46,54 +43,91 @@ pub(crate) async fn prune(
         ..DeleteParams::default()
     };
     let mut deleted = Vec::new();
-    for group in discovery.groups() {
-        for (resource, capabilities) in group.recommended_resources() {
-            if capabilities.scope != Scope::Namespaced
-                || !capabilities.supports_operation(verbs::LIST)
-                || !capabilities.supports_operation(verbs::DELETE)
-                || NEVER_PRUNED.contains(&resource.kind.as_str())
-            {
+    for resource in kinds.iter() {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(cluster.client.clone(), namespace.as_str(), resource);
+        let kind_display = format!("{}s", resource.kind);
+        let listed = retrying(&cluster.settings, || api.list(&list_params))
+            .await
+            .map_err(|error| to_cluster_error(&error, &kind_display))?;
+        for object in listed {
+            let Some(name) = object.metadata.name.clone() else {
+                continue;
+            };
+            let controlled = object
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|owner| owner.controller == Some(true));
+            let reference = ResourceRef {
+                api_version: resource.api_version.clone(),
+                kind: resource.kind.clone(),
+                name: name.clone(),
+                namespace: Some(namespace.as_str().to_owned()),
+            };
+            if controlled || keep.iter().any(|kept| same_object(kept, &reference)) {
                 continue;
             }
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(cluster.client.clone(), namespace.as_str(), &resource);
-            let kind_display = format!("{}s", resource.kind);
-            let listed = retrying(&cluster.settings, || api.list(&list_params))
-                .await
-                .map_err(|error| to_cluster_error(&error, &kind_display))?;
-            for object in listed {
-                let Some(name) = object.metadata.name.clone() else {
-                    continue;
-                };
-                let controlled = object
-                    .metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|owner| owner.controller == Some(true));
-                let reference = ResourceRef {
-                    api_version: resource.api_version.clone(),
-                    kind: resource.kind.clone(),
-                    name: name.clone(),
-                    namespace: Some(namespace.as_str().to_owned()),
-                };
-                if controlled || keep.iter().any(|kept| same_object(kept, &reference)) {
-                    continue;
+            let shown = reference.to_string();
+            match retrying(&cluster.settings, || api.delete(&name, &delete_params)).await {
+                Ok(_) => {
+                    tracing::info!(object = %shown, namespace = %namespace, "pruned");
+                    deleted.push(reference);
                 }
-                let shown = reference.to_string();
-                match retrying(&cluster.settings, || api.delete(&name, &delete_params)).await {
-                    Ok(_) => {
-                        tracing::info!(object = %shown, namespace = %namespace, "pruned");
-                        deleted.push(reference);
-                    }
-                    // Someone else deleted it first: the outcome we wanted.
-                    Err(error) if status_code(&error) == Some(404) => {}
-                    Err(error) => return Err(to_cluster_error(&error, &shown)),
-                }
+                // Someone else deleted it first: the outcome we wanted.
+                Err(error) if status_code(&error) == Some(404) => {}
+                Err(error) => return Err(to_cluster_error(&error, &shown)),
             }
         }
     }
     Ok(deleted)
+}
+
+/// How long the kinds prune looks in are kept before discovery is asked again. They
+/// are the built-in kinds of [`PRUNED_GROUPS`], which change only when the API server
+/// is upgraded; kubectl keeps its discovery cache for hours.
+const PRUNABLE_KINDS_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// What a cluster remembers of the kinds prune looks in, and since when.
+pub(crate) type PrunableKinds = tokio::sync::Mutex<Option<(Instant, Arc<Vec<ApiResource>>)>>;
+
+/// The namespaced kinds of [`PRUNED_GROUPS`] that can be listed and deleted, from the
+/// cluster's cache, or from discovery when it is empty or older than
+/// [`PRUNABLE_KINDS_TTL`]. Prunes at the same moment wait for one discovery: a burst of
+/// a thousand deploys ran a thousand discoveries (22 MB of answers held at once, and
+/// seven requests each to the API server).
+async fn prunable_kinds(
+    cluster: &KubernetesCluster,
+) -> Result<Arc<Vec<ApiResource>>, ClusterError> {
+    let mut cached = cluster.prunable.lock().await;
+    if let Some((at, kinds)) = cached.as_ref()
+        && at.elapsed() < PRUNABLE_KINDS_TTL
+    {
+        return Ok(Arc::clone(kinds));
+    }
+    let discovery = retrying(&cluster.settings, || {
+        Discovery::new(cluster.client.clone())
+            .filter(&PRUNED_GROUPS)
+            .run()
+    })
+    .await
+    .map_err(|error| to_cluster_error(&error, "discovery"))?;
+    let kinds: Arc<Vec<ApiResource>> = Arc::new(
+        discovery
+            .groups()
+            .flat_map(|group| group.recommended_resources())
+            .filter(|(resource, capabilities)| {
+                capabilities.scope == Scope::Namespaced
+                    && capabilities.supports_operation(verbs::LIST)
+                    && capabilities.supports_operation(verbs::DELETE)
+                    && !NEVER_PRUNED.contains(&resource.kind.as_str())
+            })
+            .map(|(resource, _)| resource)
+            .collect(),
+    );
+    *cached = Some((Instant::now(), Arc::clone(&kinds)));
+    Ok(kinds)
 }
 
 /// Whether two references name the same object: the same group (any version), kind,

@@ -167,6 +167,62 @@ async fn prune_deletes_exactly_the_dropped_object() {
 }
 
 #[tokio::test]
+async fn prunes_at_once_share_one_discovery_and_each_still_deletes_its_own() {
+    let (sim, cluster) = start().await;
+    let namespace = Namespace::parse(NAMESPACE).expect("namespace");
+    let services: Vec<String> = (0..8).map(|n| format!("svc-{n}")).collect();
+    for name in &services {
+        let mut kept = config_map(&format!("{name}-kept"));
+        kept["metadata"]["labels"]["kubernaut.io/service"] = json!(name);
+        let mut dropped = config_map(&format!("{name}-dropped"));
+        dropped["metadata"]["labels"]["kubernaut.io/service"] = json!(name);
+        apply(&cluster, &[kept, dropped]).await;
+    }
+    let before = sim.group_lists();
+    let prunes = services.iter().map(|name| {
+        let cluster = &cluster;
+        let namespace = &namespace;
+        async move {
+            let keep = [reference("v1", "ConfigMap", &format!("{name}-kept"))];
+            cluster
+                .prune(
+                    namespace,
+                    &ServiceName::parse(name).expect("service"),
+                    &keep,
+                )
+                .await
+                .expect("prune")
+        }
+    });
+    let pruned = futures_util::future::join_all(prunes).await;
+    for (name, pruned) in services.iter().zip(&pruned) {
+        assert_eq!(
+            pruned,
+            &vec![reference("v1", "ConfigMap", &format!("{name}-dropped"))]
+        );
+        assert!(
+            sim.get_object("ConfigMap", NAMESPACE, &format!("{name}-kept"))
+                .is_some()
+        );
+    }
+    assert_eq!(
+        sim.group_lists() - before,
+        1,
+        "eight prunes at once asked discovery once"
+    );
+    // A later prune uses what the first learnt.
+    cluster
+        .prune(
+            &namespace,
+            &ServiceName::parse("svc-0").expect("service"),
+            &[],
+        )
+        .await
+        .expect("prune");
+    assert_eq!(sim.group_lists() - before, 1);
+}
+
+#[tokio::test]
 async fn status_reports_the_version_of_a_reachable_cluster_and_why_not_otherwise() {
     let (_sim, cluster) = start().await;
     let status = cluster.status().await;
@@ -217,4 +273,25 @@ async fn a_custom_resource_is_applied_after_its_definition_in_the_same_manifest(
         .get_object("Widget", NAMESPACE, "w")
         .expect("the widget is stored");
     assert_eq!(stored["spec"]["size"], json!(3));
+}
+
+#[tokio::test]
+async fn read_returns_each_live_object_and_none_for_what_is_not_there() {
+    let (sim, cluster) = start().await;
+    apply(&cluster, &[config_map("web-config")]).await;
+    let objects = [
+        config_map("web-config"),
+        config_map("not-applied"),
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": NAMESPACE}}),
+    ];
+    let live = cluster.read(&objects).await.expect("the cluster answers");
+    assert_eq!(live.len(), 3);
+    let stored = sim
+        .get_object("ConfigMap", NAMESPACE, "web-config")
+        .expect("applied");
+    let found = live[0].as_ref().expect("the applied object is read");
+    assert_eq!(found["metadata"]["uid"], stored["metadata"]["uid"]);
+    assert_eq!(found["data"], objects[0]["data"]);
+    assert_eq!(live[1], None, "never applied");
+    assert_eq!(live[2], None, "a kind the cluster does not serve");
 }

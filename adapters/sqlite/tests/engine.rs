@@ -106,6 +106,14 @@ impl Cluster for FakeCluster {
         ])
     }
 
+    async fn read(
+        &self,
+        objects: &[serde_json::Value],
+    ) -> Result<Vec<Option<serde_json::Value>>, ClusterError> {
+        // Nothing runs in this cluster as far as a comparison asks.
+        Ok(vec![None; objects.len()])
+    }
+
     async fn status(&self) -> ClusterStatus {
         ClusterStatus {
             reachable: true,

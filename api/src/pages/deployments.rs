@@ -1,16 +1,21 @@
 //! `/deployments` and `/deployments/{id}`: the deploys, one deploy's timeline (live
 //! while it runs), the status of each of its resources, and on failure why.
 
+use actix_web::http::{StatusCode, header};
 use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 use askama_web::WebTemplate;
 use kubernaut_domain::ServiceName;
+use kubernaut_domain::access::Permission;
 use kubernaut_domain::cluster::resource_ref_of;
 use kubernaut_domain::deployment::{
     ClusterName, Deployment, DeploymentId, DeploymentQuery, DeploymentStatus, Namespace,
     ResourceDiagnosis,
 };
-use kubernaut_domain::deployment_service::{DeploymentLookupError, DeploymentService};
+use kubernaut_domain::deployment_service::{
+    DeploymentLookupError, DeploymentService, RequestDeploymentError, RollbackError,
+};
 
 use super::PageError;
 use super::view::{
@@ -130,6 +135,8 @@ pub struct TimelineRow {
     pub phase_label: String,
     pub message: String,
     pub resource: Option<String>,
+    /// The line that gave the verdict, marked on the timeline.
+    pub verdict: bool,
 }
 
 /// The state of one applied object.
@@ -226,6 +233,12 @@ pub struct DeploymentPage {
     resources: Vec<ResourceRow>,
     timeline: Vec<TimelineRow>,
     manifest: String,
+    /// Whether the signed-in person may cancel or roll back here.
+    may_act: bool,
+    /// Why the last cancel or rollback from this page was refused.
+    action_error: Option<String>,
+    /// The live rollout picture.
+    rollout: super::rollout::RolloutView,
     notifications: Vec<NotificationRow>,
 }
 
@@ -290,21 +303,27 @@ pub async fn show(
     service: Data<DeploymentService>,
     id: web::Path<String>,
 ) -> Result<DeploymentPage, PageError> {
-    let not_found = || PageError::NotFound(format!("No deployment has the id {id}."));
-    let deployment_id = DeploymentId::parse(&id).ok_or_else(not_found)?;
-    let deployment = service
-        .get(deployment_id, &signed_in.caller)
-        .await
-        .map_err(|error| match error {
-            DeploymentLookupError::NotFound => not_found(),
-            other => lookup_error(other),
-        })?;
+    let deployment = find(&signed_in, &service, &id).await?;
+    Ok(deployment_page(&signed_in, &service, &deployment, None).await)
+}
+
+/// The page of `deployment`, with `action_error` when a cancel or rollback was refused.
+async fn deployment_page(
+    signed_in: &SignedIn,
+    service: &DeploymentService,
+    deployment: &Deployment,
+    action_error: Option<String>,
+) -> DeploymentPage {
     let diagnoses: Vec<DiagnosisView> = deployment
         .diagnostics
         .iter()
         .flat_map(|d| d.resources.iter().map(DiagnosisView::from))
         .collect();
-    Ok(DeploymentPage {
+    let verdict_line = deployment
+        .timeline
+        .iter()
+        .position(|entry| entry.phase.is_verdict() || entry.phase == DeploymentStatus::Cancelled);
+    DeploymentPage {
         section: "deployments",
         session: Some(signed_in.view()),
         started_at: deployment.started_at.map(When::from),
@@ -315,29 +334,163 @@ pub async fn show(
         rollback_on_failure: deployment.options.rollback_on_failure,
         rollback_of: deployment.rollback_of.map(|id| id.to_string()),
         active: deployment.status.is_active(),
-        resources: resource_rows(&deployment, &diagnoses),
+        resources: resource_rows(deployment, &diagnoses),
         diagnoses,
         timeline: deployment
             .timeline
             .iter()
-            .map(|entry| TimelineRow {
+            .enumerate()
+            .map(|(index, entry)| TimelineRow {
                 at: entry.at.into(),
                 phase: entry.phase.as_str().to_owned(),
                 phase_label: status_label(entry.phase),
                 message: entry.message.clone(),
                 resource: entry.resource.clone(),
+                verdict: Some(index) == verdict_line,
             })
             .collect(),
         manifest: deployment.manifest.clone(),
-        notifications: service
-            .notifications(deployment_id, &signed_in.caller)
+        may_act: signed_in
+            .caller
+            .allows(&Permission::Deploy(deployment.target.clone())),
+        action_error,
+        rollout: super::rollout::picture(service, deployment, &signed_in.caller).await,
+        // The page shows without them when they cannot be read.
+        notifications: match service
+            .notifications_of(deployment, &signed_in.caller)
             .await
-            .map_err(lookup_error)?
-            .iter()
-            .map(NotificationRow::from)
-            .collect(),
-        deployment: DeploymentRow::from(&deployment),
-    })
+        {
+            Ok(deliveries) => deliveries.iter().map(NotificationRow::from).collect(),
+            Err(error) => {
+                tracing::warn!(deployment = %deployment.id, error = %error, "could not read the notifications");
+                Vec::new()
+            }
+        },
+        deployment: DeploymentRow::from(deployment),
+    }
+}
+
+/// A deployment named in a path, or the page that says there is none.
+pub(super) async fn find(
+    signed_in: &SignedIn,
+    service: &DeploymentService,
+    id: &str,
+) -> Result<Deployment, PageError> {
+    let not_found = || PageError::NotFound(format!("No deployment has the id {id}."));
+    let deployment_id = DeploymentId::parse(id).ok_or_else(not_found)?;
+    service
+        .get(deployment_id, &signed_in.caller)
+        .await
+        .map_err(|error| match error {
+            DeploymentLookupError::NotFound => not_found(),
+            other => lookup_error(other),
+        })
+}
+
+/// The `csrf` field of a button's form.
+#[derive(Debug, serde::Deserialize)]
+pub struct ButtonForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+fn see(location: String) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+/// The deployment's page again, saying why the action was refused.
+async fn refused(
+    signed_in: &SignedIn,
+    service: &DeploymentService,
+    deployment: &Deployment,
+    status: StatusCode,
+    message: String,
+) -> HttpResponse {
+    let page = deployment_page(signed_in, service, deployment, Some(message)).await;
+    super::html(status, &page, "the deployment page could not be rendered")
+}
+
+/// `POST /deployments/{id}/cancel`: the same use case as the API's cancel; back to the
+/// deployment's page (`303`), or that page with why not (409 once it has a verdict).
+pub async fn cancel(
+    signed_in: SignedIn,
+    request: HttpRequest,
+    service: Data<DeploymentService>,
+    id: web::Path<String>,
+    form: web::Form<ButtonForm>,
+) -> Result<HttpResponse, PageError> {
+    signed_in.check_form(&request, &form.csrf)?;
+    let deployment = find(&signed_in, &service, &id).await?;
+    match service.cancel(deployment.id, &signed_in.caller).await {
+        Ok(cancelled) => Ok(see(format!("/deployments/{}", cancelled.id))),
+        Err(DeploymentLookupError::AlreadyFinished(status)) => {
+            let now = find(&signed_in, &service, &id).await?;
+            Ok(refused(
+                &signed_in,
+                &service,
+                &now,
+                StatusCode::CONFLICT,
+                format!(
+                    "Not cancelled: the deployment already ended ({}).",
+                    status_label(status)
+                ),
+            )
+            .await)
+        }
+        Err(DeploymentLookupError::Forbidden(denied)) => Ok(refused(
+            &signed_in,
+            &service,
+            &deployment,
+            StatusCode::FORBIDDEN,
+            format!("Not cancelled: {denied}."),
+        )
+        .await),
+        Err(other) => Err(lookup_error(other)),
+    }
+}
+
+/// `POST /deployments/{id}/rollback`: deploys again the last release that succeeded on
+/// the target (the API's rollback) and shows the new deployment (`303`), or this page
+/// with why not (409 with nothing to roll back to or an active deployment there).
+pub async fn rollback(
+    signed_in: SignedIn,
+    request: HttpRequest,
+    service: Data<DeploymentService>,
+    id: web::Path<String>,
+    form: web::Form<ButtonForm>,
+) -> Result<HttpResponse, PageError> {
+    signed_in.check_form(&request, &form.csrf)?;
+    let deployment = find(&signed_in, &service, &id).await?;
+    let (status, message) = match service.rollback(deployment.id, &signed_in.caller).await {
+        Ok(started) => return Ok(see(format!("/deployments/{}", started.id))),
+        Err(RollbackError::Lookup(DeploymentLookupError::Forbidden(denied)))
+        | Err(RollbackError::Request(RequestDeploymentError::Forbidden(denied))) => {
+            (StatusCode::FORBIDDEN, format!("Not rolled back: {denied}."))
+        }
+        Err(RollbackError::Request(RequestDeploymentError::ActiveExists { active })) => (
+            StatusCode::CONFLICT,
+            format!(
+                "Not rolled back: deployment {active} to this target is still active; wait for its verdict or cancel it."
+            ),
+        ),
+        Err(RollbackError::Request(RequestDeploymentError::NothingToRollBackTo)) => (
+            StatusCode::CONFLICT,
+            "Not rolled back: no earlier release succeeded on this target.".to_owned(),
+        ),
+        Err(RollbackError::Request(RequestDeploymentError::Repository(error)))
+        | Err(RollbackError::Lookup(DeploymentLookupError::Repository(error))) => {
+            return Err(PageError::internal(&error));
+        }
+        Err(RollbackError::Lookup(other)) => return Err(lookup_error(other)),
+        Err(RollbackError::Request(other)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Not rolled back: {other}."),
+        ),
+    };
+    Ok(refused(&signed_in, &service, &deployment, status, message).await)
 }
 
 /// Each applied object with its state: failed when diagnosed, else the deployment's

@@ -10,6 +10,8 @@ use kubernaut_domain::deployment_service::DeploymentService;
 use kubernaut_domain::{Caller, PageLimit};
 
 use super::PageError;
+use super::charts::Chart;
+use super::delivery::{deploys_per_day, recent_deployments};
 use super::view::{DeploymentRow, lookup_error};
 
 /// How many of the newest deployments the home page lists.
@@ -89,7 +91,12 @@ pub struct HomePage {
     targets: Vec<TargetColumn>,
     rows: Vec<MatrixRow>,
     recent: Vec<DeploymentRow>,
+    /// Deploys per day across the fleet.
+    per_day: Chart,
 }
+
+/// The days the home page's chart covers.
+const FLEET_DAYS: u32 = 14;
 
 /// `GET /`
 pub async fn show(
@@ -108,6 +115,16 @@ pub async fn show(
         .await
         .map_err(lookup_error)?
         .items;
+    let now = chrono::Utc::now();
+    let fleet = recent_deployments(
+        &service,
+        DeploymentQuery::default(),
+        FLEET_DAYS,
+        now,
+        &signed_in.caller,
+    )
+    .await?;
+    let per_day = deploys_per_day("fleet-per-day", &fleet, FLEET_DAYS, now, "across the fleet");
     let targets: BTreeSet<(String, String)> = placements
         .keys()
         .map(|(_, cluster, namespace)| (cluster.clone(), namespace.clone()))
@@ -136,5 +153,6 @@ pub async fn show(
             .collect(),
         rows,
         recent: recent.iter().map(DeploymentRow::from).collect(),
+        per_day,
     })
 }

@@ -3,10 +3,14 @@
 //! own, and a few lines of script that make a running deployment's timeline live.
 
 mod audit;
+mod charts;
 mod clusters;
+mod delivery;
+mod deploy;
 mod deployments;
 mod home;
 mod releases;
+mod rollout;
 mod services;
 mod sign_in;
 mod view;
@@ -39,8 +43,22 @@ pub fn configure(config: &mut ServiceConfig) {
         .route("/audit", web::get().to(audit::list))
         .route("/releases", web::get().to(releases::list))
         .route("/releases/{id}", web::get().to(releases::show))
+        .route("/releases/{id}/deploy", web::get().to(deploy::preview))
+        .route("/releases/{id}/deploy", web::post().to(deploy::submit))
         .route("/deployments", web::get().to(deployments::list))
         .route("/deployments/{id}", web::get().to(deployments::show))
+        .route(
+            "/deployments/{id}/rollout",
+            web::get().to(rollout::fragment),
+        )
+        .route(
+            "/deployments/{id}/cancel",
+            web::post().to(deployments::cancel),
+        )
+        .route(
+            "/deployments/{id}/rollback",
+            web::post().to(deployments::rollback),
+        )
         .route("/services/{name}", web::get().to(services::show))
         .route("/clusters", web::get().to(clusters::list));
 }

@@ -193,6 +193,8 @@ pub struct ReleasePage {
     chosen_namespace: String,
     preview: Option<PreviewOutcome>,
     deployments: Vec<DeploymentRow>,
+    /// The deploy form, when the signed-in person may deploy somewhere.
+    deploy: Option<super::deploy::DeployForm>,
 }
 
 /// `GET /releases/{id}[?cluster=&namespace=]`
@@ -220,6 +222,16 @@ pub async fn show(
         .into_iter()
         .map(|c| c.name.to_string())
         .collect();
+    let deployable = super::deploy::deployable_clusters(&deployments, &signed_in.caller).await?;
+    let deploy = if deployable.is_empty() {
+        None
+    } else {
+        let mut form = super::deploy::form_of(&release, &deployable, &Vec::new());
+        form.namespaces =
+            super::deploy::suggested_namespaces(&deployments, &signed_in.caller, form.cluster())
+                .await;
+        Some(form)
+    };
     let target = target.into_inner();
     let chosen_cluster = filled(target.cluster.as_ref())
         .map(str::to_owned)
@@ -269,6 +281,7 @@ pub async fn show(
         chosen_namespace,
         preview,
         deployments: of_this_release,
+        deploy,
     })
 }
 

@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
@@ -73,7 +75,7 @@ impl Api {
     /// [`CliError::Usage`] for a URL that does not parse or a token that cannot be a
     /// header, [`CliError::Server`] when TLS cannot be set up.
     pub fn new(server: &ServerArgs) -> Result<Self, CliError> {
-        let base = parse_base(&server.url)?;
+        let base = parse_base(server.url())?;
         let token = match server.token.as_ref().map(|t| t.expose().trim()) {
             None | Some("") => None,
             Some(token) => {
@@ -114,9 +116,9 @@ impl Api {
     /// 30 s) while the command's retry budget lasts, saying so on standard error.
     ///
     /// # Errors
-    /// [`CliError::Unreachable`] when the server cannot be reached or does not answer
-    /// within `timeout`, [`CliError::Usage`] for 4xx answers, [`CliError::Server`] for
-    /// anything else that is not a success.
+    /// [`CliError::Unreachable`] when the server cannot be reached, does not answer
+    /// within `timeout`, or answers 5xx (or 429 beyond the budget);
+    /// [`CliError::Conflict`] for 409; [`CliError::Usage`] for other 4xx answers.
     pub async fn send(
         &self,
         method: Method,
@@ -125,17 +127,33 @@ impl Api {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, CliError> {
+        self.send_with_headers(method, path, query, body, timeout, &[])
+            .await
+    }
+
+    /// As [`Api::send`], with more request headers.
+    ///
+    /// # Errors
+    /// As [`Api::send`].
+    pub async fn send_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        timeout: Duration,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<Response<Incoming>, CliError> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let response = self
-                .send_once(method.clone(), path, query, body, timeout)
+                .send_once(method.clone(), path, query, body, timeout, headers)
                 .await?;
             let status = response.status();
             if status.is_success() {
                 return Ok(response);
             }
-            if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE
-            {
+            if !retried(&method, status) {
                 return Err(problem_error(response).await);
             }
             let delay = retry_after(response.headers(), chrono::Utc::now()).unwrap_or(backoff);
@@ -159,6 +177,28 @@ impl Api {
         }
     }
 
+    /// One `GET path` with `headers`, without retries: `Err` when the server cannot
+    /// be reached, `Ok(Err)` with the problem when it answers something other than a
+    /// success.
+    ///
+    /// # Errors
+    /// [`CliError::Unreachable`] when the server cannot be reached in `timeout`.
+    pub async fn open(
+        &self,
+        path: &str,
+        timeout: Duration,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<Result<Response<Incoming>, CliError>, CliError> {
+        let response = self
+            .send_once(Method::GET, path, &[], None, timeout, headers)
+            .await?;
+        if response.status().is_success() {
+            Ok(Ok(response))
+        } else {
+            Ok(Err(problem_error(response).await))
+        }
+    }
+
     /// Takes `delay` out of the retry budget: what is left after it, or `None` (and
     /// nothing taken) when the budget does not cover it.
     fn take_from_budget(&self, delay: Duration) -> Option<Duration> {
@@ -176,6 +216,7 @@ impl Api {
         query: &[(&str, String)],
         body: Option<&Value>,
         timeout: Duration,
+        headers: &[(HeaderName, HeaderValue)],
     ) -> Result<Response<Incoming>, CliError> {
         let mut url = self.url(path);
         for (index, (name, value)) in query.iter().enumerate() {
@@ -192,6 +233,9 @@ impl Api {
             .header(ACCEPT, "application/json, text/event-stream");
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, token.clone());
+        }
+        for (name, value) in headers {
+            request = request.header(name, value);
         }
         let payload = match body {
             Some(body) => {
@@ -235,8 +279,10 @@ impl Api {
         let status = response.status();
         let bytes = tokio::time::timeout(timeout, response.into_body().collect())
             .await
-            .map_err(|_| CliError::Server("the server's answer did not end in time".to_owned()))?
-            .map_err(|e| CliError::Server(format!("the server's answer broke off: {e}")))?
+            .map_err(|_| {
+                CliError::Unreachable("the server's answer did not end in time".to_owned())
+            })?
+            .map_err(|e| CliError::Unreachable(format!("the server's answer broke off: {e}")))?
             .to_bytes();
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| CliError::Server(format!("the server's answer is not JSON: {e}")))?;
@@ -321,6 +367,19 @@ pub fn encode(text: &str) -> String {
     out
 }
 
+/// Whether an answer is worth asking again: 429 and 503 (the server refused before
+/// doing anything) always; 502 and 504 (a proxy between) only for requests that
+/// change nothing, as a POST may have been carried out.
+fn retried(method: &Method, status: StatusCode) -> bool {
+    match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => true,
+        StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+            matches!(*method, Method::GET | Method::HEAD)
+        }
+        _ => false,
+    }
+}
+
 /// How long `Retry-After` asks to wait: delay-seconds, or an HTTP date (RFC 9110:
 /// `Sun, 06 Nov 1994 08:49:37 GMT`) counted from `now` (a date past is no wait).
 fn retry_after(headers: &http::HeaderMap, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
@@ -370,10 +429,12 @@ async fn problem_error(response: Response<Incoming>) -> CliError {
     } else {
         describe(status, problem.as_ref(), &text)
     };
-    if status.is_client_error() {
-        CliError::Usage(message)
-    } else {
-        CliError::Server(message)
+    match status {
+        StatusCode::CONFLICT => CliError::Conflict(message),
+        // Too many requests even after the retries: Kubernaut is not available to us.
+        StatusCode::TOO_MANY_REQUESTS => CliError::Unreachable(message),
+        status if status.is_client_error() => CliError::Usage(message),
+        _ => CliError::Unreachable(message),
     }
 }
 
@@ -417,9 +478,10 @@ mod tests {
 
     fn server(url: &str, token: &str) -> ServerArgs {
         ServerArgs {
-            url: url.to_owned(),
+            url: Some(url.to_owned()),
             token: Some(Token::from(token.to_owned())),
-            output: OutputFormat::Text,
+            context: None,
+            output: OutputFormat::Table,
             retry_budget: Duration::from_secs(10),
         }
     }
@@ -457,6 +519,15 @@ mod tests {
             other.take_from_budget(Duration::from_secs(4)),
             Some(Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn each_answer_maps_to_its_exit_code_class() {
+        assert!(retried(&Method::POST, StatusCode::SERVICE_UNAVAILABLE));
+        assert!(retried(&Method::GET, StatusCode::BAD_GATEWAY));
+        assert!(!retried(&Method::POST, StatusCode::BAD_GATEWAY));
+        assert!(!retried(&Method::GET, StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(!retried(&Method::GET, StatusCode::CONFLICT));
     }
 
     #[test]

@@ -20,30 +20,51 @@ pub enum ClientCommand {
     Rollback(Box<RollbackArgs>),
     /// Show what version of a service runs where.
     Status(Box<StatusArgs>),
-    /// Follow a deployment to its verdict and exit with it, as `deploy --wait` does.
+    /// Follow a deployment to its verdict and exit with it, as `deploy` does.
     Wait(Box<WaitArgs>),
+    /// Cancel an active deployment (what was applied stays applied).
+    Cancel(Box<CancelArgs>),
+    /// List deployments and show one.
+    #[command(visible_alias = "deployments")]
+    Deployment(Box<DeploymentArgs>),
+    /// Render a release for a target as the server would apply it (nothing applied).
+    Render(Box<RenderArgs>),
+    /// Compare a release rendered for a target with the live objects in its cluster.
+    Diff(Box<DiffArgs>),
     /// Create, list and revoke API tokens.
     Token(Box<TokenArgs>),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
 
-/// Where the server is, who is asking, and how to print its answers.
+/// The server used when neither the flags, the environment nor a context name one.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// Where the server is, who is asking, and how to print its answers: flags of the
+/// whole command line, given before or after the command (`kubernaut --context prod
+/// deploy ...`).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Server and output (client commands)")]
 pub struct ServerArgs {
-    /// The Kubernaut server.
-    #[arg(
-        long,
-        global = true,
-        env = "KUBERNAUT_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub url: String,
-    /// A bearer token sent to the server (never printed).
+    /// The Kubernaut server (default: the context's, else http://127.0.0.1:8080).
+    #[arg(long, global = true, env = "KUBERNAUT_URL")]
+    pub url: Option<String>,
+    /// A bearer token sent to the server (never printed); default: the context's.
     #[arg(long, global = true, env = "KUBERNAUT_TOKEN", hide_env_values = true)]
     pub token: Option<Token>,
-    /// Text for people, or the server's answer for scripts: as JSON, or as YAML.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    /// The context of the client configuration to use (default: its
+    /// `current-context`).
+    #[arg(long, global = true, env = "KUBERNAUT_CONTEXT")]
+    pub context: Option<String>,
+    /// A table or text for people, or the server's answer for scripts: as JSON, or
+    /// as YAML.
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
     pub output: OutputFormat,
     /// How long one command may wait, in all, to retry answers of 429 (too many
     /// requests) and 503 (unavailable), as their `Retry-After` asks (90s, 5m; 0: never
@@ -88,17 +109,31 @@ impl fmt::Debug for Token {
     }
 }
 
+impl ClientCommand {
+    /// Whether the command talks to a server (all but `completions`).
+    pub fn talks_to_a_server(&self) -> bool {
+        !matches!(self, Self::Completions(_))
+    }
+}
+
+impl ServerArgs {
+    /// The server's URL as given, or the default.
+    pub fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or(DEFAULT_URL)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    Text,
+    /// Tables and text for people (`text` is accepted too).
+    #[value(alias = "text")]
+    Table,
     Json,
     Yaml,
 }
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
     #[command(subcommand)]
     pub command: ReleaseCommand,
 }
@@ -117,7 +152,7 @@ pub enum ReleaseCommand {
         #[arg(long)]
         image: String,
         /// The manifest template file (`-` reads standard input).
-        #[arg(long)]
+        #[arg(short = 'f', long)]
         template: PathBuf,
         /// An attribute the template can use, as name=value (repeatable).
         #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attribute)]
@@ -131,9 +166,8 @@ pub enum ReleaseCommand {
         /// Only the releases of this service.
         #[arg(long)]
         service: Option<String>,
-        /// At most this many releases (the server allows up to 500).
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        pages: PageArgs,
     },
     /// Show a release with its template.
     Show {
@@ -149,8 +183,6 @@ pub enum ReleaseCommand {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
     /// The service to deploy.
     #[arg(long)]
     pub service: String,
@@ -161,7 +193,7 @@ pub struct DeployArgs {
     #[arg(long)]
     pub cluster: String,
     /// The namespace to deploy into.
-    #[arg(long)]
+    #[arg(short = 'n', long)]
     pub namespace: String,
     /// A variable for the template, as name=value (repeatable; overrides the release's).
     #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attribute)]
@@ -170,15 +202,45 @@ pub struct DeployArgs {
     pub options: DeployOptions,
 }
 
+/// Whether a command that starts a deployment follows it to its verdict: it does
+/// unless `--no-wait`, as krane does.
+#[derive(Debug, Clone, Args)]
+pub struct WaitFlags {
+    /// Return as soon as the server accepted the deployment, without its verdict
+    /// (exit 0 then says only that it was accepted).
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Follow the deployment to its verdict: the default; accepted for older
+    /// pipelines.
+    #[arg(long, hide = true, conflicts_with = "no_wait")]
+    pub wait: bool,
+}
+
+impl WaitFlags {
+    pub fn waits(&self) -> bool {
+        !self.no_wait
+    }
+}
+
+/// How much of a listing to read: one page, or every page (following `next_cursor`).
+#[derive(Debug, Clone, Args)]
+pub struct PageArgs {
+    /// The size of a page (the server allows 1 to 500; default 50).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Every page, following the server's cursor to the end (`-A`).
+    #[arg(long, short = 'A')]
+    pub all: bool,
+}
+
 /// How a deploy runs and whether the command follows it.
 #[derive(Debug, Clone, Args)]
 pub struct DeployOptions {
     /// How long the rollout may take before it is `timed_out` (90s, 10m, 1h).
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Follow the deployment to its verdict and exit with it.
-    #[arg(long)]
-    pub wait: bool,
+    #[command(flatten)]
+    pub wait: WaitFlags,
     /// Keep objects the new manifest no longer contains.
     #[arg(long)]
     pub no_prune: bool,
@@ -189,8 +251,6 @@ pub struct DeployOptions {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
     /// The deployment to roll back.
     #[arg(long, required_unless_present_all = ["service", "cluster", "namespace"], conflicts_with_all = ["service", "cluster", "namespace"])]
     pub deployment: Option<String>,
@@ -201,34 +261,121 @@ pub struct RollbackArgs {
     #[arg(long, requires = "service")]
     pub cluster: Option<String>,
     /// The namespace of the target to roll back.
-    #[arg(long, requires = "service")]
+    #[arg(short = 'n', long, requires = "service")]
     pub namespace: Option<String>,
-    /// Follow the rollback to its verdict and exit with it.
-    #[arg(long)]
-    pub wait: bool,
+    #[command(flatten)]
+    pub wait: WaitFlags,
 }
 
 #[derive(Debug, Args)]
 pub struct WaitArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
     /// The deployment to follow (its id, as `deploy` prints it).
     pub deployment: String,
 }
 
 #[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The deployment to cancel.
+    pub deployment: String,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
-    /// The service to report on.
+    /// The service to report on (positional or --service).
+    #[arg(
+        required_unless_present = "service_flag",
+        conflicts_with = "service_flag"
+    )]
+    pub service: Option<String>,
+    #[arg(long = "service", value_name = "SERVICE", hide = true)]
+    pub service_flag: Option<String>,
+    /// Only this cluster.
     #[arg(long)]
-    pub service: String,
+    pub cluster: Option<String>,
+    /// Only this namespace.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+impl StatusArgs {
+    pub fn service(&self) -> &str {
+        self.service
+            .as_deref()
+            .or(self.service_flag.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DeploymentArgs {
+    #[command(subcommand)]
+    pub command: DeploymentCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// List deployments, newest first.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only of this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only to this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only to this namespace.
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Only in this status (queued, applying, rolling_out, succeeded, failed,
+        /// timed_out, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        pages: PageArgs,
+    },
+    /// Show a deployment with its timeline and, when it failed, why.
+    #[command(visible_alias = "get")]
+    Show {
+        /// The deployment's id.
+        id: String,
+    },
+}
+
+/// A release (by service and version, or by id) and the target to render it for.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The service of the release.
+    #[arg(long, required_unless_present = "release", requires = "version")]
+    pub service: Option<String>,
+    /// The version of the release.
+    #[arg(long, requires = "service")]
+    pub version: Option<String>,
+    /// The release's id (instead of --service and --version).
+    #[arg(long, conflicts_with_all = ["service", "version"])]
+    pub release: Option<String>,
+    /// The target cluster.
+    #[arg(long)]
+    pub cluster: String,
+    /// The target namespace.
+    #[arg(short = 'n', long)]
+    pub namespace: String,
+    /// A variable for the template, as name=value (repeatable; overrides the release's).
+    #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attribute)]
+    pub attributes: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub render: RenderArgs,
+    /// Exit 1 when the live objects differ from the rendered ones (as
+    /// `git diff --exit-code`); without it, a diff that could be made exits 0.
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
     #[command(subcommand)]
     pub command: TokenCommand,
 }

@@ -11,22 +11,24 @@ use serde_json::{Value, json};
 use crate::cli::CliError;
 use crate::cli::api::{Api, decode, encode};
 use crate::cli::args::{
-    ClientCommand, DeployArgs, OutputFormat, ReleaseArgs, ReleaseCommand, RollbackArgs, ServerArgs,
-    StatusArgs, TokenArgs, TokenCommand, WaitArgs,
+    CancelArgs, ClientCommand, DeployArgs, DeploymentArgs, DeploymentCommand, OutputFormat,
+    PageArgs, ReleaseArgs, ReleaseCommand, RenderArgs, RollbackArgs, ServerArgs, StatusArgs,
+    TokenArgs, TokenCommand, WaitArgs,
 };
 use crate::cli::follow::follow;
 use crate::cli::output::{self, Progress};
-use crate::cli::wire::{ApiToken, Deployment, IssuedToken, Page, Release, Status};
+use crate::cli::wire::{ApiToken, Deployment, IssuedToken, Page, Placement, Release, Status};
 
 /// The rollout timeout the server applies when a deploy does not name one.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How much longer than the rollout's own timeout the client waits for its verdict.
 const VERDICT_GRACE: Duration = Duration::from_secs(120);
-/// The most deployments `status` reads (newest first) to find what runs where.
-const STATUS_SCAN_PAGES: usize = 10;
+/// The page size `--all` asks for: the most the server gives.
+const ALL_PAGE_SIZE: u32 = 500;
 
 pub async fn execute(
     command: ClientCommand,
+    server: &ServerArgs,
     cli: impl FnOnce() -> clap::Command,
 ) -> Result<(), CliError> {
     match command {
@@ -36,24 +38,65 @@ pub async fn execute(
             clap_complete::generate(args.shell, &mut command, name, &mut std::io::stdout());
             Ok(())
         }
-        ClientCommand::Release(args) => release(*args).await,
-        ClientCommand::Deploy(args) => deploy(*args).await,
-        ClientCommand::Rollback(args) => rollback(*args).await,
-        ClientCommand::Status(args) => status(*args).await,
-        ClientCommand::Wait(args) => wait(*args).await,
-        ClientCommand::Token(args) => token(*args).await,
+        ClientCommand::Release(args) => release(*args, server).await,
+        ClientCommand::Deploy(args) => deploy(*args, server).await,
+        ClientCommand::Rollback(args) => rollback(*args, server).await,
+        ClientCommand::Status(args) => status(*args, server).await,
+        ClientCommand::Wait(args) => wait(*args, server).await,
+        ClientCommand::Cancel(args) => cancel(*args, server).await,
+        ClientCommand::Deployment(args) => deployment(*args, server).await,
+        ClientCommand::Render(args) => render(*args, server).await,
+        ClientCommand::Diff(args) => crate::cli::diff::diff(*args, server).await,
+        ClientCommand::Token(args) => token(*args, server).await,
     }
 }
 
 /// Whether the output is data for scripts (JSON or YAML) rather than text.
-fn is_json(server: &ServerArgs) -> bool {
-    server.output != OutputFormat::Text
+pub fn is_json(server: &ServerArgs) -> bool {
+    server.output != OutputFormat::Table
 }
 
-async fn release(args: ReleaseArgs) -> Result<(), CliError> {
-    let api = Api::new(&args.server)?;
-    let format = args.server.output;
-    let json_output = is_json(&args.server);
+/// One page of a listing, or (with `--all`) every page, following `next_cursor`:
+/// the items and the cursor of the page after those read (`None` at the end).
+///
+/// # Errors
+/// As [`Api::get`], and [`CliError::Server`] for an answer that is not a page.
+pub async fn list_pages(
+    api: &Api,
+    path: &str,
+    mut query: Vec<(&'static str, String)>,
+    pages: &PageArgs,
+) -> Result<(Vec<Value>, Option<String>), CliError> {
+    let limit = pages.limit.or(pages.all.then_some(ALL_PAGE_SIZE));
+    if let Some(limit) = limit {
+        query.push(("limit", limit.to_string()));
+    }
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut asked = query.clone();
+        if let Some(cursor) = cursor.take() {
+            asked.push(("cursor", cursor));
+        }
+        let value = api.get(path, &asked).await?;
+        let page: Page<Value> = decode(&value, "page")?;
+        items.extend(page.items);
+        cursor = page.next_cursor;
+        if !pages.all || cursor.is_none() {
+            return Ok((items, cursor));
+        }
+    }
+}
+
+/// A listing for scripts: the items, and the cursor when more exist.
+fn page_value(items: Vec<Value>, next_cursor: Option<String>) -> Value {
+    json!({ "items": items, "next_cursor": next_cursor })
+}
+
+async fn release(args: ReleaseArgs, server: &ServerArgs) -> Result<(), CliError> {
+    let api = Api::new(server)?;
+    let format = server.output;
+    let json_output = is_json(server);
     match args.command {
         ReleaseCommand::Create {
             service,
@@ -89,26 +132,20 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
                 ));
             }
         }
-        ReleaseCommand::List { service, limit } => {
-            let mut query = Vec::new();
-            if let Some(service) = service {
-                query.push(("service", service));
-            }
-            if let Some(limit) = limit {
-                query.push(("limit", limit.to_string()));
-            }
-            let value = api.get("/api/releases", &query).await?;
+        ReleaseCommand::List { service, pages } => {
+            let query: Vec<(&str, String)> = service.into_iter().map(|s| ("service", s)).collect();
+            let (items, next) = list_pages(&api, "/api/releases", query, &pages).await?;
             if json_output {
-                output::data(format, &value);
+                output::data(format, &page_value(items, next));
             } else {
-                let page: Page<Release> = decode(&value, "page of releases")?;
-                if page.items.is_empty() {
+                let releases: Vec<Release> = decode(&Value::Array(items), "releases")?;
+                if releases.is_empty() {
                     output::text("no releases");
                 } else {
-                    output::text(&output::release_table(&page.items));
-                    if page.next_cursor.is_some() {
-                        output::text("(more releases exist: raise --limit)");
-                    }
+                    output::text(&output::release_table(&releases));
+                }
+                if next.is_some() {
+                    output::note("(more releases exist: --all lists every one)");
                 }
             }
         }
@@ -136,10 +173,10 @@ async fn release(args: ReleaseArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn token(args: TokenArgs) -> Result<(), CliError> {
-    let api = Api::new(&args.server)?;
-    let format = args.server.output;
-    let json_output = is_json(&args.server);
+async fn token(args: TokenArgs, server: &ServerArgs) -> Result<(), CliError> {
+    let api = Api::new(server)?;
+    let format = server.output;
+    let json_output = is_json(server);
     match args.command {
         TokenCommand::Create {
             name,
@@ -205,8 +242,8 @@ fn read_template(path: &Path) -> Result<String, CliError> {
     }
 }
 
-async fn deploy(args: DeployArgs) -> Result<(), CliError> {
-    let api = Api::new(&args.server)?;
+async fn deploy(args: DeployArgs, server: &ServerArgs) -> Result<(), CliError> {
+    let api = Api::new(server)?;
     let attributes: BTreeMap<String, String> = args.attributes.into_iter().collect();
     let mut body = json!({
         "service": args.service,
@@ -221,13 +258,13 @@ async fn deploy(args: DeployArgs) -> Result<(), CliError> {
         body.insert("timeout_seconds".to_owned(), json!(timeout.as_secs()));
     }
     let (_, value) = api.post("/api/deployments", Some(&body)).await?;
-    if !is_json(&args.server) && simulated_clusters(&api).await.contains(&args.cluster) {
+    if !is_json(server) && simulated_clusters(&api).await.contains(&args.cluster) {
         output::note(&format!(
             "note: {} is a simulated cluster (kubernaut dev): nothing runs anywhere real",
             args.cluster
         ));
     }
-    conclude(&api, &args.server, value, args.options.wait).await
+    conclude(&api, server, value, args.options.wait.waits()).await
 }
 
 /// The clusters the server says are simulated (`kubernaut dev`'s sandbox); none when it
@@ -245,8 +282,8 @@ async fn simulated_clusters(api: &Api) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-async fn rollback(args: RollbackArgs) -> Result<(), CliError> {
-    let api = Api::new(&args.server)?;
+async fn rollback(args: RollbackArgs, server: &ServerArgs) -> Result<(), CliError> {
+    let api = Api::new(server)?;
     let id = match (args.deployment, args.service, args.cluster, args.namespace) {
         (Some(id), _, _, _) => id,
         (None, Some(service), Some(cluster), Some(namespace)) => {
@@ -272,14 +309,14 @@ async fn rollback(args: RollbackArgs) -> Result<(), CliError> {
     };
     let path = format!("/api/deployments/{}/rollback", encode(&id));
     let (_, value) = api.post(&path, None).await?;
-    conclude(&api, &args.server, value, args.wait).await
+    conclude(&api, server, value, args.wait.waits()).await
 }
 
-async fn wait(args: WaitArgs) -> Result<(), CliError> {
-    let api = Api::new(&args.server)?;
+async fn wait(args: WaitArgs, server: &ServerArgs) -> Result<(), CliError> {
+    let api = Api::new(server)?;
     let path = format!("/api/deployments/{}", encode(&args.deployment));
     let value = api.get(&path, &[]).await?;
-    conclude(&api, &args.server, value, true).await
+    conclude(&api, server, value, true).await
 }
 
 /// Reports a requested deployment and, with `wait`, follows it to its verdict and
@@ -339,72 +376,34 @@ async fn conclude(
     }
 }
 
-/// One target's state: the newest deployment and the newest successful one.
-#[derive(Debug)]
-struct TargetState {
-    latest: (Deployment, Value),
-    running: Option<(Deployment, Value)>,
-}
-
-async fn status(args: StatusArgs) -> Result<(), CliError> {
-    let api = Api::new(&args.server)?;
-    let mut targets: BTreeMap<(String, String), TargetState> = BTreeMap::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..STATUS_SCAN_PAGES {
-        let mut query = vec![
-            ("service", args.service.clone()),
-            ("limit", "500".to_owned()),
-        ];
-        if let Some(cursor) = cursor.take() {
-            query.push(("cursor", cursor));
-        }
-        let value = api.get("/api/deployments", &query).await?;
-        let page: Page<Value> = decode(&value, "page of deployments")?;
-        for raw in page.items {
-            let deployment: Deployment = decode(&raw, "deployment")?;
-            let key = (deployment.cluster.clone(), deployment.namespace.clone());
-            let succeeded = deployment.status == Status::Succeeded;
-            let state = targets.entry(key).or_insert_with(|| TargetState {
-                latest: (deployment.clone(), raw.clone()),
-                running: None,
-            });
-            if succeeded && state.running.is_none() {
-                state.running = Some((deployment, raw));
-            }
-        }
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            break;
-        }
+async fn status(args: StatusArgs, server: &ServerArgs) -> Result<(), CliError> {
+    let api = Api::new(server)?;
+    let service = args.service().to_owned();
+    let mut query = vec![("service", service.clone())];
+    if let Some(cluster) = &args.cluster {
+        query.push(("cluster", cluster.clone()));
     }
-    if is_json(&args.server) {
-        let targets: Vec<Value> = targets
-            .values()
-            .map(|state| {
-                json!({
-                    "cluster": state.latest.0.cluster,
-                    "namespace": state.latest.0.namespace,
-                    "running": state.running.as_ref().map(|(_, raw)| raw),
-                    "latest": state.latest.1,
-                })
-            })
-            .collect();
-        output::data(
-            args.server.output,
-            &json!({ "service": args.service, "targets": targets }),
-        );
+    if let Some(namespace) = &args.namespace {
+        query.push(("namespace", namespace.clone()));
+    }
+    // The server's exact "what runs where": every target, not paged.
+    let value = api.get("/api/placements", &query).await?;
+    if is_json(server) {
+        output::data(server.output, &value);
         return Ok(());
     }
-    if targets.is_empty() {
-        output::text(&format!("{} has no deployments", args.service));
+    let placements: Page<Placement> = decode(&value, "list of placements")?;
+    if placements.items.is_empty() {
+        output::text(&format!("{service} has no deployments"));
         return Ok(());
     }
     let simulated = simulated_clusters(&api).await;
-    let rows: Vec<Vec<String>> = targets
-        .values()
-        .map(|state| {
-            let latest = &state.latest.0;
-            let running = state.running.as_ref().map(|(d, _)| d);
+    let rows: Vec<Vec<String>> = placements
+        .items
+        .iter()
+        .map(|placement| {
+            let latest = &placement.last;
+            let running = placement.running.as_ref();
             let last = match running {
                 Some(running) if running.id == latest.id => String::new(),
                 _ => {
@@ -415,14 +414,14 @@ async fn status(args: StatusArgs) -> Result<(), CliError> {
                     text
                 }
             };
-            let cluster = if simulated.contains(&latest.cluster) {
-                format!("{} (simulated)", latest.cluster)
+            let cluster = if simulated.contains(&placement.cluster) {
+                format!("{} (simulated)", placement.cluster)
             } else {
-                latest.cluster.clone()
+                placement.cluster.clone()
             };
             vec![
                 cluster,
-                latest.namespace.clone(),
+                placement.namespace.clone(),
                 running.map_or_else(|| "-".to_owned(), |d| d.version.clone()),
                 running.map_or_else(
                     || "-".to_owned(),
@@ -436,5 +435,126 @@ async fn status(args: StatusArgs) -> Result<(), CliError> {
         &["CLUSTER", "NAMESPACE", "VERSION", "SINCE", "LAST DEPLOY"],
         &rows,
     ));
+    Ok(())
+}
+
+async fn cancel(args: CancelArgs, server: &ServerArgs) -> Result<(), CliError> {
+    let api = Api::new(server)?;
+    let path = format!("/api/deployments/{}/cancel", encode(&args.deployment));
+    let (_, value) = api.post(&path, None).await?;
+    if is_json(server) {
+        output::data(server.output, &value);
+    } else {
+        let deployment: Deployment = decode(&value, "deployment")?;
+        output::text(&output::deployment_line(&deployment));
+    }
+    Ok(())
+}
+
+async fn deployment(args: DeploymentArgs, server: &ServerArgs) -> Result<(), CliError> {
+    let api = Api::new(server)?;
+    let format = server.output;
+    match args.command {
+        DeploymentCommand::List {
+            service,
+            cluster,
+            namespace,
+            status,
+            pages,
+        } => {
+            let mut query = Vec::new();
+            for (name, value) in [
+                ("service", service),
+                ("cluster", cluster),
+                ("namespace", namespace),
+                ("status", status),
+            ] {
+                if let Some(value) = value {
+                    query.push((name, value));
+                }
+            }
+            let (items, next) = list_pages(&api, "/api/deployments", query, &pages).await?;
+            if is_json(server) {
+                output::data(format, &page_value(items, next));
+                return Ok(());
+            }
+            let deployments: Vec<Deployment> = decode(&Value::Array(items), "deployments")?;
+            if deployments.is_empty() {
+                output::text("no deployments");
+            } else {
+                output::text(&output::deployment_table(&deployments));
+            }
+            if next.is_some() {
+                output::note("(more deployments exist: --all lists every one)");
+            }
+        }
+        DeploymentCommand::Show { id } => {
+            let value = api
+                .get(&format!("/api/deployments/{}", encode(&id)), &[])
+                .await?;
+            if is_json(server) {
+                output::data(format, &value);
+            } else {
+                let deployment: Deployment = decode(&value, "deployment")?;
+                output::text(&output::deployment_details(&deployment));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The release a render or diff names: by id, or by service and version.
+///
+/// # Errors
+/// [`CliError::Usage`] when no active release has that service and version.
+pub async fn release_id(api: &Api, args: &RenderArgs) -> Result<String, CliError> {
+    if let Some(id) = &args.release {
+        return Ok(id.clone());
+    }
+    let service = args.service.clone().unwrap_or_default();
+    let version = args.version.clone().unwrap_or_default();
+    let query = [
+        ("service", service.clone()),
+        ("version", version.clone()),
+        ("limit", "1".to_owned()),
+    ];
+    let value = api.get("/api/releases", &query).await?;
+    let page: Page<Release> = decode(&value, "page of releases")?;
+    page.items.into_iter().next().map(|r| r.id).ok_or_else(|| {
+        CliError::Usage(format!(
+            "no active release of {service} has the version {version}"
+        ))
+    })
+}
+
+/// The query of the server's preview: the target and the deploy-time attributes.
+pub fn preview_query(args: &RenderArgs) -> Vec<(String, String)> {
+    let mut query = vec![
+        ("cluster".to_owned(), args.cluster.clone()),
+        ("namespace".to_owned(), args.namespace.clone()),
+    ];
+    for (name, value) in &args.attributes {
+        query.push((format!("attr.{name}"), value.clone()));
+    }
+    query
+}
+
+async fn render(args: RenderArgs, server: &ServerArgs) -> Result<(), CliError> {
+    let api = Api::new(server)?;
+    let id = release_id(&api, &args).await?;
+    let query = preview_query(&args);
+    let query: Vec<(&str, String)> = query.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let value = api
+        .get(&format!("/api/releases/{}/manifest", encode(&id)), &query)
+        .await?;
+    match server.output {
+        // The objects as the server would apply them.
+        OutputFormat::Json => output::data(OutputFormat::Json, &value["objects"]),
+        // The manifest as rendered, a multi-document YAML ready for kubectl.
+        OutputFormat::Yaml | OutputFormat::Table => {
+            let manifest = value["manifest"].as_str().unwrap_or_default();
+            output::raw(manifest);
+        }
+    }
     Ok(())
 }

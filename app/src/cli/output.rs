@@ -31,6 +31,15 @@ pub fn data(format: OutputFormat, value: &Value) {
     }
 }
 
+/// Prints text as it is (a manifest), ending it with a newline when it has none.
+pub fn raw(text: &str) {
+    if text.ends_with('\n') {
+        print!("{text}");
+    } else {
+        println!("{text}");
+    }
+}
+
 /// Prints text (already ending without a newline) on standard output.
 pub fn text(text: &str) {
     println!("{text}");
@@ -180,6 +189,96 @@ pub fn deployment_line(deployment: &Deployment) -> String {
         let _ = write!(line, ", rolling back {of}");
     }
     line
+}
+
+pub fn deployment_table(deployments: &[Deployment]) -> String {
+    let rows: Vec<Vec<String>> = deployments
+        .iter()
+        .map(|d| {
+            let mut status = d.status.as_str().to_owned();
+            if let Some(reason) = &d.reason {
+                let _ = write!(status, " ({reason})");
+            }
+            vec![
+                d.id.clone(),
+                d.service.clone(),
+                d.version.clone(),
+                d.cluster.clone(),
+                d.namespace.clone(),
+                status,
+                time(d.created_at),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "SERVICE",
+            "VERSION",
+            "CLUSTER",
+            "NAMESPACE",
+            "STATUS",
+            "CREATED",
+        ],
+        &rows,
+    )
+}
+
+/// A deployment in full: what, where, who, when, its timeline and its diagnostics.
+pub fn deployment_details(deployment: &Deployment) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "id:         {}", deployment.id);
+    let _ = writeln!(
+        out,
+        "release:    {} {}",
+        deployment.service, deployment.version
+    );
+    let _ = writeln!(
+        out,
+        "target:     {}/{}",
+        deployment.cluster, deployment.namespace
+    );
+    let mut status = deployment.status.as_str().to_owned();
+    if let Some(reason) = &deployment.reason {
+        let _ = write!(status, " ({reason})");
+    }
+    let _ = writeln!(out, "status:     {status}");
+    if let Some(of) = &deployment.rollback_of {
+        let _ = writeln!(out, "rolls back: {of}");
+    }
+    let _ = write!(out, "created:    {}", time(deployment.created_at));
+    if let Some(by) = &deployment.requested_by {
+        let _ = write!(out, " by {by}");
+    }
+    out.push('\n');
+    if let Some(at) = deployment.finished_at {
+        let _ = writeln!(out, "finished:   {}", time(at));
+    }
+    let timeline = deployment.timeline.as_deref().unwrap_or_default();
+    if !timeline.is_empty() {
+        let _ = writeln!(out, "timeline:");
+        for entry in timeline {
+            let what = entry
+                .resource
+                .as_ref()
+                .map_or_else(String::new, |r| format!("{r}: "));
+            let _ = writeln!(
+                out,
+                "  {} [{}] {what}{}",
+                time(entry.at),
+                entry.phase.as_str(),
+                entry.message
+            );
+        }
+    }
+    let diagnostics = diagnostics(deployment);
+    if !diagnostics.is_empty() {
+        let _ = writeln!(out, "diagnostics:");
+        for line in diagnostics.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out.trim_end().to_owned()
 }
 
 /// Why a deployment failed: per resource the reason, its events and the last log lines
@@ -358,7 +457,7 @@ mod tests {
             "id": "d1", "service": "web", "version": "1", "cluster": "c", "namespace": "n",
             "status": "failed", "reason": "crash_loop", "created_at": "2026-11-24T12:00:00Z",
             "diagnostics": {"resources": [{
-                "resource": {"api_version": "apps/v1", "kind": "Deployment", "name": "web"},
+                "resource": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
                 "reason": "crash_loop", "message": "web keeps crashing",
                 "events": [{"type": "Warning", "reason": "BackOff", "message": "Back-off restarting",
                             "object": "Pod/web-1", "count": 4, "at": null}],

@@ -132,6 +132,8 @@ pub struct Deployment {
     pub rollback_of: Option<String>,
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub requested_by: Option<String>,
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub finished_at: Option<DateTime<Utc>>,
@@ -139,6 +141,16 @@ pub struct Deployment {
     pub diagnostics: Option<Diagnostics>,
     #[serde(default)]
     pub timeline: Option<Vec<TimelineEntry>>,
+}
+
+/// Where a service stands on one target, as `GET /api/placements` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Placement {
+    pub cluster: String,
+    pub namespace: String,
+    #[serde(default)]
+    pub running: Option<Deployment>,
+    pub last: Deployment,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -32,6 +32,7 @@ pub fn sim_cluster(sim: &Simulator) -> ClusterConfig {
         context: None,
         in_cluster: false,
         clock_scale: TIME_SCALE,
+        max_requests: kubernaut::settings::DEFAULT_MAX_REQUESTS,
         rules: kubernaut_domain::cluster::ClusterSettings {
             attributes: [("region".to_owned(), "eu-sim".to_owned())].into(),
             ..Default::default()

@@ -21,6 +21,7 @@ async fn a_release_rolls_out_on_a_real_cluster() {
             context: None,
             in_cluster: false,
             clock_scale: 1.0,
+            max_requests: kubernaut::settings::DEFAULT_MAX_REQUESTS,
             rules: Default::default(),
         }];
     })

@@ -132,6 +132,7 @@ async fn kubernaut_deploys_kubernaut_with_least_privilege() {
             context: None,
             in_cluster: false,
             clock_scale: 1.0,
+            max_requests: kubernaut::settings::DEFAULT_MAX_REQUESTS,
             rules: Default::default(),
         }];
     })

@@ -52,8 +52,10 @@ async fn a_429_is_retried_after_its_retry_after_within_the_budget_and_said_on_st
     };
 
     spend_the_quota(&server, 30).await;
+    // Still refused once the budget is spent: Kubernaut is not available (3), not a
+    // usage error.
     let refused = server.run(&create("1.0.0", "0")).await;
-    refused.assert_code(2);
+    refused.assert_code(3);
     assert!(
         refused.stderr.contains("429") && refused.stderr.contains("giving up"),
         "{refused:?}"
@@ -90,7 +92,7 @@ async fn the_retry_budget_comes_from_the_environment_too() {
         .await
         .expect("the binary runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("giving up"), "{stderr}");
 }
 
@@ -114,6 +116,7 @@ async fn wait_follows_a_deployment_to_its_verdict_with_the_exit_codes_of_deploy_
             "sim",
             "--namespace",
             crate::helpers::NAMESPACE,
+            "--no-wait",
             "--output",
             "json",
         ]

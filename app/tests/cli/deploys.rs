@@ -136,6 +136,7 @@ async fn deploy_without_wait_returns_at_once_and_a_second_deploy_is_a_conflict()
         "--timeout",
         "30s",
         "--no-prune",
+        "--no-wait",
         "--output",
         "json",
     ];
@@ -150,8 +151,9 @@ async fn deploy_without_wait_returns_at_once_and_a_second_deploy_is_a_conflict()
     assert_eq!(deployment["timeout_seconds"], 30);
     assert_eq!(deployment["prune"], false);
 
+    // Another deploy active on the target: a conflict, exit 4.
     let second = server.run(&args).await;
-    second.assert_code(2);
+    second.assert_code(4);
     assert!(second.stderr.contains("409"), "{second:?}");
     assert!(
         second

@@ -1,4 +1,4 @@
-//! How `deploy --wait` follows a deployment, against a scripted server: the event
+//! How `deploy` follows a deployment, against a scripted server: the event
 //! stream when it works, the long poll when it does not, and each verdict's exit code.
 
 use std::sync::{Arc, Mutex};
@@ -178,7 +178,8 @@ async fn a_broken_event_stream_falls_back_to_the_long_poll() {
                 content_type: "text/html",
                 body: "<h1>Bad Gateway</h1>".to_owned(),
             }
-        } else if count < 4 {
+        } else if count < 6 {
+            // The stream is tried three times (502 each), then the long poll takes over.
             json_answer(200, &deployment("rolling_out", &["first"]))
         } else {
             json_answer(200, &deployment("succeeded", &["first", "second"]))
@@ -196,6 +197,11 @@ async fn a_broken_event_stream_falls_back_to_the_long_poll() {
             .count()
             >= 2,
         "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|l| l.contains("/events")).count(),
+        3,
+        "the stream is given up after three refusals: {seen:?}"
     );
 }
 
@@ -227,7 +233,7 @@ async fn each_verdict_has_its_exit_code() {
 }
 
 #[tokio::test]
-async fn a_server_error_exits_1_with_what_the_server_said() {
+async fn a_server_error_exits_3_with_what_the_server_said() {
     let (url, _) = scripted_server(|_, _| Answer {
         status: 500,
         content_type: "application/problem+json",
@@ -235,7 +241,7 @@ async fn a_server_error_exits_1_with_what_the_server_said() {
     })
     .await;
     let run = kubernaut(&url, &["status", "--service", "web"]).await;
-    run.assert_code(1);
+    run.assert_code(3);
     assert!(
         run.stderr.contains("500") && run.stderr.contains("the failure is logged"),
         "{run:?}"

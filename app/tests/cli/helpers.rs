@@ -77,6 +77,7 @@ async fn spawn_adjusted(sim: Option<Simulator>, adjust: impl FnOnce(&mut Setting
             context: None,
             in_cluster: false,
             clock_scale: TIME_SCALE,
+            max_requests: kubernaut::settings::DEFAULT_MAX_REQUESTS,
             rules: Default::default(),
         }];
     }
@@ -129,17 +130,39 @@ pub async fn kubernaut(url: &str, args: &[&str]) -> Run {
 /// Runs `kubernaut ARGS` with `KUBERNAUT_URL` set to `url` and `KUBERNAUT_TOKEN` to
 /// `token` (none when `None`), without a terminal.
 pub async fn kubernaut_as(url: &str, token: Option<&str>, args: &[&str]) -> Run {
+    let mut env = vec![("KUBERNAUT_URL", url)];
+    if let Some(token) = token {
+        env.push(("KUBERNAUT_TOKEN", token));
+    }
+    kubernaut_with_env(&env, args).await
+}
+
+/// The binary with none of the client's variables but `env` (and no client
+/// configuration of the machine's user: `XDG_CONFIG_HOME` is an empty folder).
+pub fn client_command(env: &[(&str, &str)], args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubernaut"));
-    match token {
-        Some(token) => command.env("KUBERNAUT_TOKEN", token),
-        None => command.env_remove("KUBERNAUT_TOKEN"),
-    };
-    let output = command
-        .args(args)
-        .env("KUBERNAUT_URL", url)
+    for name in [
+        "KUBERNAUT_URL",
+        "KUBERNAUT_TOKEN",
+        "KUBERNAUT_CONFIG",
+        "KUBERNAUT_CONTEXT",
+        "KUBERNAUT_RETRY_BUDGET",
+    ] {
+        command.env_remove(name);
+    }
+    command
+        .env("XDG_CONFIG_HOME", empty_config_home())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .args(args)
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs `kubernaut ARGS` with exactly the client variables `env`, without a terminal.
+pub async fn kubernaut_with_env(env: &[(&str, &str)], args: &[&str]) -> Run {
+    let output = client_command(env, args)
         .output()
         .await
         .expect("the kubernaut binary runs");
@@ -148,6 +171,13 @@ pub async fn kubernaut_as(url: &str, token: Option<&str>, args: &[&str]) -> Run 
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+/// A folder with no `kubernaut/config.yaml`, shared by the tests' runs.
+fn empty_config_home() -> &'static std::path::Path {
+    static HOME: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().expect("a folder"))
+        .path()
 }
 
 /// A Deployment and a Service; the template needs `replicas` from the release.
@@ -206,7 +236,8 @@ impl Server {
         run.json()
     }
 
-    /// Deploys `service` `version` to sim/shop and waits for the verdict.
+    /// Deploys `service` `version` to sim/shop and waits for the verdict (the
+    /// default).
     pub async fn deploy_and_wait(&self, service: &str, version: &str, extra: &[&str]) -> Run {
         let mut args = vec![
             "deploy",
@@ -218,7 +249,6 @@ impl Server {
             "sim",
             "--namespace",
             NAMESPACE,
-            "--wait",
         ];
         args.extend_from_slice(extra);
         self.run(&args).await

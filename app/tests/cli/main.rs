@@ -2,10 +2,15 @@
 //! real server on port 0, a fresh database and, for deploys, the simulated cluster.
 
 mod ci;
+mod config;
 mod deploys;
+mod exit_codes;
 mod follow;
 mod helpers;
+mod kubectl;
 mod releases;
+mod restart;
 mod status;
+mod stream;
 mod tokens;
 mod usage;

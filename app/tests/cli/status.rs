@@ -37,11 +37,15 @@ async fn status_shows_the_running_version_and_a_later_failed_deploy() {
         .run(&["status", "--service", "web", "--output", "json"])
         .await;
     json.assert_code(0);
+    // The server's own answer (`GET /api/placements`), one item per target.
     let status = json.json();
-    assert_eq!(status["service"], "web");
-    let target = &status["targets"][0];
+    let items = status["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{status}");
+    let target = &items[0];
+    assert_eq!(target["service"], "web");
     assert_eq!(target["cluster"], "sim");
+    assert_eq!(target["namespace"], "shop");
     assert_eq!(target["running"]["version"], "1.0.0");
-    assert_eq!(target["latest"]["version"], "2.0.0");
-    assert_eq!(target["latest"]["status"], "failed");
+    assert_eq!(target["last"]["version"], "2.0.0");
+    assert_eq!(target["last"]["status"], "failed");
 }

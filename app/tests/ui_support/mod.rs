@@ -7,7 +7,7 @@ use std::time::Duration;
 use kubernaut::Application;
 use kubernaut::settings::{ClusterConfig, DatabaseUrl, Settings};
 use kubernaut_testkit::database::TestDatabase;
-use kubernaut_testkit::sim::Simulator;
+use kubernaut_testkit::sim::{Behaviour, Simulator};
 use serde_json::{Value, json};
 
 /// Simulated seconds per real second: rollouts take a fraction of a second.
@@ -23,7 +23,7 @@ pub struct UiApp {
     client: reqwest::Client,
     /// The admin token's secret, for signing in to the pages.
     pub token: String,
-    _sim: Simulator,
+    sim: Simulator,
     _database: TestDatabase,
 }
 
@@ -97,6 +97,7 @@ async fn spawn_app() -> UiApp {
         context: None,
         in_cluster: false,
         clock_scale: TIME_SCALE,
+        max_requests: kubernaut::settings::DEFAULT_MAX_REQUESTS,
         rules: kubernaut_domain::cluster::ClusterSettings {
             attributes: [("region".to_owned(), "eu-sim".to_owned())].into(),
             ..Default::default()
@@ -124,7 +125,7 @@ async fn spawn_app() -> UiApp {
         address,
         client: client_with_token(&token),
         token,
-        _sim: sim,
+        sim,
         _database: database,
     }
 }
@@ -135,7 +136,7 @@ impl UiApp {
     }
 
     /// Registers a release of the web template, returning its JSON.
-    async fn release(&self, service: &str, version: &str, image: &str) -> Value {
+    pub async fn release(&self, service: &str, version: &str, image: &str) -> Value {
         let response = self
             .client
             .post(self.url("/api/releases"))
@@ -155,7 +156,7 @@ impl UiApp {
     }
 
     /// Deploys a release to sim/shop and waits for the verdict.
-    async fn deploy_and_wait(&self, service: &str, version: &str) -> Value {
+    pub async fn deploy_and_wait(&self, service: &str, version: &str) -> Value {
         let body =
             json!({"service": service, "version": version, "cluster": "sim", "namespace": "shop"});
         let response = self
@@ -167,18 +168,17 @@ impl UiApp {
             .expect("deploy request");
         assert_eq!(response.status(), 202, "deploy {body}");
         let started: Value = response.json().await.expect("deployment JSON");
-        let id = started["id"].as_str().expect("an id").to_owned();
+        self.verdict_of(started["id"].as_str().expect("an id"))
+            .await
+    }
+
+    /// The deployment `id` once it has a verdict (or ended cancelled).
+    pub async fn verdict_of(&self, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
-            let deployment: Value = self
-                .client
-                .get(self.url(&format!("/api/deployments/{id}?wait=20")))
-                .send()
-                .await
-                .expect("wait request")
-                .json()
-                .await
-                .expect("deployment JSON");
+            let deployment = self
+                .api_get(&format!("/api/deployments/{id}?wait=20"))
+                .await;
             let status = deployment["status"].as_str().unwrap_or_default();
             if !["queued", "applying", "rolling_out"].contains(&status) {
                 return deployment;
@@ -188,5 +188,28 @@ impl UiApp {
                 "no verdict in time: {deployment}"
             );
         }
+    }
+
+    /// `GET path` of the API as the admin, as JSON.
+    pub async fn api_get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("API request");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.expect("API JSON")
+    }
+
+    /// Makes the pods of `image` take `seconds` of the simulated clock (a twentieth
+    /// of that in real time) to start: a rollout still running when the test looks.
+    pub fn make_slow(&self, image: &str, seconds: u64) {
+        self.sim
+            .set_image_behaviour(image, Behaviour::SlowStart { seconds });
     }
 }

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 /// A Kubernetes object, named by kind and name (and namespace when it has one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResourceRef {
+    /// `apiVersion` as Kubernetes spells it; `api_version` (the name before 2026-12)
+    /// is still read, for stored diagnostics and older clients.
+    #[serde(rename = "apiVersion", alias = "api_version")]
     pub api_version: String,
     pub kind: String,
     pub name: String,
@@ -143,5 +146,28 @@ impl Diagnostics {
     /// The reason of the first diagnosed resource: the headline of the failure.
     pub fn primary_reason(&self) -> Option<FailureReason> {
         self.resources.first().map(|r| r.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_reference_says_api_version_and_still_reads_the_old_name() {
+        let reference = ResourceRef {
+            api_version: "apps/v1".to_owned(),
+            kind: "Deployment".to_owned(),
+            name: "web".to_owned(),
+            namespace: None,
+        };
+        let json = serde_json::to_value(&reference).expect("JSON");
+        assert_eq!(json["apiVersion"], "apps/v1");
+        assert!(json.get("api_version").is_none(), "{json}");
+        let old: ResourceRef = serde_json::from_value(
+            serde_json::json!({"api_version": "apps/v1", "kind": "Deployment", "name": "web"}),
+        )
+        .expect("the old name is read");
+        assert_eq!(old, reference);
     }
 }

@@ -179,7 +179,16 @@ impl Writer {
 
 pub(crate) struct Driver {
     writer: Writer,
+    /// The deployment as claimed, without what the driver no longer needs once it
+    /// starts (its objects are handed to [`Driver::drive`] and dropped once applied;
+    /// its timeline and manifest text are never read): a burst of a thousand rollouts
+    /// holds a thousand drivers.
     deployment: Deployment,
+    /// The objects, until [`Driver::run`] takes them.
+    objects: Vec<serde_json::Value>,
+    /// What a verdict names when no object of the manifest is to blame (the first
+    /// object, or the service's Deployment).
+    placeholder: ResourceRef,
 }
 
 fn instant_of(at: DateTime<Utc>) -> Instant {
@@ -197,26 +206,34 @@ impl Driver {
             |_| claimed.deployment.deadline(),
         );
         let give_up_at = instant_of(deadline) + inner.settings.retry_window;
+        let mut deployment = claimed.deployment;
+        let placeholder = placeholder_resource(&deployment);
+        let objects = std::mem::take(&mut deployment.objects);
+        deployment.timeline = Vec::new();
+        deployment.manifest = String::new();
         Self {
             writer: Writer {
-                id: claimed.deployment.id,
+                id: deployment.id,
                 fence: claimed.fence,
                 stop,
                 give_up_at,
                 inner,
             },
-            deployment: claimed.deployment,
+            deployment,
+            objects,
+            placeholder,
         }
     }
 
-    pub(crate) async fn run(self) -> Ended {
-        match self.drive().await {
+    pub(crate) async fn run(mut self) -> Ended {
+        let objects = std::mem::take(&mut self.objects);
+        match self.drive(objects).await {
             Ok(()) => Ended::Finished,
             Err(ended) => ended,
         }
     }
 
-    async fn drive(&self) -> Result<(), Ended> {
+    async fn drive(&self, objects: Vec<serde_json::Value>) -> Result<(), Ended> {
         use DeploymentStatus::{Applying, Failed, Queued, RollingOut, Succeeded, TimedOut};
         let writer = &self.writer;
         let inner = &writer.inner;
@@ -229,7 +246,7 @@ impl Driver {
             .cloned()
         else {
             let diagnostics = Diagnostics::single(
-                placeholder_resource(deployment),
+                self.placeholder.clone(),
                 FailureReason::Other,
                 format!(
                     "cluster {} is no longer configured",
@@ -247,7 +264,7 @@ impl Driver {
         );
         let applying = format!(
             "applying {} objects to {} (driven by {})",
-            deployment.objects.len(),
+            objects.len(),
             deployment.target,
             inner.settings.instance
         );
@@ -274,18 +291,17 @@ impl Driver {
         let applied = loop {
             writer.confirm_lease().await?;
             let attempt = tokio::select! {
-                result = handle.cluster.apply(&deployment.objects) => result,
+                result = handle.cluster.apply(&objects) => result,
                 () = writer.stopped() => return Err(Ended::Stopped),
             };
             match attempt {
                 Ok(applied) => break applied,
                 Err(ClusterError::Rejected { resource, message }) => {
-                    let resource_ref = deployment
-                        .objects
+                    let resource_ref = objects
                         .iter()
                         .map(resource_ref_of)
                         .find(|r| r.to_string() == resource)
-                        .unwrap_or_else(|| placeholder_resource(deployment));
+                        .unwrap_or_else(|| self.placeholder.clone());
                     let diagnostics = Diagnostics::single(
                         resource_ref,
                         FailureReason::ApplyRejected,
@@ -303,7 +319,7 @@ impl Driver {
                 Err(ClusterError::Unavailable(message)) => {
                     if Utc::now() + chrono_duration(delay) >= deadline {
                         let diagnostics = Diagnostics::single(
-                            placeholder_resource(deployment),
+                            self.placeholder.clone(),
                             FailureReason::TimedOut,
                             format!("the cluster stayed unreachable until the deadline: {message}"),
                         );
@@ -321,6 +337,9 @@ impl Driver {
                 }
             }
         };
+        // What prune keeps; the objects themselves are not needed any more.
+        let keep: Vec<ResourceRef> = objects.iter().map(resource_ref_of).collect();
+        drop(objects);
         let mut rolling_out = Transition::new(&[Applying, RollingOut], RollingOut, now());
         for resource in &applied {
             let generation = resource
@@ -385,7 +404,7 @@ impl Driver {
                 }
                 Err(error) => {
                     break RolloutOutcome::TimedOut(Diagnostics::single(
-                        placeholder_resource(deployment),
+                        self.placeholder.clone(),
                         FailureReason::TimedOut,
                         format!("the cluster stayed unreachable until the deadline: {error}"),
                     ));
@@ -407,8 +426,6 @@ impl Driver {
                     .collect();
                 if deployment.options.prune {
                     writer.confirm_lease().await?;
-                    let keep: Vec<ResourceRef> =
-                        deployment.objects.iter().map(resource_ref_of).collect();
                     match handle
                         .cluster
                         .prune(&deployment.target.namespace, &deployment.service, &keep)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Deploys the release and follows the rollout; the exit code is the verdict:
-# 0 succeeded, 1 failed, 70 timed out, 2 bad input or refused (401/403), 3 Kubernaut
-# unreachable. KUBERNAUT_TOKEN is read by kubernaut itself and never printed.
+# Deploys the release and follows the rollout (kubernaut deploy waits for the verdict
+# by default); the exit code is the verdict: 0 succeeded, 1 failed, 70 timed out,
+# 2 bad input or refused (401/403), 3 Kubernaut unreachable or failing, 4 another
+# deploy of the service is active on the target. See docs/cli.md.
+# KUBERNAUT_TOKEN is read by kubernaut itself and never printed.
 set -euo pipefail
 : "${VERSION:?the version}"
 : "${KUBERNAUT_URL:?the Kubernaut server}"
@@ -11,5 +13,4 @@ exec kubernaut deploy \
   --version "$VERSION" \
   --cluster "${CLUSTER:?the cluster}" \
   --namespace "${NAMESPACE:?the namespace}" \
-  --timeout "${DEPLOY_TIMEOUT:-10m}" \
-  --wait
+  --timeout "${DEPLOY_TIMEOUT:-10m}"

@@ -150,6 +150,9 @@ pub(crate) struct Shared {
     pub faults: Mutex<FaultState>,
     pub watch_kill: tokio::sync::watch::Sender<u64>,
     pub watches: WatchGauge,
+    /// How many times the list of API groups (`GET /apis`) was asked for: once per
+    /// full discovery a client runs.
+    pub group_lists: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -261,6 +264,7 @@ impl SimulatorBuilder {
             faults: Mutex::new(FaultState::default()),
             watch_kill,
             watches: WatchGauge::default(),
+            group_lists: std::sync::atomic::AtomicU64::new(0),
         });
         let listener = std::net::TcpListener::bind(("127.0.0.1", self.port))?;
         let port = listener.local_addr()?.port();
@@ -456,6 +460,15 @@ impl Simulator {
             open: self.shared.watches.open.load(Ordering::SeqCst),
             peak: self.shared.watches.peak.load(Ordering::SeqCst),
         }
+    }
+
+    /// How many times a client asked for the list of API groups (`GET /apis`), which
+    /// every full discovery starts with (resolving one kind does not).
+    #[must_use]
+    pub fn group_lists(&self) -> u64 {
+        self.shared
+            .group_lists
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Starts counting the peak of [`Self::watch_streams`] again from the open ones.

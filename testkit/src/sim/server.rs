@@ -117,7 +117,12 @@ pub(crate) async fn handle(
             HttpResponse::Ok().content_type("text/plain").body("ok")
         }
         ["api"] => json_response(200, &resources::api_versions()),
-        ["apis"] => json_response(200, &resources::api_group_list(&custom)),
+        ["apis"] => {
+            shared
+                .group_lists
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            json_response(200, &resources::api_group_list(&custom))
+        }
         ["api", "v1"] => discovery(resources::api_resource_list(&custom, "", "v1")),
         ["apis", group] => discovery(resources::api_group(&custom, group)),
         ["apis", group, version] => {
