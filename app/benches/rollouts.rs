@@ -29,7 +29,8 @@
 //! `ROLLOUTS_BURST_NAMESPACES` (default 200), `ROLLOUTS_PHASES` (default `1,2,3,4`),
 //! `ROLLOUTS_CREDENTIALS=namespace-only` (Kubernaut gets credentials that may list and
 //! watch only namespace by namespace: the simulator answers its cluster-wide lists and
-//! watches `403 Forbidden`).
+//! watches `403 Forbidden`), `ROLLOUTS_ALLOCATOR=defaults` (Kubernaut runs with
+//! mimalloc's own settings instead of the image's `MIMALLOC_*` ones).
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
 use std::collections::HashMap;
@@ -231,6 +232,7 @@ impl Server {
             .env("KUBERNAUT__SECURITY__STREAMS_PER_TOKEN", "4000")
             .env("KUBERNAUT__SECURITY__STREAMS_TOTAL", "4000")
             .env_remove("RUST_LOG")
+            .envs(allocator_settings())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file again"))
@@ -647,6 +649,19 @@ fn admin_token(database_url: &str) -> String {
         .to_owned()
 }
 
+/// The allocator settings Kubernaut's image runs with (the `Dockerfile`'s `ENV`), unless
+/// `ROLLOUTS_ALLOCATOR=defaults` asks for mimalloc's own.
+fn allocator_settings() -> Vec<(&'static str, &'static str)> {
+    if std::env::var("ROLLOUTS_ALLOCATOR").is_ok_and(|v| v == "defaults") {
+        Vec::new()
+    } else {
+        vec![
+            ("MIMALLOC_PURGE_DELAY", "0"),
+            ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+        ]
+    }
+}
+
 fn median_of(s: &Summary) -> f64 {
     s.median
 }
@@ -761,6 +776,19 @@ async fn run() {
         }
     );
     println!("kubernaut started: peak RSS {idle_peak:.1} MiB");
+    println!(
+        "kubernaut's allocator: mimalloc with {}",
+        if allocator_settings().is_empty() {
+            "its own defaults (ROLLOUTS_ALLOCATOR=defaults)".to_owned()
+        } else {
+            allocator_settings()
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                + " (the image's settings)"
+        }
+    );
 
     // 1. Rollout complete -> verdict stored, one deployment at a time.
     bench.create_namespace("latency").await;
