@@ -867,6 +867,8 @@ mod tests {
             }
             assert_eq!(pods.watched(), [None], "one cluster-wide watch for all");
             until("the watch lists", || pods.read("a", &web()).synced).await;
+            // Synced once listed; the stream opens right after.
+            until("the watch stream opens", || sim.watch_streams().open >= 1).await;
             assert_eq!(sim.watch_streams().open, 1);
             // Let the first list's wake-ups pass, then look for new ones only.
             for wake in &wakes {
@@ -960,7 +962,16 @@ mod tests {
             })
             .await;
             assert!(pods.read("a", &web()).synced);
-            assert_eq!(sim.watch_streams().open, 2);
+            // A store is synced once listed; its watch stream opens right after.
+            until("a watch stream per namespace", || {
+                sim.watch_streams().open == 2
+            })
+            .await;
+            assert_eq!(
+                sim.watch_streams().open,
+                2,
+                "no cluster-wide stream besides"
+            );
 
             // b's last rollout ends: b's watch closes, a's stays.
             held.remove(1);
