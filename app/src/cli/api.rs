@@ -452,11 +452,22 @@ fn describe(status: StatusCode, problem: Option<&Problem>, text: &str) -> String
     let mut message = format!("the server answered {status}");
     match problem {
         Some(problem) => {
-            if let Some(detail) = problem.detail.as_deref().or(problem.title.as_deref()) {
-                let _ = write!(message, ": {detail}");
+            let lines: Vec<String> = problem
+                .errors
+                .iter()
+                .map(|error| format!("{}: {}", error.field, error.reason))
+                .collect();
+            // A validation problem's detail repeats its fields on one line: they are
+            // shown one per line under the title instead, not twice.
+            let detail = problem
+                .detail
+                .as_deref()
+                .filter(|detail| !lines.iter().any(|line| detail.contains(line.as_str())));
+            if let Some(headline) = detail.or(problem.title.as_deref()) {
+                let _ = write!(message, ": {headline}");
             }
-            for error in &problem.errors {
-                let _ = write!(message, "\n  {}: {}", error.field, error.reason);
+            for line in &lines {
+                let _ = write!(message, "\n  {line}");
             }
             if let Some(existing) = &problem.existing_id {
                 let _ = write!(message, "\n  existing: {existing}");
@@ -540,6 +551,25 @@ mod tests {
         assert!(text.contains("422"), "{text}");
         assert!(text.contains("bad input"), "{text}");
         assert!(text.contains("service: must be a DNS label"), "{text}");
+    }
+
+    #[test]
+    fn a_field_the_detail_already_names_is_not_repeated() {
+        let problem: Problem = serde_json::from_str(
+            r#"{"type":"x","title":"Invalid input","status":422,"detail":"release_id: no active release matches","errors":[{"field":"release_id","reason":"no active release matches"}]}"#,
+        )
+        .expect("problem JSON");
+        let text = describe(StatusCode::UNPROCESSABLE_ENTITY, Some(&problem), "");
+        assert_eq!(
+            text.matches("release_id: no active release matches")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains(": Invalid input\n  release_id: no active release matches"),
+            "{text}"
+        );
     }
 
     #[test]
