@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures_util::stream;
 use kubernaut_domain::access_service::{AccessService, AuthenticationError};
-use kubernaut_domain::changes::Change;
+use kubernaut_domain::changes::{Change, next_change_of};
 
 use crate::rate_limit::{StreamLimiter, StreamPermit};
 use kubernaut_domain::deployment::{
@@ -919,21 +919,14 @@ pub async fn events(
         }
         // Wait for a change of this deployment or of credentials, re-reading at least
         // every 15 s (and sending a comment so proxies keep the connection open).
+        let id = state.id;
         let changed = tokio::time::timeout(STREAM_IDLE_WAKE, async {
-            loop {
-                tokio::select! {
-                    change = state.changes.recv() => match change {
-                        Ok(change) if change.concerns(state.id) => return,
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            std::future::pending::<()>().await;
-                        }
-                    },
-                    credentials = state.credentials_changed.changed() => match credentials {
-                        Ok(()) => return,
-                        Err(_) => std::future::pending::<()>().await,
-                    },
+            tokio::select! {
+                () = next_change_of(&mut state.changes, id) => {}
+                credentials = state.credentials_changed.changed() => {
+                    if credentials.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                 }
             }
         })
