@@ -481,8 +481,22 @@ async fn a_person_deploys_watches_the_verdict_live_rolls_back_and_cancels_from_t
 
     // The page follows the rollout: the picture shows the new pods coming up beside
     // the old ones, and the verdict arrives on the timeline without a reload.
+    // The page reloads itself 1.5 s after the verdict, which a busy machine can let
+    // slip between two looks: an observer in this very page (no reload has happened
+    // while it exists) writes down the moment the verdict shows, in the tab's session
+    // storage, which outlives the reload.
     browser
-        .script("window.kubernautSamePage = true; return true;")
+        .script(
+            "sessionStorage.removeItem('kubernautLiveVerdict'); \
+             new MutationObserver(function () { \
+               var status = document.getElementById('deployment-status'); \
+               if (document.querySelector('#timeline li.verdict') && status \
+                   && status.textContent.trim() === 'succeeded') { \
+                 sessionStorage.setItem('kubernautLiveVerdict', 'seen'); \
+               } \
+             }).observe(document.body, { subtree: true, childList: true, characterData: true }); \
+             return true;",
+        )
         .await;
     browser.find("#live-note").await;
     browser
@@ -495,8 +509,7 @@ async fn a_person_deploys_watches_the_verdict_live_rolls_back_and_cancels_from_t
     browser
         .wait_until(
             "the verdict, live",
-            "return !!document.querySelector('#timeline li.verdict') && window.kubernautSamePage === true \
-             && document.getElementById('deployment-status').textContent.trim() === 'succeeded';",
+            "return sessionStorage.getItem('kubernautLiveVerdict') === 'seen';",
         )
         .await;
     // Then the page shows the finished deployment as it is now.
