@@ -185,13 +185,30 @@ impl Browser {
         }
     }
 
+    /// The text of the element `css` selects. A page that reloads itself (as a
+    /// deployment's page does after its verdict) can replace the element between
+    /// finding and reading it: then it is found again.
     async fn text_of(&self, css: &str) -> String {
-        let element = self.find(css).await;
-        self.get(&format!("/element/{element}/text"))
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let element = self.find(css).await;
+            let answer = self
+                .client
+                .get(format!("{}/element/{element}/text", self.session))
+                .send()
+                .await
+                .expect("text request");
+            let read = answer.status().is_success();
+            let body: Value = answer.json().await.expect("text JSON");
+            if read {
+                return body["value"].as_str().unwrap_or_default().to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the text of {css} could not be read: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn click(&self, css: &str) {
