@@ -293,7 +293,12 @@ impl Application {
         let metrics = Metrics::new();
         let clusters = connect_clusters(&settings, &metrics).await?;
         let changes: Arc<dyn ChangeFeed> = storage.changes(&settings.database)?;
-        let engine_settings = settings.engine.engine_settings();
+        let mut engine_settings = settings.engine.engine_settings();
+        // Applies in flight to a cluster match its bound on requests in flight: a
+        // driver with an apply slot reads its objects and sends them at once.
+        if let Some(most) = settings.clusters.iter().map(|c| c.max_requests.get()).max() {
+            engine_settings.max_applying = most;
+        }
         // Notifications: the rules decide which moves write deliveries to the outbox
         // (in the move's transaction); the dispatcher sends them.
         let notify = &settings.notifications;

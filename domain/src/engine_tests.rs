@@ -11,7 +11,10 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::tests::{MemoryDeployments, deployer, fast_engine, release, replica, request};
+use super::tests::{
+    MemoryDeployments, deployer, fast_engine, release, releases_of, replica, request, settings,
+    target,
+};
 use super::*;
 use crate::audit::AuditAction;
 use crate::changes::LocalChanges;
@@ -24,11 +27,16 @@ use crate::lease::InstanceId;
 use crate::ports::{Cluster, ClusterError};
 use crate::release::{Release, ServiceName};
 
-/// A cluster whose rollouts succeed once `finish` is notified; counts what it is asked.
+/// A cluster whose rollouts succeed once `finish` is notified, and whose applies wait
+/// while `applies_held` says so; counts what it is asked.
 #[derive(Default)]
 struct GatedCluster {
     finish: Notify,
+    applies_held: tokio::sync::watch::Sender<bool>,
     applies: AtomicUsize,
+    /// Applies in flight now, and the most there were at once.
+    applying: AtomicUsize,
+    most_applying: AtomicUsize,
     watches: AtomicUsize,
     prunes: AtomicUsize,
 }
@@ -37,6 +45,10 @@ struct GatedCluster {
 impl Cluster for GatedCluster {
     async fn apply(&self, objects: &[Value]) -> Result<Vec<AppliedResource>, ClusterError> {
         self.applies.fetch_add(1, Ordering::SeqCst);
+        let now = self.applying.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_applying.fetch_max(now, Ordering::SeqCst);
+        let _ = self.applies_held.subscribe().wait_for(|held| !*held).await;
+        self.applying.fetch_sub(1, Ordering::SeqCst);
         Ok(objects
             .iter()
             .map(|o| AppliedResource {
@@ -504,4 +516,81 @@ async fn the_observer_hears_of_each_start_and_verdict_once_even_across_a_takeove
         since_request.abs_diff(requested_to_finished) < Duration::from_secs(1),
         "{since_request:?} against {requested_to_finished:?}"
     );
+}
+
+#[tokio::test]
+async fn a_burst_reads_its_objects_only_in_the_clusters_apply_slots() {
+    let fleet = Fleet::new("7");
+    let cluster = Arc::new(GatedCluster::default());
+    cluster.applies_held.send_replace(true);
+    let service = DeploymentService::new(
+        Arc::new(releases_of(vec![fleet.good.clone()])),
+        fleet.deployments.clone(),
+        fleet.deployments.clone(),
+        fleet.changes.clone(),
+        vec![ClusterHandle {
+            name: target().cluster,
+            settings: settings(),
+            cluster: cluster.clone(),
+        }],
+    )
+    .with_engine_settings(EngineSettings {
+        max_applying: 2,
+        ..fast_engine("slots")
+    });
+    service.engine().start();
+    let reads_before = fleet.deployments.finds.load(Ordering::SeqCst);
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let mut asked = request(&fleet.good);
+        asked.target.namespace = Namespace::parse(&format!("team-{n}")).expect("a namespace");
+        let started = service
+            .request(asked, &deployer("ci"))
+            .await
+            .expect("requested");
+        ids.push(started.id);
+    }
+    eventually("six drivers run", || service.engine().driving() == 6).await;
+    eventually("two applies wait in the cluster", || {
+        cluster.applying.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    // Time for the four others to go on, were they not held.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(cluster.applying.load(Ordering::SeqCst), 2, "two slots");
+    assert_eq!(
+        fleet.deployments.finds.load(Ordering::SeqCst) - reads_before,
+        2,
+        "only the drivers holding a slot read their objects"
+    );
+    for id in &ids {
+        assert_eq!(
+            status_of(&fleet.deployments, *id),
+            DeploymentStatus::Applying
+        );
+    }
+
+    cluster.applies_held.send_replace(false);
+    eventually("every deploy succeeds", || {
+        cluster.finish.notify_waiters();
+        ids.iter()
+            .all(|id| status_of(&fleet.deployments, *id) == DeploymentStatus::Succeeded)
+    })
+    .await;
+    assert_eq!(cluster.applies.load(Ordering::SeqCst), 6);
+    assert_eq!(cluster.most_applying.load(Ordering::SeqCst), 2);
+    for id in &ids {
+        let timeline = fleet.deployments.timeline_of(*id);
+        let said: Vec<&str> = timeline.iter().map(|e| e.message.as_str()).collect();
+        assert!(
+            said.iter()
+                .any(|m| m.starts_with("applying 2 objects to eu/team-")),
+            "{said:?}"
+        );
+        assert!(
+            said.iter()
+                .any(|m| m.starts_with("applied ConfigMap/hello-eu-west")),
+            "{said:?}"
+        );
+    }
 }

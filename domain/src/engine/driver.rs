@@ -179,13 +179,14 @@ impl Writer {
 
 pub(crate) struct Driver {
     writer: Writer,
-    /// The deployment as claimed, without what the driver no longer needs once it
-    /// starts (its objects are handed to [`Driver::drive`] and dropped once applied;
-    /// its timeline and manifest text are never read): a burst of a thousand rollouts
-    /// holds a thousand drivers.
+    /// The deployment as claimed, without what the driver does not need while it
+    /// waits: its objects are read again once the driver holds an apply slot of its
+    /// cluster and dropped after the apply; its timeline and manifest text are never
+    /// read. A burst of a thousand rollouts holds a thousand drivers, and their objects
+    /// as parsed JSON were the largest part of them.
     deployment: Deployment,
-    /// The objects, until [`Driver::run`] takes them.
-    objects: Vec<serde_json::Value>,
+    /// How many objects the manifest has, for the timeline.
+    object_count: usize,
     /// What a verdict names when no object of the manifest is to blame (the first
     /// object, or the service's Deployment).
     placeholder: ResourceRef,
@@ -208,7 +209,8 @@ impl Driver {
         let give_up_at = instant_of(deadline) + inner.settings.retry_window;
         let mut deployment = claimed.deployment;
         let placeholder = placeholder_resource(&deployment);
-        let objects = std::mem::take(&mut deployment.objects);
+        let object_count = deployment.objects.len();
+        deployment.objects = Vec::new();
         deployment.timeline = Vec::new();
         deployment.manifest = String::new();
         Self {
@@ -220,20 +222,34 @@ impl Driver {
                 inner,
             },
             deployment,
-            objects,
+            object_count,
             placeholder,
         }
     }
 
-    pub(crate) async fn run(mut self) -> Ended {
-        let objects = std::mem::take(&mut self.objects);
-        match self.drive(objects).await {
+    pub(crate) async fn run(self) -> Ended {
+        match self.drive().await {
             Ok(()) => Ended::Finished,
             Err(ended) => ended,
         }
     }
 
-    async fn drive(&self, objects: Vec<serde_json::Value>) -> Result<(), Ended> {
+    /// The deployment's objects as stored, read when the driver is about to apply
+    /// them. A deployment gone or ended meanwhile (a cancel) stops the driver.
+    async fn objects(&self) -> Result<Vec<serde_json::Value>, Ended> {
+        let writer = &self.writer;
+        let stored = writer
+            .persist("read the deployment's objects", || {
+                writer.inner.deployments.find(writer.id)
+            })
+            .await?;
+        match stored {
+            Some(stored) if stored.status.is_active() => Ok(stored.objects),
+            _ => Err(Ended::Stopped),
+        }
+    }
+
+    async fn drive(&self) -> Result<(), Ended> {
         use DeploymentStatus::{Applying, Failed, Queued, RollingOut, Succeeded, TimedOut};
         let writer = &self.writer;
         let inner = &writer.inner;
@@ -264,9 +280,7 @@ impl Driver {
         );
         let applying = format!(
             "applying {} objects to {} (driven by {})",
-            objects.len(),
-            deployment.target,
-            inner.settings.instance
+            self.object_count, deployment.target, inner.settings.instance
         );
         if deployment.status == Queued {
             let mut start = Transition::new(&[Queued], Applying, now());
@@ -286,16 +300,30 @@ impl Driver {
                 .await?;
         }
 
-        // Apply, retrying while the cluster is unreachable and time remains.
+        // Apply, retrying while the cluster is unreachable and time remains. The objects
+        // are read in one of the cluster's apply slots and let go with it, also between
+        // attempts.
         let mut delay = inner.settings.cluster_retry.first;
-        let applied = loop {
+        let (applied, keep) = loop {
+            let slot = tokio::select! {
+                slot = inner.apply_slot(&deployment.target.cluster) => slot,
+                () = writer.stopped() => return Err(Ended::Stopped),
+            };
+            let Some(slot) = slot else {
+                return Err(Ended::Stopped);
+            };
+            let objects = self.objects().await?;
             writer.confirm_lease().await?;
             let attempt = tokio::select! {
                 result = handle.cluster.apply(&objects) => result,
                 () = writer.stopped() => return Err(Ended::Stopped),
             };
             match attempt {
-                Ok(applied) => break applied,
+                Ok(applied) => {
+                    // What prune keeps; the objects themselves are not needed any more.
+                    let keep: Vec<ResourceRef> = objects.iter().map(resource_ref_of).collect();
+                    break (applied, keep);
+                }
                 Err(ClusterError::Rejected { resource, message }) => {
                     let resource_ref = objects
                         .iter()
@@ -317,6 +345,7 @@ impl Driver {
                         .await;
                 }
                 Err(ClusterError::Unavailable(message)) => {
+                    drop((objects, slot));
                     if Utc::now() + chrono_duration(delay) >= deadline {
                         let diagnostics = Diagnostics::single(
                             self.placeholder.clone(),
@@ -337,9 +366,6 @@ impl Driver {
                 }
             }
         };
-        // What prune keeps; the objects themselves are not needed any more.
-        let keep: Vec<ResourceRef> = objects.iter().map(resource_ref_of).collect();
-        drop(objects);
         let mut rolling_out = Transition::new(&[Applying, RollingOut], RollingOut, now());
         for resource in &applied {
             let generation = resource

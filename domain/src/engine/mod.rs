@@ -21,14 +21,14 @@
 mod driver;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::time::Instant;
 
 use crate::changes::{Change, ChangeFeed};
-use crate::deployment::{DeploymentId, DeploymentStatus};
+use crate::deployment::{ClusterName, DeploymentId, DeploymentStatus};
 use crate::deployment_plan::Planner;
 use crate::lease::{ClaimedDeployment, Fence, InstanceId};
 use crate::observer::DeploymentObserver;
@@ -61,6 +61,13 @@ pub struct EngineSettings {
     pub claim_interval: Duration,
     /// The most deployments this replica drives at once.
     pub max_drivers: usize,
+    /// The most deployments this replica applies to one cluster at once. A driver
+    /// reads its objects from the storage only once it holds one of these slots and
+    /// lets them go after the apply, so a burst of a thousand deploys holds at most
+    /// this many manifests per cluster in memory. Set it to the cluster's own bound on
+    /// requests in flight (`max_requests`, 64 by default): more slots would only wait
+    /// there, holding their objects.
+    pub max_applying: usize,
     /// Retries of an unreachable cluster (and of a lost watch).
     pub cluster_retry: RetryPolicy,
     /// Retries of a failed database write.
@@ -81,6 +88,7 @@ impl Default for EngineSettings {
             lease_ttl: Duration::from_secs(15),
             claim_interval: Duration::from_secs(1),
             max_drivers: 2000,
+            max_applying: 64,
             cluster_retry: RetryPolicy {
                 first: Duration::from_secs(1),
                 max: Duration::from_secs(30),
@@ -111,6 +119,8 @@ pub(crate) struct Inner {
     pub(crate) settings: EngineSettings,
     pub(crate) observer: Arc<dyn DeploymentObserver>,
     drivers: Mutex<HashMap<DeploymentId, Held>>,
+    /// Each cluster's apply slots (`max_applying` each), made on first use.
+    apply_slots: Mutex<HashMap<ClusterName, Arc<Semaphore>>>,
     /// Wakes the supervisor to claim now.
     claim_now: Notify,
     stopping: watch::Sender<bool>,
@@ -150,6 +160,7 @@ impl Engine {
                 settings,
                 observer,
                 drivers: Mutex::new(HashMap::new()),
+                apply_slots: Mutex::new(HashMap::new()),
                 claim_now: Notify::new(),
                 stopping: watch::Sender::new(false),
                 supervisor: Mutex::new(None),
@@ -244,6 +255,24 @@ impl Engine {
                 "could not give leases back; other replicas take them over when they expire"
             ),
         }
+    }
+}
+
+impl Inner {
+    /// Waits for one of `cluster`'s apply slots; held until the permit is dropped.
+    pub(crate) async fn apply_slot(&self, cluster: &ClusterName) -> Option<OwnedSemaphorePermit> {
+        let slots = {
+            let mut slots = self
+                .apply_slots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(
+                slots
+                    .entry(cluster.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.settings.max_applying.max(1)))),
+            )
+        };
+        slots.acquire_owned().await.ok()
     }
 }
 
