@@ -29,7 +29,7 @@ use crate::WatchConnections;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, PodTemplateSpec};
 use kube::api::{Api, ListParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::WatchStreamExt;
@@ -50,22 +50,67 @@ pub(crate) trait Watched:
     + Sync
     + 'static
 {
-    /// Drops what no verdict reads, to keep the stores small.
+    /// Drops what no verdict reads, to keep the stores small: the managed fields and
+    /// the client-side apply record (a copy of the whole object) of every kind, and
+    /// whatever [`Watched::slim_more`] says of its own.
     fn slim(&mut self) {
-        self.meta_mut().managed_fields = None;
+        let meta = self.meta_mut();
+        meta.managed_fields = None;
+        if let Some(annotations) = meta.annotations.as_mut() {
+            annotations.remove(LAST_APPLIED);
+        }
+        self.slim_more();
     }
+
+    /// What this kind drops besides.
+    fn slim_more(&mut self) {}
 }
 
-impl Watched for Deployment {}
-impl Watched for StatefulSet {}
-impl Watched for DaemonSet {}
-impl Watched for Job {}
-impl Watched for ReplicaSet {}
+/// The annotation `kubectl apply` (client-side) keeps the last applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+// A workload's pod template is most of its size, and no verdict reads it: they read
+// the replica counts, strategy, selector and deadline of the spec, and the status.
+impl Watched for Deployment {
+    fn slim_more(&mut self) {
+        if let Some(spec) = self.spec.as_mut() {
+            spec.template = PodTemplateSpec::default();
+        }
+    }
+}
+impl Watched for StatefulSet {
+    fn slim_more(&mut self) {
+        if let Some(spec) = self.spec.as_mut() {
+            spec.template = PodTemplateSpec::default();
+            spec.volume_claim_templates = None;
+        }
+    }
+}
+impl Watched for DaemonSet {
+    fn slim_more(&mut self) {
+        if let Some(spec) = self.spec.as_mut() {
+            spec.template = PodTemplateSpec::default();
+        }
+    }
+}
+impl Watched for Job {
+    fn slim_more(&mut self) {
+        if let Some(spec) = self.spec.as_mut() {
+            spec.template = PodTemplateSpec::default();
+        }
+    }
+}
+impl Watched for ReplicaSet {
+    fn slim_more(&mut self) {
+        if let Some(spec) = self.spec.as_mut() {
+            spec.template = None;
+        }
+    }
+}
 impl Watched for CoreEvent {}
 impl Watched for Pod {
-    fn slim(&mut self) {
+    fn slim_more(&mut self) {
         // The verdicts read a pod's metadata and status; its spec is most of its size.
-        self.meta_mut().managed_fields = None;
         self.spec = None;
     }
 }
@@ -771,6 +816,84 @@ mod tests {
         assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000]);
         backoff.reset();
         assert_eq!(backoff.next(), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn workloads_are_kept_without_their_pod_template_or_apply_records() {
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web",
+                "annotations": {
+                    "deployment.kubernetes.io/revision": "3",
+                    LAST_APPLIED: "{\"kind\":\"Deployment\"}",
+                },
+                "managedFields": [{"manager": "kubernaut", "operation": "Apply"}],
+            },
+            "spec": {
+                "replicas": 3,
+                "progressDeadlineSeconds": 60,
+                "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate"},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "registry.local/web:1"}]},
+                },
+            },
+            "status": {"replicas": 3, "updatedReplicas": 2},
+        }))
+        .expect("a deployment");
+        assert!(
+            deployment
+                .metadata
+                .annotations
+                .as_ref()
+                .expect("annotations")
+                .contains_key(LAST_APPLIED),
+            "the apply record is there before"
+        );
+        let mut event = Event::Apply(deployment);
+        slim(&mut event);
+        let Event::Apply(slimmed) = event else {
+            panic!("still an apply");
+        };
+        let spec = slimmed.spec.as_ref().expect("the spec stays");
+        assert_eq!(spec.template, PodTemplateSpec::default());
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.progress_deadline_seconds, Some(60));
+        assert_eq!(
+            spec.selector
+                .match_labels
+                .as_ref()
+                .and_then(|l| l.get("app")),
+            Some(&"web".to_owned())
+        );
+        assert!(spec.strategy.is_some());
+        assert_eq!(
+            slimmed.status.as_ref().and_then(|s| s.updated_replicas),
+            Some(2)
+        );
+        assert!(slimmed.metadata.managed_fields.is_none());
+        let annotations = slimmed.metadata.annotations.as_ref().expect("annotations");
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert_eq!(
+            annotations.get("deployment.kubernetes.io/revision"),
+            Some(&"3".to_owned())
+        );
+
+        let set: ReplicaSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"spec": {"containers": [{"name": "web"}]}},
+            },
+        }))
+        .expect("a replica set");
+        let mut event = Event::InitApply(set);
+        slim(&mut event);
+        let Event::InitApply(slimmed) = event else {
+            panic!("still an initial apply");
+        };
+        assert!(slimmed.spec.expect("the spec stays").template.is_none());
     }
 
     #[test]
