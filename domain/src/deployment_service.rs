@@ -482,6 +482,9 @@ impl DeploymentService {
             if deployment.status.is_verdict() {
                 return Ok(deployment);
             }
+            // Not held while waiting (a thousand waits held a thousand deployments with
+            // their objects): the next look reads it again.
+            drop(deployment);
             if tokio::time::timeout_at(deadline, next_possible_verdict_of(&mut changes, id))
                 .await
                 .is_err()
