@@ -13,13 +13,15 @@ use crate::access::Caller;
 use crate::actor::Actor;
 use crate::audit::{AuditAction, AuditEntry};
 use crate::changes::Change;
-use crate::cluster::{RolloutOutcome, RolloutProgress, RolloutRequest, resource_ref_of};
+use crate::cluster::{
+    AppliedResource, RolloutOutcome, RolloutProgress, RolloutRequest, resource_ref_of,
+};
 use crate::deployment::{
     Deployment, DeploymentId, DeploymentStatus, Diagnostics, FailureReason, NewDeployment,
     ResourceRef, TimelineEntry, Transition,
 };
 use crate::deployment_plan::now;
-use crate::deployment_service::RequestDeploymentError;
+use crate::deployment_service::{ClusterHandle, RequestDeploymentError};
 use crate::lease::{ClaimedDeployment, Fence};
 use crate::observer::VerdictObserved;
 use crate::ports::{ClusterError, RepositoryError};
@@ -177,6 +179,18 @@ impl Writer {
     }
 }
 
+/// How the apply ended, when the driver goes on.
+enum Applied {
+    /// Applied: the cluster's answer, and what prune keeps.
+    Done {
+        applied: Vec<AppliedResource>,
+        keep: Vec<ResourceRef>,
+    },
+    /// The deployment has its verdict (refused, or the cluster unreachable until the
+    /// deadline).
+    Judged,
+}
+
 pub(crate) struct Driver {
     writer: Writer,
     /// The deployment as claimed, without what the driver does not need while it
@@ -250,7 +264,7 @@ impl Driver {
     }
 
     async fn drive(&self) -> Result<(), Ended> {
-        use DeploymentStatus::{Applying, Failed, Queued, RollingOut, Succeeded, TimedOut};
+        use DeploymentStatus::{Applying, Failed, RollingOut, Succeeded, TimedOut};
         let writer = &self.writer;
         let inner = &writer.inner;
         let deployment = &self.deployment;
@@ -278,94 +292,12 @@ impl Driver {
             || started_at + chrono_duration(deployment.options.timeout),
             |_| deployment.deadline(),
         );
-        let applying = format!(
-            "applying {} objects to {} (driven by {})",
-            self.object_count, deployment.target, inner.settings.instance
-        );
-        if deployment.status == Queued {
-            let mut start = Transition::new(&[Queued], Applying, now());
-            start.entries.push(entry(Applying, applying, None));
-            writer.step(start).await?;
-            inner.observer.started(&deployment.target);
-        } else {
-            writer
-                .note(
-                    deployment.status,
-                    format!(
-                        "resumed by {} (lease {}): applying its objects again",
-                        inner.settings.instance, writer.fence
-                    ),
-                    None,
-                )
-                .await?;
-        }
-
-        // Apply, retrying while the cluster is unreachable and time remains. The objects
-        // are read in one of the cluster's apply slots and let go with it, also between
-        // attempts.
-        let mut delay = inner.settings.cluster_retry.first;
-        let (applied, keep) = loop {
-            let slot = tokio::select! {
-                slot = inner.apply_slot(&deployment.target.cluster) => slot,
-                () = writer.stopped() => return Err(Ended::Stopped),
-            };
-            let Some(slot) = slot else {
-                return Err(Ended::Stopped);
-            };
-            let objects = self.objects().await?;
-            writer.confirm_lease().await?;
-            let attempt = tokio::select! {
-                result = handle.cluster.apply(&objects) => result,
-                () = writer.stopped() => return Err(Ended::Stopped),
-            };
-            match attempt {
-                Ok(applied) => {
-                    // What prune keeps; the objects themselves are not needed any more.
-                    let keep: Vec<ResourceRef> = objects.iter().map(resource_ref_of).collect();
-                    break (applied, keep);
-                }
-                Err(ClusterError::Rejected { resource, message }) => {
-                    let resource_ref = objects
-                        .iter()
-                        .map(resource_ref_of)
-                        .find(|r| r.to_string() == resource)
-                        .unwrap_or_else(|| self.placeholder.clone());
-                    let diagnostics = Diagnostics::single(
-                        resource_ref,
-                        FailureReason::ApplyRejected,
-                        message.clone(),
-                    );
-                    let refused = entry(
-                        Applying,
-                        format!("the cluster refused {resource}: {message}"),
-                        Some(resource),
-                    );
-                    return self
-                        .finish(Failed, Some(diagnostics), vec![refused], None)
-                        .await;
-                }
-                Err(ClusterError::Unavailable(message)) => {
-                    drop((objects, slot));
-                    if Utc::now() + chrono_duration(delay) >= deadline {
-                        let diagnostics = Diagnostics::single(
-                            self.placeholder.clone(),
-                            FailureReason::TimedOut,
-                            format!("the cluster stayed unreachable until the deadline: {message}"),
-                        );
-                        return self
-                            .finish(TimedOut, Some(diagnostics), Vec::new(), None)
-                            .await;
-                    }
-                    writer
-                        .retry_later(
-                            Applying,
-                            format!("the cluster is unreachable, retrying: {message}"),
-                            &mut delay,
-                        )
-                        .await?;
-                }
-            }
+        // Boxed: the apply's states would otherwise enlarge every waiting driver's future.
+        let (applied, keep) = match Box::pin(self.apply(&handle, deadline)).await? {
+            Applied::Done { applied, keep } => (applied, keep),
+            Applied::Judged => return Ok(()),
         };
+
         let mut rolling_out = Transition::new(&[Applying, RollingOut], RollingOut, now());
         for resource in &applied {
             let generation = resource
@@ -491,11 +423,126 @@ impl Driver {
         }
     }
 
+    /// Moves the deployment to `applying` (or notes that it resumes) and applies its
+    /// objects, retrying while the cluster is unreachable and time remains. A refusal
+    /// or the deadline stores the verdict.
+    async fn apply(
+        &self,
+        handle: &ClusterHandle,
+        deadline: DateTime<Utc>,
+    ) -> Result<Applied, Ended> {
+        use DeploymentStatus::{Applying, Failed, Queued, TimedOut};
+        let writer = &self.writer;
+        let inner = &writer.inner;
+        let deployment = &self.deployment;
+        let applying = format!(
+            "applying {} objects to {} (driven by {})",
+            self.object_count, deployment.target, inner.settings.instance
+        );
+        if deployment.status == Queued {
+            let mut start = Transition::new(&[Queued], Applying, now());
+            start.entries.push(entry(Applying, applying, None));
+            writer.step(start).await?;
+            inner.observer.started(&deployment.target);
+        } else {
+            writer
+                .note(
+                    deployment.status,
+                    format!(
+                        "resumed by {} (lease {}): applying its objects again",
+                        inner.settings.instance, writer.fence
+                    ),
+                    None,
+                )
+                .await?;
+        }
+
+        // Apply, retrying while the cluster is unreachable and time remains. The objects
+        // are read in one of the cluster's apply slots and let go with it, also between
+        // attempts.
+        let mut delay = inner.settings.cluster_retry.first;
+        loop {
+            let slot = tokio::select! {
+                slot = inner.apply_slot(&deployment.target.cluster) => slot,
+                () = writer.stopped() => return Err(Ended::Stopped),
+            };
+            let Some(slot) = slot else {
+                return Err(Ended::Stopped);
+            };
+            let objects = self.objects().await?;
+            writer.confirm_lease().await?;
+            let attempt = tokio::select! {
+                result = handle.cluster.apply(&objects) => result,
+                () = writer.stopped() => return Err(Ended::Stopped),
+            };
+            match attempt {
+                Ok(applied) => {
+                    // What prune keeps; the objects themselves are not needed any more.
+                    let keep: Vec<ResourceRef> = objects.iter().map(resource_ref_of).collect();
+                    return Ok(Applied::Done { applied, keep });
+                }
+                Err(ClusterError::Rejected { resource, message }) => {
+                    let resource_ref = objects
+                        .iter()
+                        .map(resource_ref_of)
+                        .find(|r| r.to_string() == resource)
+                        .unwrap_or_else(|| self.placeholder.clone());
+                    let diagnostics = Diagnostics::single(
+                        resource_ref,
+                        FailureReason::ApplyRejected,
+                        message.clone(),
+                    );
+                    let refused = entry(
+                        Applying,
+                        format!("the cluster refused {resource}: {message}"),
+                        Some(resource),
+                    );
+                    self.finish(Failed, Some(diagnostics), vec![refused], None)
+                        .await?;
+                    return Ok(Applied::Judged);
+                }
+                Err(ClusterError::Unavailable(message)) => {
+                    drop((objects, slot));
+                    if Utc::now() + chrono_duration(delay) >= deadline {
+                        let diagnostics = Diagnostics::single(
+                            self.placeholder.clone(),
+                            FailureReason::TimedOut,
+                            format!("the cluster stayed unreachable until the deadline: {message}"),
+                        );
+                        self.finish(TimedOut, Some(diagnostics), Vec::new(), None)
+                            .await?;
+                        return Ok(Applied::Judged);
+                    }
+                    writer
+                        .retry_later(
+                            Applying,
+                            format!("the cluster is unreachable, retrying: {message}"),
+                            &mut delay,
+                        )
+                        .await?;
+                }
+            }
+        }
+    }
+
     /// Stores the verdict with its timeline lines, its audit record and, after a
     /// failure with `rollback_on_failure`, the rollback it starts: all in one
     /// transaction, so a verdict is never stored without its rollback or twice.
     /// `watch_ended` is when the rollout's watch ended, if one ran (for the observer).
     async fn finish(
+        &self,
+        verdict: DeploymentStatus,
+        diagnostics: Option<Diagnostics>,
+        entries: Vec<TimelineEntry>,
+        watch_ended: Option<Instant>,
+    ) -> Result<(), Ended> {
+        // Boxed: a rollback's planning makes this future large, and inline it would
+        // enlarge every waiting driver's future by as much, a thousand times over in a
+        // burst of deploys.
+        Box::pin(self.store_verdict(verdict, diagnostics, entries, watch_ended)).await
+    }
+
+    async fn store_verdict(
         &self,
         verdict: DeploymentStatus,
         diagnostics: Option<Diagnostics>,
