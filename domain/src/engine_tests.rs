@@ -539,7 +539,7 @@ async fn a_burst_reads_its_objects_only_in_the_clusters_apply_slots() {
         ..fast_engine("slots")
     });
     service.engine().start();
-    let reads_before = fleet.deployments.finds.load(Ordering::SeqCst);
+    let reads_before = fleet.deployments.objects_reads.load(Ordering::SeqCst);
     let mut ids = Vec::new();
     for n in 0..6 {
         let mut asked = request(&fleet.good);
@@ -559,7 +559,7 @@ async fn a_burst_reads_its_objects_only_in_the_clusters_apply_slots() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(cluster.applying.load(Ordering::SeqCst), 2, "two slots");
     assert_eq!(
-        fleet.deployments.finds.load(Ordering::SeqCst) - reads_before,
+        fleet.deployments.objects_reads.load(Ordering::SeqCst) - reads_before,
         2,
         "only the drivers holding a slot read their objects"
     );

@@ -194,6 +194,15 @@ pub trait DeploymentRepository: Send + Sync + 'static {
     /// [`RepositoryError`] only when the storage fails.
     async fn find(&self, id: DeploymentId) -> Result<Option<Deployment>, RepositoryError>;
 
+    /// The objects of deployment `id` while it is active: what its driver applies,
+    /// read on its own (no timeline, no manifest) when the driver is about to apply.
+    /// `None` when the deployment is unknown or has its verdict.
+    ///
+    /// # Errors
+    /// [`RepositoryError`] when the storage fails or the stored objects are unreadable.
+    async fn active_objects(&self, id: DeploymentId)
+    -> Result<Option<Vec<Value>>, RepositoryError>;
+
     /// Deployments matching `query`, newest first, after `query.after`, at most `limit`.
     /// Listed deployments MAY leave `objects`, `manifest` and `timeline` empty.
     ///

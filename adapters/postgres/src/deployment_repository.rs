@@ -22,6 +22,7 @@ use crate::blocking::{query_failed, with_connection, with_connection_read};
 use crate::database::PgPool;
 use crate::deployment_row::{
     DeploymentRow, DeploymentSummaryRow, NewTimelineRow, TimelineRow, diagnostics_json,
+    stored_objects,
 };
 use crate::deployment_transition::TransitionUpdate;
 use crate::explain::explain_plan;
@@ -331,6 +332,26 @@ impl DeploymentRepository for PostgresDeploymentRepository {
                 .optional()
                 .map_err(query_failed("finding a deployment"))?;
             Ok(with_timelines(connection, row.into_iter().collect())?.pop())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn active_objects(
+        &self,
+        id: DeploymentId,
+    ) -> Result<Option<Vec<serde_json::Value>>, RepositoryError> {
+        with_connection_read(&self.pool, move |connection| {
+            let objects: Option<serde_json::Value> = deployments::table
+                .find(id.as_uuid())
+                .filter(deployments::status.eq_any(status_texts(&DeploymentStatus::ACTIVE)))
+                .select(deployments::objects)
+                .first(connection)
+                .optional()
+                .map_err(query_failed("reading a deployment's objects"))?;
+            objects
+                .map(|objects| stored_objects(id.as_uuid(), objects))
+                .transpose()
         })
         .await
     }

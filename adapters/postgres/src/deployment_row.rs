@@ -134,7 +134,7 @@ impl DeploymentRow {
         timeline: Vec<TimelineEntry>,
     ) -> Result<Deployment, RepositoryError> {
         let id = self.summary.id;
-        let objects = stored(id, "objects", serde_json::from_value(self.objects))?;
+        let objects = stored_objects(id, self.objects)?;
         let mut deployment = self.summary.into_deployment(timeline)?;
         deployment.manifest = self.manifest;
         deployment.objects = objects;
@@ -234,6 +234,14 @@ pub(crate) fn diagnostics_json(
 }
 
 /// A stored value, or why the row holding it is corrupt.
+/// Deployment `id`'s objects as stored in its `objects` column.
+pub(crate) fn stored_objects(
+    id: Uuid,
+    objects: serde_json::Value,
+) -> Result<Vec<serde_json::Value>, RepositoryError> {
+    stored(id, "objects", serde_json::from_value(objects))
+}
+
 fn stored<T, E>(id: Uuid, column: &str, parsed: Result<T, E>) -> Result<T, RepositoryError>
 where
     E: std::error::Error + Send + Sync + 'static,

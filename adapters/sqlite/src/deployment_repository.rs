@@ -20,7 +20,7 @@ use crate::blocking::{query_failed, with_connection};
 use crate::database::SqliteDatabase;
 use crate::deployment_row::{
     DeploymentRow, DeploymentSummaryRow, INSERT_DEPLOYMENT, INSERT_TIMELINE, SUMMARY_COLUMNS,
-    TimelineRow, deployment_binds, diagnostics_json, timeline_binds,
+    TimelineRow, deployment_binds, diagnostics_json, stored_objects, timeline_binds,
 };
 use crate::notification_outbox::{delivery_binds, insert_deliveries};
 use crate::sql::{
@@ -44,6 +44,12 @@ impl SqliteDeploymentRepository {
 struct Id {
     #[diesel(sql_type = Text)]
     id: String,
+}
+
+#[derive(Debug, QueryableByName)]
+struct Objects {
+    #[diesel(sql_type = Text)]
+    objects: String,
 }
 
 /// `AND ...` conditions (and their binds) narrowing to the deployments matching
@@ -312,6 +318,28 @@ impl DeploymentRepository for SqliteDeploymentRepository {
                 "finding a deployment",
             )?
             .pop())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn active_objects(
+        &self,
+        id: DeploymentId,
+    ) -> Result<Option<Vec<serde_json::Value>>, RepositoryError> {
+        with_connection(&self.database, move |connection| {
+            let stored = statement(
+                format!(
+                    "SELECT objects FROM deployments WHERE id = ? AND status IN {ACTIVE_STATUSES}"
+                ),
+                vec![uuid_text(id.as_uuid()).into()],
+            )
+            .get_result::<Objects>(connection)
+            .optional()
+            .map_err(query_failed("reading a deployment's objects"))?;
+            stored
+                .map(|stored| stored_objects(id.as_uuid(), &stored.objects))
+                .transpose()
         })
         .await
     }

@@ -186,7 +186,7 @@ impl DeploymentRow {
         timeline: Vec<TimelineEntry>,
     ) -> Result<Deployment, RepositoryError> {
         let id = parse_uuid(&self.summary.id)?;
-        let objects = stored(id, "objects", serde_json::from_str(&self.objects))?;
+        let objects = stored_objects(id, &self.objects)?;
         let mut deployment = self.summary.into_deployment(timeline)?;
         deployment.manifest = self.manifest;
         deployment.objects = objects;
@@ -263,6 +263,14 @@ impl TimelineRow {
 }
 
 /// A stored value, or why the row holding it is corrupt.
+/// Deployment `id`'s objects as stored in its `objects` column (JSON text).
+pub(crate) fn stored_objects(
+    id: Uuid,
+    objects: &str,
+) -> Result<Vec<serde_json::Value>, RepositoryError> {
+    stored(id, "objects", serde_json::from_str(objects))
+}
+
 fn stored<T, E>(id: Uuid, column: &str, parsed: Result<T, E>) -> Result<T, RepositoryError>
 where
     E: std::error::Error + Send + Sync + 'static,

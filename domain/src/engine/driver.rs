@@ -252,15 +252,12 @@ impl Driver {
     /// them. A deployment gone or ended meanwhile (a cancel) stops the driver.
     async fn objects(&self) -> Result<Vec<serde_json::Value>, Ended> {
         let writer = &self.writer;
-        let stored = writer
+        writer
             .persist("read the deployment's objects", || {
-                writer.inner.deployments.find(writer.id)
+                writer.inner.deployments.active_objects(writer.id)
             })
-            .await?;
-        match stored {
-            Some(stored) if stored.status.is_active() => Ok(stored.objects),
-            _ => Err(Ended::Stopped),
-        }
+            .await?
+            .ok_or(Ended::Stopped)
     }
 
     async fn drive(&self) -> Result<(), Ended> {

@@ -68,6 +68,13 @@ impl DeploymentRepository for NotifyingDeployments {
         self.inner.find(id).await
     }
 
+    async fn active_objects(
+        &self,
+        id: DeploymentId,
+    ) -> Result<Option<Vec<serde_json::Value>>, RepositoryError> {
+        self.inner.active_objects(id).await
+    }
+
     async fn list(
         &self,
         query: &DeploymentQuery,

@@ -551,6 +551,61 @@ pub async fn a_verdict_without_diagnostics_stores_none_and_its_time<B: Backend>(
     assert_eq!(found.diagnostics, None);
 }
 
+pub async fn an_active_deployments_objects_read_back_on_their_own_until_its_verdict<B: Backend>() {
+    let harness = Harness::<B>::new();
+    let release = harness.release("payments", "1.0.0").await;
+    let mut stored = deployment(&release, target("eu", "shop"), 0);
+    stored.objects = vec![
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "payments"}, "spec": {"replicas": 3}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"n": 1.5, "list": [1, null, true], "text": "päyments \"core\""}}),
+    ];
+    harness.insert(&stored).await;
+    let other = deployment(&release, target("eu", "billing"), 1);
+    harness.insert(&other).await;
+
+    let read = |id| {
+        let deployments = &harness.deployments;
+        async move {
+            deployments
+                .active_objects(id)
+                .await
+                .expect("the read succeeds")
+        }
+    };
+    assert_eq!(read(stored.id).await, Some(stored.objects.clone()));
+    assert_eq!(read(other.id).await, Some(other.objects.clone()));
+    assert_eq!(read(DeploymentId::generate()).await, None, "unknown");
+
+    // Applying and rolling out: still active.
+    assert!(
+        harness
+            .transition(
+                stored.id,
+                &transition(&[DeploymentStatus::Queued], DeploymentStatus::Applying, 1),
+            )
+            .await
+    );
+    assert_eq!(read(stored.id).await, Some(stored.objects.clone()));
+    assert!(
+        harness
+            .transition(
+                stored.id,
+                &transition(&DeploymentStatus::ACTIVE, DeploymentStatus::Succeeded, 2),
+            )
+            .await
+    );
+    assert_eq!(
+        read(stored.id).await,
+        None,
+        "a verdict ends its driver's reads"
+    );
+    assert_eq!(
+        harness.find(stored.id).await.objects,
+        stored.objects,
+        "the objects stay stored"
+    );
+}
+
 pub async fn timeline_entries_read_back_in_the_order_they_were_appended<B: Backend>() {
     let harness = Harness::<B>::new();
     let release = harness.release("payments", "1.0.0").await;

@@ -95,6 +95,7 @@ macro_rules! repository_contract_tests {
             concurrent_deployments_to_one_target_let_exactly_one_win,
             a_transition_moves_only_from_the_expected_statuses,
             a_verdict_without_diagnostics_stores_none_and_its_time,
+            an_active_deployments_objects_read_back_on_their_own_until_its_verdict,
             timeline_entries_read_back_in_the_order_they_were_appended,
             the_listing_is_newest_first_filtered_and_limited,
             keyset_pages_cover_every_deployment_once_in_order,
