@@ -48,8 +48,10 @@ impl TestDatabase {
     /// # Errors
     /// [`TestDatabaseError`] when the server cannot be reached or refuses.
     pub fn create() -> Result<Self, TestDatabaseError> {
-        let server_url = std::env::var(DATABASE_URL_VARIABLE)
-            .unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned());
+        let server_url = without_gss_encryption(
+            &std::env::var(DATABASE_URL_VARIABLE)
+                .unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned()),
+        );
         let name = format!("kubernaut_test_{}", Uuid::new_v4().simple());
         let mut connection =
             PgConnection::establish(&server_url).map_err(|source| TestDatabaseError::Connect {
@@ -99,6 +101,25 @@ impl Drop for TestDatabase {
     }
 }
 
+/// `url` asking libpq not to try GSSAPI encryption, unless it says otherwise.
+///
+/// With libpq's default (`gssencmode=prefer`) every connection attempt first looks for
+/// Kerberos credentials through the krb5 library. A test binary exits while background
+/// threads may still be connecting or closing (a pool refilling, a server's runtime
+/// shutting down), and krb5's library destructor then destroys a mutex another thread
+/// locks: the binary aborts after its tests passed (`k5_mutex_lock: Assertion`). The
+/// test servers are local and trust their clients; no test needs GSSAPI.
+#[must_use]
+pub fn without_gss_encryption(url: &str) -> String {
+    if url.contains("gssencmode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&gssencmode=disable")
+    } else {
+        format!("{url}?gssencmode=disable")
+    }
+}
+
 /// `url` with its database (the path after the host) replaced by `database`, keeping
 /// any `?parameters`.
 fn with_database(url: &str, database: &str) -> String {
@@ -119,7 +140,23 @@ fn with_database(url: &str, database: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{with_database, without_gss_encryption};
+
+    #[test]
+    fn test_urls_turn_gss_encryption_off_unless_they_choose() {
+        assert_eq!(
+            without_gss_encryption("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres?gssencmode=disable"
+        );
+        assert_eq!(
+            without_gss_encryption("postgres://u@db/x?sslmode=disable"),
+            "postgres://u@db/x?sslmode=disable&gssencmode=disable"
+        );
+        assert_eq!(
+            without_gss_encryption("postgres://u@db/x?gssencmode=require"),
+            "postgres://u@db/x?gssencmode=require"
+        );
+    }
 
     #[test]
     fn the_database_of_a_url_is_replaced_and_its_parameters_kept() {

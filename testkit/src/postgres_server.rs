@@ -151,7 +151,10 @@ impl PostgresServer {
     /// The URL of `database` on this server as the superuser `postgres`. The name goes
     /// into the URL as it is: keep it to letters, digits and underscores.
     pub fn url_for(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        crate::database::without_gss_encryption(&format!(
+            "postgres://postgres@127.0.0.1:{}/{database}",
+            self.port
+        ))
     }
 
     /// The TCP port on 127.0.0.1 the server listens on; it stays the same across
@@ -488,7 +491,10 @@ mod tests {
         assert!(server.is_running());
         assert_eq!(
             server.url(),
-            format!("postgres://postgres@127.0.0.1:{}/postgres", server.port())
+            format!(
+                "postgres://postgres@127.0.0.1:{}/postgres?gssencmode=disable",
+                server.port()
+            )
         );
         let url = server
             .create_database("fault_test")
