@@ -174,15 +174,16 @@ impl ApiError {
         Self::new(ProblemType::Forbidden, denied.to_string())
     }
 
-    /// 429 with `Retry-After` in whole seconds (at least 1).
-    pub fn too_many_requests(retry_after: Duration) -> Self {
+    /// 429 with `Retry-After` in whole seconds (at least 1); the detail says which
+    /// limit was reached (`why`) and when to retry.
+    pub fn too_many_requests(retry_after: Duration, why: &str) -> Self {
         let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         let seconds = seconds.max(1);
         Self {
             header: Some(ExtraHeader::RetryAfter(seconds)),
             ..Self::new(
                 ProblemType::TooManyRequests,
-                format!("too many changes in a minute with this credential; retry in {seconds} s"),
+                format!("{why}; retry in {seconds} s"),
             )
         }
     }

@@ -81,7 +81,10 @@ impl MutationLimiter {
             limiter.retain_recent();
         }
         limiter.check_key(&key).map_err(|not_until| {
-            ApiError::too_many_requests(not_until.wait_time_from(self.clock.now()))
+            ApiError::too_many_requests(
+                not_until.wait_time_from(self.clock.now()),
+                "too many changes in a minute with this credential",
+            )
         })
     }
 }
@@ -156,9 +159,15 @@ impl StreamLimiter {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mine = open.by_key.get(&key).copied().unwrap_or(0);
         if mine >= self.per_credential || open.total >= self.total {
-            return Err(ApiError::too_many_requests(std::time::Duration::from_secs(
-                5,
-            )));
+            let why = if mine >= self.per_credential {
+                "too many requests held open (long polls and event streams) with this credential"
+            } else {
+                "too many requests held open (long polls and event streams) on this server"
+            };
+            return Err(ApiError::too_many_requests(
+                std::time::Duration::from_secs(5),
+                why,
+            ));
         }
         open.total += 1;
         open.by_key.insert(key.clone(), mine + 1);
@@ -251,7 +260,10 @@ impl FailedAuthLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match blocked.get(source) {
-            Some(until) if *until > now => Err(ApiError::too_many_requests(*until - now)),
+            Some(until) if *until > now => Err(ApiError::too_many_requests(
+                *until - now,
+                "too many failed authentications from this address in a minute",
+            )),
             Some(_) => {
                 blocked.remove(source);
                 Ok(())
@@ -294,10 +306,21 @@ mod tests {
         let _a2 = limiter.acquire("a".to_owned()).expect("second");
         let refused = limiter.acquire("a".to_owned()).expect_err("a third for a");
         assert_eq!(refused.problem().status, 429);
-        let _b1 = limiter.acquire("b".to_owned()).expect("b has room");
         assert!(
-            limiter.acquire("c".to_owned()).is_err(),
-            "three open in all"
+            refused.problem().detail.starts_with(
+                "too many requests held open (long polls and event streams) with this credential; retry in"
+            ),
+            "{}",
+            refused.problem().detail
+        );
+        let _b1 = limiter.acquire("b".to_owned()).expect("b has room");
+        let full = limiter
+            .acquire("c".to_owned())
+            .expect_err("three open in all");
+        assert!(
+            full.problem().detail.contains("on this server"),
+            "{}",
+            full.problem().detail
         );
         drop(a1);
         assert_eq!(limiter.open(), 2);
@@ -322,6 +345,13 @@ mod tests {
         limiter.failed("10.0.0.1");
         let refused = limiter.check("10.0.0.1").expect_err("blocked");
         assert_eq!(refused.problem().status, 429);
+        assert!(
+            refused.problem().detail.starts_with(
+                "too many failed authentications from this address in a minute; retry in"
+            ),
+            "{}",
+            refused.problem().detail
+        );
         assert!(limiter.check("10.0.0.2").is_ok(), "other addresses are not");
         // One cell refills each second at 60 a minute.
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -341,6 +371,14 @@ mod tests {
         }
         let refused = limiter.check("a".to_owned()).expect_err("limited");
         assert_eq!(refused.problem().status, 429);
+        assert!(
+            refused
+                .problem()
+                .detail
+                .starts_with("too many changes in a minute with this credential; retry in"),
+            "{}",
+            refused.problem().detail
+        );
         assert!(limiter.check("b".to_owned()).is_ok());
         let unlimited = MutationLimiter::new(0);
         for _ in 0..100 {
