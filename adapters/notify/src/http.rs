@@ -1,13 +1,12 @@
 //! One HTTP client for every sink: hyper with rustls on ring, a timeout per request.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderName, USER_AGENT};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
-use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -36,20 +35,6 @@ pub(crate) struct Http {
     timeout: Duration,
 }
 
-/// Trusts the system's certificate authorities (none: HTTPS fails at the handshake).
-fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    Ok(match builder.with_native_roots() {
-        Ok(builder) => builder.with_no_client_auth(),
-        Err(_) => rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-    })
-}
-
 /// `url` if it is an http(s) URL with a host.
 pub(crate) fn checked_url(url: &str) -> Result<String, InvalidSink> {
     let invalid = |reason: &str| InvalidSink::Url {
@@ -73,7 +58,7 @@ impl Http {
         connector.enforce_http(false);
         connector.set_connect_timeout(Some(timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config()?)
+            .with_tls_config(kubernaut_tls::client_config()?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);

@@ -3,7 +3,6 @@
 mod challenge;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +12,7 @@ use http::header::{ACCEPT, AUTHORIZATION, USER_AGENT, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::{Bytes, Incoming};
-use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -101,21 +100,6 @@ impl fmt::Debug for DockerRegistry {
     }
 }
 
-/// Trusts the system's certificate authorities; without any, HTTPS registries fail
-/// at the handshake (a [`RegistryError`]) while plain HTTP ones still work.
-fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    Ok(match builder.with_native_roots() {
-        Ok(builder) => builder.with_no_client_auth(),
-        Err(_) => rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-    })
-}
-
 /// What one manifest request gave.
 enum Answer {
     Lookup(ImageLookup),
@@ -152,7 +136,7 @@ impl DockerRegistry {
         connector.enforce_http(false);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config()?)
+            .with_tls_config(kubernaut_tls::client_config()?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);

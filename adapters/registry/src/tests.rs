@@ -1,7 +1,7 @@
 //! The HTTP conversation against a fake registry with a Bearer token service (the real
 //! `docker-registry` is driven by the app's `registry` test), and the pieces around it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;

@@ -15,7 +15,7 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -55,21 +55,6 @@ impl std::fmt::Debug for Api {
     }
 }
 
-/// Trusts the system's certificate authorities; without any, HTTPS fails at the
-/// handshake (exit code 3) while plain HTTP still works.
-fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    Ok(match builder.with_native_roots() {
-        Ok(builder) => builder.with_no_client_auth(),
-        Err(_) => rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-    })
-}
-
 impl Api {
     /// # Errors
     /// [`CliError::Usage`] for a URL that does not parse or a token that cannot be a
@@ -87,7 +72,8 @@ impl Api {
                 Some(value)
             }
         };
-        let tls = tls_config().map_err(|e| CliError::Server(format!("cannot set up TLS: {e}")))?;
+        let tls = kubernaut_tls::client_config()
+            .map_err(|e| CliError::Server(format!("cannot set up TLS: {e}")))?;
         let mut connector = HttpConnector::new();
         connector.enforce_http(false);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
