@@ -132,6 +132,27 @@ impl Fleet {
         )
     }
 
+    /// A started replica deploying to `cluster` with `slots` apply slots per cluster.
+    fn replica_with_slots(&self, cluster: Arc<dyn Cluster>, slots: usize) -> DeploymentService {
+        let service = DeploymentService::new(
+            Arc::new(releases_of(vec![self.good.clone()])),
+            self.deployments.clone(),
+            self.deployments.clone(),
+            self.changes.clone(),
+            vec![ClusterHandle {
+                name: target().cluster,
+                settings: settings(),
+                cluster,
+            }],
+        )
+        .with_engine_settings(EngineSettings {
+            max_applying: slots,
+            ..fast_engine("slots")
+        });
+        service.engine().start();
+        service
+    }
+
     /// Requests the release through `replica`; with `watched`, waits until that
     /// cluster watches its rollout.
     async fn deploy(
@@ -523,22 +544,7 @@ async fn a_burst_reads_its_objects_only_in_the_clusters_apply_slots() {
     let fleet = Fleet::new("7");
     let cluster = Arc::new(GatedCluster::default());
     cluster.applies_held.send_replace(true);
-    let service = DeploymentService::new(
-        Arc::new(releases_of(vec![fleet.good.clone()])),
-        fleet.deployments.clone(),
-        fleet.deployments.clone(),
-        fleet.changes.clone(),
-        vec![ClusterHandle {
-            name: target().cluster,
-            settings: settings(),
-            cluster: cluster.clone(),
-        }],
-    )
-    .with_engine_settings(EngineSettings {
-        max_applying: 2,
-        ..fast_engine("slots")
-    });
-    service.engine().start();
+    let service = fleet.replica_with_slots(cluster.clone(), 2);
     let reads_before = fleet.deployments.objects_reads.load(Ordering::SeqCst);
     let mut ids = Vec::new();
     for n in 0..6 {
@@ -593,4 +599,58 @@ async fn a_burst_reads_its_objects_only_in_the_clusters_apply_slots() {
             "{said:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_deploy_cancelled_while_it_waits_for_an_apply_slot_is_never_applied() {
+    let fleet = Fleet::new("8");
+    let cluster = Arc::new(GatedCluster::default());
+    cluster.applies_held.send_replace(true);
+    let service = fleet.replica_with_slots(cluster.clone(), 1);
+    let mut ids = Vec::new();
+    for namespace in ["first", "second"] {
+        let mut asked = request(&fleet.good);
+        asked.target.namespace = Namespace::parse(namespace).expect("a namespace");
+        let started = service
+            .request(asked, &deployer("ci"))
+            .await
+            .expect("requested");
+        ids.push(started.id);
+    }
+    eventually("the first holds the slot", || {
+        cluster.applying.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eventually("both are driven", || service.engine().driving() == 2).await;
+    let reads_before = fleet.deployments.objects_reads.load(Ordering::SeqCst);
+
+    let cancelled = service
+        .cancel(ids[1], &deployer("oncall"))
+        .await
+        .expect("cancelled");
+    assert_eq!(cancelled.status, DeploymentStatus::Cancelled);
+    eventually("the waiting driver stops", || {
+        service.engine().driving() == 1
+    })
+    .await;
+    cluster.applies_held.send_replace(false);
+    eventually("the first succeeds", || {
+        cluster.finish.notify_waiters();
+        status_of(&fleet.deployments, ids[0]) == DeploymentStatus::Succeeded
+    })
+    .await;
+    assert_eq!(
+        cluster.applies.load(Ordering::SeqCst),
+        1,
+        "only the first was applied"
+    );
+    assert_eq!(
+        fleet.deployments.objects_reads.load(Ordering::SeqCst),
+        reads_before,
+        "the cancelled one never read its objects"
+    );
+    assert_eq!(
+        status_of(&fleet.deployments, ids[1]),
+        DeploymentStatus::Cancelled
+    );
 }
